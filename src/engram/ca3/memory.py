@@ -1,0 +1,464 @@
+"""``AttractorMemory``: CA3-style pattern completion with a CA1 gate.
+
+Store patterns with a local learning rule, complete cues by settling toward a stored
+attractor within the theta deadline, and let the gate refuse when the evidence is weak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engram import hebb
+from engram.ca3 import dynamics, single
+from engram.ca3.gate import CA1Gate
+from engram.ca3.monitor import ConvergenceStats
+from engram.codes import active_count, check_sparsity
+from engram.runs import atomic_write_bytes
+
+CODES = ("bipolar", "sparse")
+UPDATES = ("sync", "async")
+_DEFAULT_RULE = {"bipolar": "hebbian", "sparse": "covariance"}
+_RULE_CODES = {
+    "hebbian": ("bipolar",),
+    "storkey": ("bipolar",),
+    "covariance": ("sparse",),
+    "pseudoinverse": ("bipolar", "sparse"),
+}
+_FORMAT = "engram.AttractorMemory"
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    """One completion: the settled state, how it got there, and the CA1 gate's verdict.
+
+    ``answer`` is the completed pattern when the gate accepts and ``None`` ("insufficient
+    evidence") when it refuses; ``state`` is always the raw CA3 state, for diagnosis.
+    """
+
+    state: np.ndarray
+    converged: bool
+    iterations: int
+    energy: np.ndarray
+    nearest: int
+    overlap: float
+    confidence: float
+    novelty: float
+    accepted: bool
+    cycled: bool = False
+
+    @property
+    def answer(self) -> np.ndarray | None:
+        return self.state if self.accepted else None
+
+
+@dataclass(frozen=True)
+class BatchCompletion:
+    """Completions of a batch of cues as arrays; ``batch[i]`` gives one ``CompletionResult``.
+
+    ``energy`` is (B, max_iterations) with NaN after each cue's last step.
+    """
+
+    states: np.ndarray
+    converged: np.ndarray
+    iterations: np.ndarray
+    energy: np.ndarray
+    nearest: np.ndarray
+    overlap: np.ndarray
+    confidence: np.ndarray
+    novelty: np.ndarray
+    accepted: np.ndarray
+    cycled: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __getitem__(self, i: int) -> CompletionResult:
+        trace = self.energy[i]
+        return CompletionResult(
+            state=self.states[i],
+            converged=bool(self.converged[i]),
+            iterations=int(self.iterations[i]),
+            energy=trace[~np.isnan(trace)],
+            nearest=int(self.nearest[i]),
+            overlap=float(self.overlap[i]),
+            confidence=float(self.confidence[i]),
+            novelty=float(self.novelty[i]),
+            accepted=bool(self.accepted[i]),
+            cycled=bool(self.cycled[i]),
+        )
+
+
+def _choice(value: Any, name: str, options: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    return int(value)
+
+
+class AttractorMemory:
+    """A Hopfield attractor memory over ``n_units`` units.
+
+    Args:
+        n_units: network size N.
+        code: ``"bipolar"`` (±1 states, sign threshold) or ``"sparse"`` ({0,1} states,
+            k-winners-take-all with k = round(sparsity · N)).
+        sparsity: coding level a of sparse codes; ignored for bipolar codes.
+        k: number of winners, overriding round(sparsity · N).
+        rule: ``"hebbian"`` (bipolar), ``"covariance"`` (sparse), ``"storkey"`` (bipolar) or
+            ``"pseudoinverse"`` (both); defaults to the classical rule of the code.
+        update: ``"sync"`` (all units at once) or ``"async"`` (one unit at a time, random order).
+        max_iterations: the theta deadline, in updates (sync) or sweeps (async).
+        threshold: the CA1 gate's confidence threshold.
+        prune: fraction of the smallest weights dropped after each ``store``; when at most 10%
+            remain, dense products use a sparse CSR matrix.
+        device: torch device of the batched path (the single-cue path runs on the CPU).
+        seed: seed of the asynchronous visiting orders.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> memory = AttractorMemory(768, code="sparse", sparsity=0.05)
+        >>> patterns = random_sparse(100, 768, 0.05, rng)                 # doctest: +SKIP
+        >>> memory.store(patterns)                                        # doctest: +SKIP
+        >>> memory.complete(partial_cue(patterns[3], 0.3, rng)[0]).nearest  # doctest: +SKIP
+        3
+    """
+
+    def __init__(
+        self,
+        n_units: int,
+        *,
+        code: str = "bipolar",
+        sparsity: float = 0.05,
+        k: int | None = None,
+        rule: str | None = None,
+        update: str = "sync",
+        max_iterations: int = 7,
+        threshold: float = 0.7,
+        prune: float = 0.0,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ):
+        self.n_units = _positive_int(n_units, "n_units")
+        if self.n_units < 2:
+            raise ValueError(f"n_units: expected at least 2 units, got {n_units}")
+        self.code = _choice(code, "code", CODES)
+        self.update = _choice(update, "update", UPDATES)
+        self.sparsity = check_sparsity(sparsity)
+        if self.code == "sparse":
+            self.k = active_count(self.n_units, self.sparsity) if k is None else _positive_int(
+                k, "k"
+            )
+            if self.k >= self.n_units:
+                raise ValueError(f"k: expected 1 ≤ k < n_units = {self.n_units}, got {self.k}")
+        else:
+            self.k = self.n_units
+        self.rule = _choice(
+            _DEFAULT_RULE[self.code] if rule is None else rule, "rule", tuple(_RULE_CODES)
+        )
+        if self.code not in _RULE_CODES[self.rule]:
+            raise ValueError(
+                f"rule: {self.rule!r} is for {' or '.join(_RULE_CODES[self.rule])} codes, "
+                f"got code={self.code!r}"
+            )
+        self.max_iterations = _positive_int(max_iterations, "max_iterations")
+        self.gate = CA1Gate(threshold)
+        if not 0.0 <= prune < 1.0:
+            raise ValueError(f"prune: expected a fraction in [0, 1), got {prune}")
+        self.prune = float(prune)
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.weights = torch.zeros(self.n_units, self.n_units, device=self.device)
+        self.patterns = torch.zeros(0, self.n_units, dtype=torch.int8, device=self.device)
+        self.stats = ConvergenceStats(self.max_iterations)
+        self._refresh()
+
+    # ------------------------------------------------------------------ storing
+
+    @property
+    def n_stored(self) -> int:
+        return int(self.patterns.shape[0])
+
+    @property
+    def alpha(self) -> float:
+        """Load α = P / N."""
+        return self.n_stored / self.n_units
+
+    def store(self, patterns: np.ndarray | torch.Tensor) -> AttractorMemory:
+        """Store one pattern (N,) or a batch (P, N), adding to what is already stored."""
+        new = self._check_states(patterns, "patterns", allow_unknown=False)
+        new_t = torch.from_numpy(new).to(self.device)
+        if self.rule == "hebbian":
+            self.weights += hebb.hebbian(new_t)
+        elif self.rule == "covariance":
+            self.weights += hebb.covariance(new_t, self.sparsity)
+        elif self.rule == "storkey":
+            self.weights = hebb.storkey(new_t, self.weights)
+        self.patterns = torch.cat([self.patterns, new_t.to(torch.int8)])
+        if self.rule == "pseudoinverse":
+            centre = self.sparsity if self.code == "sparse" else 0.0
+            self.weights = hebb.pseudoinverse(self.patterns, centre)
+        if self.prune:
+            self.weights = hebb.prune(self.weights, self.prune).to_dense()
+        self._refresh()
+        return self
+
+    def _refresh(self) -> None:
+        """Rebuild the derived views the completion paths use after the weights changed."""
+        self._patterns_f = self.patterns.float()
+        kept = float((self.weights != 0).float().mean()) if self.prune else 1.0
+        self._product_weights = (
+            hebb.prune(self.weights, 0.0) if self.prune and kept <= 0.1 else self.weights
+        )
+        self._single_path = self.device.type == "cpu" and self.update == "sync"
+        if self._single_path:
+            self._weights_np = np.ascontiguousarray(self.weights.numpy())
+            self._patterns_t_np = np.ascontiguousarray(self.patterns.numpy().T, dtype=np.float32)
+            self._pattern_sizes = np.maximum(self._patterns_t_np.sum(0), 1.0)
+
+    # ------------------------------------------------------------------ completing
+
+    def complete(self, cue: np.ndarray | torch.Tensor) -> CompletionResult:
+        """Complete one cue (N,): settle, then gate."""
+        cue_np = self._check_states(cue, "cue", allow_unknown=True, one_cue=True)
+        self._require_patterns()
+        if not self._single_path:
+            return self.complete_batch(cue_np[None])[0]
+        state = np.empty(self.n_units, dtype=np.int8)
+        energy = np.empty(self.max_iterations, dtype=np.float32)
+        if self.code == "sparse":
+            out = single.complete_sparse(
+                self._weights_np, self._patterns_t_np, self._pattern_sizes, cue_np, self.k,
+                self.max_iterations, state, energy,
+            )
+        else:
+            out = single.complete_bipolar(
+                self._weights_np, self._patterns_t_np, cue_np, self.max_iterations, state, energy
+            )
+        iterations, converged, cycled, changed, rises, nearest, overlap, novelty = out
+        self.stats.record_one(iterations, converged, cycled, rises, changed)
+        confidence = max(float(overlap), 0.0) * (1.0 - novelty)
+        return CompletionResult(
+            state=state,
+            converged=converged,
+            iterations=iterations,
+            energy=energy[:iterations],
+            nearest=nearest,
+            overlap=float(overlap),
+            confidence=confidence,
+            novelty=float(novelty),
+            accepted=confidence >= self.gate.threshold,
+            cycled=cycled,
+        )
+
+    def complete_batch(
+        self, cues: np.ndarray | torch.Tensor, orders: torch.Tensor | None = None
+    ) -> BatchCompletion:
+        """Complete a batch of cues (B, N) on ``device``; converged cues leave the batch early.
+
+        ``orders`` (max_iterations, B, N) fixes the asynchronous visiting orders (for tests).
+        """
+        cues_np = self._check_states(cues, "cues", allow_unknown=True)
+        self._require_patterns()
+        if self._single_path:
+            return self._complete_many_cpu(cues_np)
+        cues_t = torch.from_numpy(cues_np).to(self.device, torch.float32)
+        if self.update == "sync":
+            out = dynamics.run_sync(
+                self._product_weights, cues_t, self.code, self.k, self.max_iterations
+            )
+        else:
+            out = dynamics.run_async(
+                self._product_weights if self.code == "bipolar" else self.weights,
+                cues_t,
+                self.code,
+                self.k,
+                self.max_iterations,
+                orders=orders,
+                generator=self._generator,
+            )
+        verdict = self.gate.assess(cues_t, out.states, self._patterns_f, self.code)
+        energy = out.energy.cpu().numpy()
+        iterations = out.iterations.cpu().numpy()
+        converged = out.converged.cpu().numpy()
+        cycled = out.cycled.cpu().numpy()
+        self.stats.record(
+            iterations, converged, cycled, energy, int(out.changed.sum()), self.update
+        )
+        return BatchCompletion(
+            states=out.states.cpu().numpy().astype(np.int8),
+            converged=converged,
+            iterations=iterations,
+            energy=energy,
+            nearest=verdict.nearest.cpu().numpy(),
+            overlap=verdict.overlap.cpu().numpy(),
+            confidence=verdict.confidence.cpu().numpy(),
+            novelty=verdict.novelty.cpu().numpy(),
+            accepted=verdict.accepted.cpu().numpy(),
+            cycled=cycled,
+        )
+
+    def _complete_many_cpu(self, cues: np.ndarray) -> BatchCompletion:
+        """Synchronous batch on the CPU: the compiled single-cue kernel, cues over all cores."""
+        b, n, steps = cues.shape[0], self.n_units, self.max_iterations
+        states = np.empty((b, n), dtype=np.int8)
+        energy = np.full((b, steps), np.nan, dtype=np.float32)
+        iterations = np.empty(b, dtype=np.int64)
+        converged = np.empty(b, dtype=np.bool_)
+        cycled = np.empty(b, dtype=np.bool_)
+        changed = np.empty(b, dtype=np.int64)
+        rises = np.empty(b, dtype=np.int64)
+        nearest = np.empty(b, dtype=np.int64)
+        overlap = np.empty(b, dtype=np.float32)
+        novelty = np.empty(b, dtype=np.float32)
+        outputs = (states, energy, iterations, converged, cycled, changed, rises, nearest, overlap,
+                   novelty)
+        if self.code == "sparse":
+            single.complete_sparse_many(
+                self._weights_np, self._patterns_t_np, self._pattern_sizes, cues, self.k, steps,
+                *outputs,
+            )
+        else:
+            single.complete_bipolar_many(self._weights_np, self._patterns_t_np, cues, steps, *outputs)
+        self.stats.record_many(iterations, converged, cycled, rises, int(changed.sum()))
+        confidence = np.maximum(overlap, 0.0) * (1.0 - novelty)
+        return BatchCompletion(
+            states=states,
+            converged=converged,
+            iterations=iterations,
+            energy=energy,
+            nearest=nearest,
+            overlap=overlap,
+            confidence=confidence,
+            novelty=novelty,
+            accepted=confidence >= self.gate.threshold,
+            cycled=cycled,
+        )
+
+    def energy(self, state: np.ndarray | torch.Tensor) -> float:
+        """E = −½ sᵀWs of any state, on demand."""
+        s = torch.from_numpy(self._check_states(state, "state", allow_unknown=True, one_cue=True))
+        s = s.to(self.device, torch.float32)
+        return float(-0.5 * s @ self.weights @ s)
+
+    # ------------------------------------------------------------------ checking input
+
+    def _require_patterns(self) -> None:
+        if self.n_stored == 0:
+            raise ValueError("memory: nothing is stored yet; call store(patterns) before completing")
+
+    def _check_states(
+        self, values: Any, name: str, allow_unknown: bool, one_cue: bool = False
+    ) -> np.ndarray:
+        """Validate and convert patterns/cues to float32 numpy, naming ``name`` in errors."""
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().numpy()
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            raise TypeError(
+                f"{name}: expected an array of {self.n_units} unit values, "
+                f"got {type(values).__name__} {values!r}"
+            )
+        try:
+            array = np.ascontiguousarray(values, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name}: expected a numeric array, got {type(values).__name__}") from error
+        if array.ndim == 1 and not one_cue:
+            array = array[None]
+        if array.ndim != (1 if one_cue else 2) or array.shape[-1] != self.n_units or not array.size:
+            expected = f"({self.n_units},)" if one_cue else f"({self.n_units},) or (B, {self.n_units})"
+            raise ValueError(f"{name}: expected shape {expected}, got {tuple(np.shape(values))}")
+        bipolar = self.code == "bipolar"
+        where = single.cue_violation(array.reshape(-1), bipolar) if array.size else -1
+        if where >= 0 or (bipolar and not allow_unknown and not np.all(array != 0)):
+            value = array.reshape(-1)[where] if where >= 0 else 0.0
+            allowed = "{-1, +1}" if bipolar else "{0, 1}"
+            if bipolar and allow_unknown:
+                allowed = "{-1, 0, +1} (0 marks an unknown unit)"
+            raise ValueError(f"{name}: a {self.code} code takes values {allowed}, got {value:g}")
+        if where == -2 or (not one_cue and np.any(~array.any(axis=1))):
+            raise ValueError(f"{name}: a row has no known (non-zero) units, so there is no evidence")
+        return array
+
+    # ------------------------------------------------------------------ persistence
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "n_units": self.n_units,
+            "code": self.code,
+            "sparsity": self.sparsity,
+            "k": self.k if self.code == "sparse" else None,
+            "rule": self.rule,
+            "update": self.update,
+            "max_iterations": self.max_iterations,
+            "threshold": self.gate.threshold,
+            "prune": self.prune,
+            "seed": self.seed,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write weights, patterns and config to one safetensors file, atomically."""
+        from safetensors.torch import save
+
+        metadata = {
+            "format": _FORMAT,
+            "version": str(_FORMAT_VERSION),
+            "config": json.dumps(self.config()),
+        }
+        tensors = {"weights": self.weights.cpu().contiguous(), "patterns": self.patterns.cpu()}
+        return atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> AttractorMemory:
+        """Read a memory written by ``save``; a truncated or foreign file raises ValueError."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"path: no memory file at {path}")
+        data = path.read_bytes()
+        try:
+            tensors = load(data)
+            header_size = int.from_bytes(data[:8], "little")
+            metadata = json.loads(data[8 : 8 + header_size]).get("__metadata__", {})
+        except (SafetensorError, ValueError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"path: {path} is not a readable safetensors file (truncated or foreign): {error}"
+            ) from error
+        if metadata.get("format") != _FORMAT or set(tensors) != {"weights", "patterns"}:
+            raise ValueError(f"path: {path} is a safetensors file but not an Engram memory")
+        if int(metadata.get("version", -1)) > _FORMAT_VERSION:
+            raise ValueError(f"path: {path} has format version {metadata['version']}, newer than this Engram")
+        config = json.loads(metadata["config"])
+        n_units = config.pop("n_units")
+        memory = cls(n_units, device=device, **config)
+        n = memory.n_units
+        if tensors["weights"].shape != (n, n) or tensors["patterns"].shape[1:] != (n,):
+            raise ValueError(f"path: {path} holds tensors whose shapes do not match n_units={n}")
+        memory.weights = tensors["weights"].to(memory.device)
+        memory.patterns = tensors["patterns"].to(memory.device)
+        memory._refresh()
+        return memory
+
+    def __repr__(self) -> str:
+        extra = f", k={self.k}" if self.code == "sparse" else ""
+        return (
+            f"AttractorMemory(n_units={self.n_units}, code={self.code!r}{extra}, rule={self.rule!r}, "
+            f"update={self.update!r}, stored={self.n_stored}, alpha={self.alpha:.3f})"
+        )
+

@@ -1,0 +1,287 @@
+"""AttractorMemory as a user sees it: storing, completing, the CA1 gate, monitoring, saving."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from engram import codes, hebb
+from engram.ca3 import AttractorMemory
+
+
+@pytest.fixture(scope="module")
+def sparse_memory():
+    """The benchmark's setting: 768 units, 5% sparse, 100 stored patterns."""
+    gen = np.random.default_rng(7)
+    patterns = codes.random_sparse(100, 768, 0.05, gen)
+    memory = AttractorMemory(768, code="sparse", sparsity=0.05)
+    memory.store(patterns)
+    return memory, patterns
+
+
+@pytest.mark.parametrize(("code", "rule"), [("bipolar", "hebbian"), ("bipolar", "storkey"),
+                                            ("bipolar", "pseudoinverse"), ("sparse", "covariance"),
+                                            ("sparse", "pseudoinverse")])
+def test_incremental_store_equals_storing_at_once(code, rule, rng):
+    make = (lambda: codes.random_sparse(12, 128, 0.1, rng)) if code == "sparse" else (
+        lambda: codes.random_bipolar(12, 128, rng))
+    patterns = make()
+    at_once = AttractorMemory(128, code=code, sparsity=0.1, rule=rule).store(patterns)
+    one_by_one = AttractorMemory(128, code=code, sparsity=0.1, rule=rule)
+    one_by_one.store(patterns[0])
+    one_by_one.store(patterns[1:5])
+    for pattern in patterns[5:]:
+        one_by_one.store(pattern)
+    assert one_by_one.n_stored == 12
+    assert torch.allclose(at_once.weights, one_by_one.weights, atol=1e-5)
+
+
+def test_hebbian_weights_are_the_outer_product_over_n(rng):
+    patterns = codes.random_bipolar(5, 64, rng)
+    memory = AttractorMemory(64).store(patterns)
+    x = patterns.astype(np.float32)
+    expected = x.T @ x / 64
+    np.fill_diagonal(expected, 0)
+    assert np.allclose(memory.weights.numpy(), expected)
+
+
+def test_pseudoinverse_rule_completes_correlated_patterns(rng):
+    patterns = codes.correlated_bipolar(16, 256, 2, 0.15, rng)
+    cues = codes.flip_bits(patterns, 12, rng)
+    hebbian = AttractorMemory(256).store(patterns).complete_batch(cues)
+    better = AttractorMemory(256, rule="pseudoinverse").store(patterns).complete_batch(cues)
+    exact = np.all(better.states == patterns, axis=1).mean()
+    assert exact >= 0.9
+    assert exact > np.all(hebbian.states == patterns, axis=1).mean() + 0.3
+
+
+def test_storkey_rule_stores_more_random_patterns_than_hebbian(rng):
+    patterns = codes.random_bipolar(32, 128, rng)  # α = 0.25, above the Hebbian limit
+    hebbian = AttractorMemory(128).store(patterns).complete_batch(patterns)
+    storkey = AttractorMemory(128, rule="storkey").store(patterns).complete_batch(patterns)
+    fixed = lambda result: np.all(result.states == patterns, axis=1).mean()  # noqa: E731
+    assert fixed(storkey) >= 0.9
+    assert fixed(storkey) > fixed(hebbian) + 0.3
+
+
+def test_sparse_partial_cue_completes_to_its_pattern(sparse_memory, rng):
+    memory, patterns = sparse_memory
+    result = memory.complete(codes.partial_cue(patterns[17], 0.3, rng)[0])
+    assert result.converged and result.nearest == 17
+    assert result.overlap == 1.0 and np.array_equal(result.state, patterns[17])
+    assert result.iterations <= 7 and len(result.energy) == result.iterations
+
+
+@pytest.mark.parametrize("update", ["sync", "async"])
+def test_bipolar_noisy_cue_completes(update, rng):
+    memory = AttractorMemory(512, update=update)
+    patterns = codes.random_bipolar(20, 512, rng)
+    memory.store(patterns)
+    result = memory.complete(codes.flip_bits(patterns[3], 80, rng)[0])
+    assert result.converged and result.nearest == 3 and result.overlap == 1.0
+    assert result.accepted and np.array_equal(result.answer, patterns[3])
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.5, 1.0])
+def test_gate_accepts_stored_pattern_cues(sparse_memory, keep):
+    memory, patterns = sparse_memory
+    gen = np.random.default_rng(11)
+    cues = np.concatenate([codes.partial_cue(patterns, keep, gen) for _ in range(4)])
+    result = memory.complete_batch(cues)
+    assert result.accepted.mean() >= 0.95
+    assert np.mean(result.nearest[result.accepted] == np.tile(np.arange(100), 4)[result.accepted]) == 1.0
+
+
+def test_gate_rejects_random_cues_of_the_same_density(sparse_memory):
+    memory, _ = sparse_memory
+    gen = np.random.default_rng(12)
+    cues = np.zeros((400, 768), dtype=np.int8)
+    for row in cues:
+        row[gen.choice(768, round(0.3 * 38), replace=False)] = 1
+    result = memory.complete_batch(cues)
+    assert 1 - result.accepted.mean() >= 0.95
+    assert all(result[i].answer is None for i in np.flatnonzero(~result.accepted))
+
+
+def test_gate_separates_bipolar_noisy_from_random_cues(rng):
+    memory = AttractorMemory(512)
+    patterns = codes.random_bipolar(30, 512, rng)
+    memory.store(patterns)
+    stored = memory.complete_batch(codes.flip_bits(np.repeat(patterns, 4, 0), 51, rng))
+    with pytest.warns(RuntimeWarning, match="convergence rate"):  # random cues wander
+        novel = memory.complete_batch(codes.random_bipolar(120, 512, rng))
+    assert stored.accepted.mean() >= 0.95
+    assert 1 - novel.accepted.mean() >= 0.95
+
+
+def test_single_and_batched_gate_agree(sparse_memory, rng):
+    memory, patterns = sparse_memory
+    cues = codes.partial_cue(patterns[:20], 0.5, rng)
+    batch = memory.complete_batch(cues)
+    for i, cue in enumerate(cues):
+        one = memory.complete(cue)
+        if np.array_equal(one.state, batch.states[i]):
+            assert one.nearest == batch.nearest[i]
+            assert one.confidence == pytest.approx(batch.confidence[i], abs=1e-6)
+            assert one.novelty == pytest.approx(batch.novelty[i], abs=1e-6)
+
+
+def test_stats_histogram_and_rates_track_every_completion(rng):
+    memory = AttractorMemory(256)
+    patterns = codes.random_bipolar(10, 256, rng)
+    memory.store(patterns)
+    memory.complete_batch(codes.flip_bits(patterns, 20, rng))
+    memory.complete(patterns[0])
+    stats = memory.stats
+    assert stats.completions == 11 == stats.iteration_histogram.sum()
+    assert stats.convergence_rate == 1.0
+    assert stats.mean_change_per_step > 0
+    assert stats.as_dict()["energy_decrease_rate"] == 1.0
+    stats.reset()
+    assert stats.completions == 0
+
+
+def test_low_convergence_rate_warns(rng):
+    memory = AttractorMemory(200, max_iterations=1)
+    patterns = codes.random_bipolar(40, 200, rng)
+    memory.store(patterns)
+    with pytest.warns(RuntimeWarning, match="below 90%"):
+        memory.complete_batch(codes.flip_bits(patterns, 60, rng))
+        memory.complete_batch(codes.flip_bits(patterns, 60, rng))
+
+
+def test_async_energy_rise_warns_when_weights_are_broken(rng):
+    memory = AttractorMemory(64, update="async")
+    memory.store(codes.random_bipolar(3, 64, rng))
+    memory.weights = torch.from_numpy(rng.standard_normal((64, 64)).astype(np.float32))  # asymmetric
+    memory._refresh()
+    with pytest.warns(RuntimeWarning, match="energy rose"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="convergence rate")
+        for _ in range(20):
+            memory.complete_batch(codes.random_bipolar(20, 64, rng))
+
+
+@pytest.mark.parametrize("code", ["bipolar", "sparse"])
+def test_save_and_load_round_trip_exactly(code, tmp_path, rng):
+    sparse = code == "sparse"
+    patterns = codes.random_sparse(9, 200, 0.1, rng) if sparse else codes.random_bipolar(9, 200, rng)
+    memory = AttractorMemory(200, code=code, sparsity=0.1, rule="pseudoinverse", max_iterations=5,
+                             threshold=0.6)
+    memory.store(patterns)
+    path = memory.save(tmp_path / "memory.safetensors")
+    loaded = AttractorMemory.load(path)
+    assert loaded.config() == memory.config()
+    assert torch.equal(loaded.weights, memory.weights)
+    assert torch.equal(loaded.patterns, memory.patterns)
+    cue = codes.flip_bits(patterns[2], 6, rng)[0]
+    assert np.array_equal(loaded.complete(cue).state, memory.complete(cue).state)
+    assert [p.name for p in tmp_path.iterdir()] == ["memory.safetensors"]
+
+
+def test_truncated_file_is_a_clear_error(tmp_path, rng):
+    memory = AttractorMemory(64).store(codes.random_bipolar(3, 64, rng))
+    path = memory.save(tmp_path / "m.safetensors")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated or foreign"):
+        AttractorMemory.load(path)
+
+
+def test_foreign_files_are_clear_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a memory at all")
+    with pytest.raises(ValueError, match="truncated or foreign"):
+        AttractorMemory.load(junk)
+    other = tmp_path / "other.safetensors"
+    save_file({"x": torch.zeros(3)}, str(other))
+    with pytest.raises(ValueError, match="not an Engram memory"):
+        AttractorMemory.load(other)
+    with pytest.raises(FileNotFoundError, match="path"):
+        AttractorMemory.load(tmp_path / "missing.safetensors")
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_tuple_instead_of_a_size_is_a_type_error():
+    n_units = 8,000  # the typo that motivated this check
+    with pytest.raises(TypeError, match=r"n_units: expected a positive integer, got tuple \(8, 0\)"):
+        AttractorMemory(n_units)
+    with pytest.raises(TypeError):
+        AttractorMemory(8,000)  # options are keyword-only
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"code": "dense"}, "code: expected one of"),
+        ({"rule": "oja"}, "rule: expected one of"),
+        ({"update": "parallel"}, "update: expected one of"),
+        ({"code": "sparse", "sparsity": 0.0}, "sparsity"),
+        ({"code": "sparse", "sparsity": 0.7}, "sparsity"),
+        ({"code": "sparse", "k": 100}, "k: expected"),
+        ({"code": "sparse", "k": 0}, "k: expected"),
+        ({"rule": "covariance"}, "rule: 'covariance' is for sparse"),
+        ({"code": "sparse", "rule": "storkey"}, "rule: 'storkey' is for bipolar"),
+        ({"max_iterations": 0}, "max_iterations"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"prune": 1.0}, "prune"),
+    ],
+)
+def test_bad_constructor_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AttractorMemory(100, **kwargs)
+
+
+def test_completing_with_nothing_stored_is_an_error():
+    with pytest.raises(ValueError, match="nothing is stored"):
+        AttractorMemory(10).complete(np.ones(10))
+
+
+@pytest.mark.parametrize(
+    ("code", "cue", "match"),
+    [
+        ("bipolar", np.ones(9), r"cue: expected shape \(10,\), got \(9,\)"),
+        ("bipolar", np.ones((2, 10)), r"cue: expected shape \(10,\), got \(2, 10\)"),
+        ("bipolar", np.r_[np.ones(9), np.nan], "takes values .* got nan"),
+        ("bipolar", np.r_[np.ones(9), np.inf], "takes values .* got inf"),
+        ("bipolar", np.r_[np.ones(9), 0.5], r"bipolar code takes values \{-1, 0, \+1\}.* got 0.5"),
+        ("sparse", np.r_[np.ones(3), -np.ones(7)], r"sparse code takes values \{0, 1\}, got -1"),
+        ("sparse", np.zeros(10), "no known"),
+        ("bipolar", "1111111111", "cue: expected an array"),
+    ],
+)
+def test_bad_cues_are_clear_errors(code, cue, match):
+    memory = AttractorMemory(10, code=code, sparsity=0.2)
+    memory.store(np.r_[np.ones(2), np.zeros(8)] if code == "sparse" else np.r_[np.ones(5), -np.ones(5)])
+    with pytest.raises((ValueError, TypeError), match=match):
+        memory.complete(cue)
+
+
+def test_bad_patterns_and_batches_are_clear_errors():
+    memory = AttractorMemory(10)
+    with pytest.raises(ValueError, match=r"patterns: a bipolar code takes values \{-1, \+1\}, got 0"):
+        memory.store(np.r_[np.ones(5), np.zeros(5)])
+    with pytest.raises(ValueError, match=r"patterns: expected shape"):
+        memory.store(np.ones((2, 11)))
+    memory.store(np.r_[np.ones(5), -np.ones(5)])
+    with pytest.raises(ValueError, match=r"cues: expected shape \(10,\) or \(B, 10\), got \(3, 4\)"):
+        memory.complete_batch(np.ones((3, 4)))
+
+
+def test_pruning_helper_is_used_by_the_memory(rng):
+    memory = AttractorMemory(128, prune=0.5).store(codes.random_bipolar(40, 128, rng))
+    kept = memory.weights != 0
+    assert 0.3 <= float(kept.float().mean()) <= 0.5  # ties at the cut-off are dropped together
+    dense = hebb.hebbian(torch.from_numpy(memory.patterns.numpy()))
+    assert torch.equal(memory.weights[kept], dense[kept])
+    assert dense[~kept].abs().max() <= dense[kept].abs().min()
+
+
+def test_no_warning_in_normal_use(sparse_memory, rng):
+    memory, patterns = sparse_memory
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        memory.complete_batch(codes.partial_cue(patterns, 0.5, rng))
