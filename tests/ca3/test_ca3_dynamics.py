@@ -33,7 +33,7 @@ def test_compiled_single_cue_matches_reference(code, rng):
         if code == "sparse":
             out = single.complete_sparse(w, patterns_t, np.ones(1, np.float32), cue, k, steps, state, energy)
         else:
-            out = single.complete_bipolar(w, patterns_t, cue, steps, state, energy)
+            out = single.complete_bipolar(w, patterns_t, cue, steps, state, energy, np.empty(0, np.float32))
         iterations, converged, cycled = out[:3]
         assert np.array_equal(state, expected.state)
         assert (iterations, converged, cycled) == (expected.iterations, expected.converged, expected.cycled)

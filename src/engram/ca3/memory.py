@@ -32,6 +32,7 @@ _RULE_CODES = {
     "pseudoinverse": ("bipolar", "sparse"),
 }
 _FORMAT = "engram.AttractorMemory"
+_NO_FIELD = np.empty(0, dtype=np.float32)
 _FORMAT_VERSION = 1
 
 
@@ -248,7 +249,8 @@ class AttractorMemory:
             )
         else:
             out = single.complete_bipolar(
-                self._weights_np, self._patterns_t_np, cue_np, self.max_iterations, state, energy
+                self._weights_np, self._patterns_t_np, cue_np, self.max_iterations, state, energy,
+                _NO_FIELD,
             )
         iterations, converged, cycled, changed, rises, nearest, overlap, novelty = out
         self.stats.record_one(iterations, converged, cycled, rises, changed)
@@ -334,7 +336,10 @@ class AttractorMemory:
                 *outputs,
             )
         else:
-            single.complete_bipolar_many(self._weights_np, self._patterns_t_np, cues, steps, *outputs)
+            fields = (torch.from_numpy(cues) @ self.weights).numpy()  # one BLAS product
+            single.complete_bipolar_many(
+                self._weights_np, self._patterns_t_np, cues, fields, steps, *outputs
+            )
         self.stats.record_many(iterations, converged, cycled, rises, int(changed.sum()))
         confidence = np.maximum(overlap, 0.0) * (1.0 - novelty)
         return BatchCompletion(

@@ -49,7 +49,13 @@ class ConvergenceStats:
         return self.units_changed / steps if steps else float("nan")
 
     def record_one(
-        self, iterations: int, converged: bool, cycled: bool, rises: int, units_changed: int
+        self,
+        iterations: int,
+        converged: bool,
+        cycled: bool,
+        rises: int,
+        units_changed: int,
+        stacklevel: int = 4,
     ) -> None:
         """Add one synchronous completion (the compiled single-cue path counts its own rises)."""
         self.completions += 1
@@ -59,7 +65,7 @@ class ConvergenceStats:
         self.iteration_histogram[iterations] += 1
         self.energy_steps += iterations - 1
         self.energy_rises += rises
-        self._check_rate()
+        self._check_rate(stacklevel)
 
     def record_many(
         self,
@@ -68,8 +74,11 @@ class ConvergenceStats:
         cycled: np.ndarray,
         rises: np.ndarray,
         units_changed: int,
+        stacklevel: int = 5,
     ) -> None:
-        """Add a synchronous batch whose energy rises the compiled kernel already counted."""
+        """Add a synchronous batch whose energy rises the compiled kernel already counted.
+
+        ``stacklevel`` points warnings at the user's call (as in ``warnings.warn``)."""
         self.completions += iterations.size
         self.converged += int(np.count_nonzero(converged))
         self.cycles += int(np.count_nonzero(cycled))
@@ -77,7 +86,7 @@ class ConvergenceStats:
         np.add.at(self.iteration_histogram, iterations, 1)
         self.energy_steps += int(iterations.sum() - iterations.size)
         self.energy_rises += int(rises.sum())
-        self._check_rate()
+        self._check_rate(stacklevel)
 
     def record(
         self,
@@ -87,6 +96,7 @@ class ConvergenceStats:
         energy: np.ndarray,
         units_changed: int,
         update: str,
+        stacklevel: int = 4,
     ) -> None:
         """Add a batch of outcomes; ``energy`` is (B, T) with NaN after each cue's last step."""
         iterations = np.atleast_1d(iterations)
@@ -108,11 +118,11 @@ class ConvergenceStats:
                     f"energy rose on {rises} asynchronous step(s): impossible with symmetric "
                     "weights and a zero diagonal, so the weights or the kernel are wrong",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=stacklevel - 1,
                 )
-        self._check_rate()
+        self._check_rate(stacklevel)
 
-    def _check_rate(self) -> None:
+    def _check_rate(self, stacklevel: int) -> None:
         if self.completions >= 50 and not self._warned_rate and self.convergence_rate < 0.9:
             self._warned_rate = True
             warnings.warn(
@@ -120,7 +130,7 @@ class ConvergenceStats:
                 f"{self.completions} completions: the memory may be over capacity or the "
                 "cues too weak for the theta deadline",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=stacklevel,
             )
 
     def reset(self) -> None:

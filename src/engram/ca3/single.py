@@ -183,15 +183,17 @@ def complete_bipolar(
     max_iterations: int,
     state: np.ndarray,
     energy: np.ndarray,
+    field: np.ndarray,
 ):
     """Synchronous sign dynamics and gate measures for one ±1 cue (0 = unknown unit).
 
-    Ties (h = 0) keep the unit, and set an unknown unit to +1. Same outputs as
-    ``complete_sparse``.
+    ``field`` is W·cue when the caller has it (a batch computes all of them in one matrix
+    product), or empty. Ties (h = 0) keep the unit, and set an unknown unit to +1. Same
+    outputs as ``complete_sparse``.
     """
     n = weights.shape[0]
     s = cue.copy()
-    h = weights @ s
+    h = weights @ s if field.size == 0 else field.copy()
     new = np.empty(n, dtype=np.float32)
     previous = np.empty(n, dtype=np.float32)
     has_previous = False
@@ -263,11 +265,14 @@ def complete_sparse_many(
 
 @njit(cache=True, parallel=True)
 def complete_bipolar_many(
-    weights, patterns_t, cues, max_iterations,
+    weights, patterns_t, cues, fields, max_iterations,
     states, energy, iterations, converged, cycled, changed, rises, nearest, overlap, novelty,
 ):
-    """``complete_bipolar`` for a batch, cues spread over the CPU cores."""
+    """``complete_bipolar`` for a batch, cues spread over the CPU cores; ``fields`` holds
+    W·cue for every cue, computed by the caller as one matrix product."""
     for b in prange(cues.shape[0]):
-        out = complete_bipolar(weights, patterns_t, cues[b], max_iterations, states[b], energy[b])
+        out = complete_bipolar(
+            weights, patterns_t, cues[b], max_iterations, states[b], energy[b], fields[b]
+        )
         iterations[b], converged[b], cycled[b], changed[b], rises[b] = out[:5]
         nearest[b], overlap[b], novelty[b] = out[5:]
