@@ -13,7 +13,7 @@ def main() -> int:
     failed = []
     for script in scripts:
         print(f"\n=== {script.name} ===", flush=True)
-        if subprocess.run([sys.executable, str(script), *sys.argv[1:]]).returncode:
+        if subprocess.run([sys.executable, str(script)]).returncode:
             failed.append(script.name)
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
