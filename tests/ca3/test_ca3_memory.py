@@ -285,3 +285,14 @@ def test_no_warning_in_normal_use(sparse_memory, rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         memory.complete_batch(codes.partial_cue(patterns, 0.5, rng))
+
+
+def test_batches_from_several_threads_give_the_sequential_answers(sparse_memory, rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    memory, patterns = sparse_memory
+    batches = [codes.partial_cue(patterns, 0.3, rng) for _ in range(6)]
+    expected = [memory.complete_batch(b).states for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda b: memory.complete_batch(b).states, batches))
+    assert all(np.array_equal(e, g) for e, g in zip(expected, got, strict=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ _RULE_CODES = {
 }
 _FORMAT = "engram.AttractorMemory"
 _NO_FIELD = np.empty(0, dtype=np.float32)
+# numba's portable threading layer (workqueue) must not run two parallel kernels at once,
+# so batches from different Python threads (e.g. a web server's workers) take turns.
+_PARALLEL_KERNEL = threading.Lock()
 _FORMAT_VERSION = 1
 
 
@@ -330,17 +334,18 @@ class AttractorMemory:
         novelty = np.empty(b, dtype=np.float32)
         outputs = (states, energy, iterations, converged, cycled, changed, rises, nearest, overlap,
                    novelty)
-        if self.code == "sparse":
-            single.complete_sparse_many(
-                self._weights_np, self._patterns_t_np, self._pattern_sizes, cues, self.k, steps,
-                *outputs,
-            )
-        else:
-            fields = (torch.from_numpy(cues) @ self.weights).numpy()  # one BLAS product
-            single.complete_bipolar_many(
-                self._weights_np, self._patterns_t_np, cues, fields, steps, *outputs
-            )
-        self.stats.record_many(iterations, converged, cycled, rises, int(changed.sum()))
+        with _PARALLEL_KERNEL:
+            if self.code == "sparse":
+                single.complete_sparse_many(
+                    self._weights_np, self._patterns_t_np, self._pattern_sizes, cues, self.k,
+                    steps, *outputs,
+                )
+            else:
+                fields = (torch.from_numpy(cues) @ self.weights).numpy()  # one BLAS product
+                single.complete_bipolar_many(
+                    self._weights_np, self._patterns_t_np, cues, fields, steps, *outputs
+                )
+            self.stats.record_many(iterations, converged, cycled, rises, int(changed.sum()))
         confidence = np.maximum(overlap, 0.0) * (1.0 - novelty)
         return BatchCompletion(
             states=states,
