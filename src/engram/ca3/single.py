@@ -224,7 +224,7 @@ def complete_bipolar(
                 if new[i] != s[i]:
                     h += (new[i] - s[i]) * weights[i]
         else:
-            h = weights @ new
+            np.dot(weights, new, h)
         previous[:] = s
         has_previous = True
         s[:] = new
