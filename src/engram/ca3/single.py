@@ -92,15 +92,21 @@ def complete_sparse(
     """
     n = weights.shape[0]
     h = np.zeros(n, dtype=np.float32)
+    # masks and index lists of the current and the previous state; every step touches only
+    # O(k) entries of them, never all n units
     current = np.zeros(n, dtype=np.bool_)
     previous = np.zeros(n, dtype=np.bool_)
+    current_list = np.empty(n, dtype=np.int64)
+    previous_list = np.empty(n, dtype=np.int64)
     size = 0
     for i in range(n):
         if cue[i] != 0.0:
             current[i] = True
+            current_list[size] = i
             size += 1
             h += weights[i]
-    prev_size = -1
+    previous_size = 0
+    has_previous = False
     winners = np.empty(k, dtype=np.int64)
     changed = 0
     iterations = max_iterations
@@ -108,46 +114,46 @@ def complete_sparse(
     cycled = False
     for t in range(max_iterations):
         _top_k(h, k, winners)
-        same = size == k
-        if same:
-            for j in range(k):
-                if not current[winners[j]]:
-                    same = False
-                    break
-        if same:
+        kept = 0
+        for j in range(k):
+            if current[winners[j]]:
+                kept += 1
+        if size == k and kept == k:
             e = 0.0
             for j in range(k):
                 e += h[winners[j]]
             energy[t] = -0.5 * e
             iterations, converged = t + 1, True
             break
-        cyc = prev_size == k
+        cyc = has_previous and previous_size == k
         if cyc:
             for j in range(k):
                 if not previous[winners[j]]:
                     cyc = False
                     break
-        # previous ← new state; then swap roles so that `current` is the new state
-        previous[:] = False
+        # the previous buffers now receive the new state; then the two swap roles
+        for j in range(previous_size):
+            previous[previous_list[j]] = False
         for j in range(k):
             previous[winners[j]] = True
-        n_changes = 0
-        for i in range(n):
-            if current[i] != previous[i]:
-                n_changes += 1
-        changed += n_changes
-        if n_changes < k:
-            for i in range(n):
-                if previous[i] and not current[i]:
-                    h += weights[i]
-                elif current[i] and not previous[i]:
-                    h -= weights[i]
+            previous_list[j] = winners[j]
+        added, removed = k - kept, size - kept
+        changed += added + removed
+        if added + removed < k:
+            for j in range(k):
+                if not current[winners[j]]:
+                    h += weights[winners[j]]
+            for j in range(size):
+                if not previous[current_list[j]]:
+                    h -= weights[current_list[j]]
         else:
             h[:] = 0.0
             for j in range(k):
                 h += weights[winners[j]]
         current, previous = previous, current
-        prev_size, size = size, k
+        current_list, previous_list = previous_list, current_list
+        previous_size, size = size, k
+        has_previous = True
         e = 0.0
         for j in range(k):
             e += h[winners[j]]
