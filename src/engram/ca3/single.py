@@ -75,6 +75,21 @@ def _rises(energy: np.ndarray, steps: int) -> int:
 
 
 @njit(cache=True)
+def _verdict(cue: np.ndarray, state: np.ndarray, overlaps: np.ndarray, energy: np.ndarray, steps: int):
+    """(energy rises, nearest pattern, its overlap, novelty): the share of the cue's known
+    (non-zero) units that the final state contradicts."""
+    known = 0
+    contradicted = 0
+    for i in range(cue.size):
+        if cue[i] != 0.0:
+            known += 1
+            if state[i] != cue[i]:
+                contradicted += 1
+    nearest = int(np.argmax(overlaps))
+    return _rises(energy, steps), nearest, overlaps[nearest], contradicted / known
+
+
+@njit(cache=True)
 def complete_sparse(
     weights: np.ndarray,
     patterns_t: np.ndarray,
@@ -168,17 +183,8 @@ def complete_sparse(
         state[winners[j]] = 1
         overlaps += patterns_t[winners[j]]
     overlaps /= pattern_sizes
-    nearest = int(np.argmax(overlaps))
-    known = 0
-    contradicted = 0
-    for i in range(n):
-        if cue[i] != 0.0:
-            known += 1
-            if state[i] == 0:
-                contradicted += 1
-    rises = _rises(energy, iterations)
-    return (iterations, converged, cycled, changed, rises, nearest, overlaps[nearest],
-            contradicted / known)
+    rises, nearest, overlap, novelty = _verdict(cue, state, overlaps, energy, iterations)
+    return iterations, converged, cycled, changed, rises, nearest, overlap, novelty
 
 
 @njit(cache=True)
@@ -241,17 +247,8 @@ def complete_bipolar(
     for i in range(n):
         state[i] = np.int8(s[i])
     overlaps = (s @ patterns_t) / n
-    nearest = int(np.argmax(overlaps))
-    known = 0
-    contradicted = 0
-    for i in range(n):
-        if cue[i] != 0.0:
-            known += 1
-            if s[i] != cue[i]:
-                contradicted += 1
-    rises = _rises(energy, iterations)
-    return (iterations, converged, cycled, changed, rises, nearest, overlaps[nearest],
-            contradicted / known)
+    rises, nearest, overlap, novelty = _verdict(cue, state, overlaps, energy, iterations)
+    return iterations, converged, cycled, changed, rises, nearest, overlap, novelty
 
 
 @njit(cache=True, parallel=True)
