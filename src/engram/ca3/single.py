@@ -66,6 +66,35 @@ def _top_k(h: np.ndarray, k: int, heap: np.ndarray) -> None:
 
 
 @njit(cache=True)
+def _sum_rows(rows: np.ndarray, coefficients: np.ndarray, out: np.ndarray) -> None:
+    """out = Σ_i c_i · rows[i] (= Wᵀc = Wc for symmetric W), skipping zero coefficients.
+
+    A plain compiled loop, not BLAS: these kernels run inside numba's parallel threads, and
+    an OpenBLAS call there starts threads of its own (nested, oversubscribed, ~18× slower).
+    """
+    out[:] = 0.0
+    for i in range(rows.shape[0]):
+        if coefficients[i] != 0.0:
+            _add_scaled(out, coefficients[i], rows[i])
+
+
+@njit(cache=True)
+def _add_scaled(out: np.ndarray, c: float, row: np.ndarray) -> None:
+    """out += c · row, in place (an explicit loop: no temporary array)."""
+    for j in range(out.size):
+        out[j] += c * row[j]
+
+
+@njit(cache=True)
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """a · b without BLAS (see ``_sum_rows``)."""
+    total = 0.0
+    for i in range(a.size):
+        total += a[i] * b[i]
+    return total
+
+
+@njit(cache=True)
 def _rises(energy: np.ndarray, steps: int) -> int:
     count = 0
     for t in range(1, steps):
@@ -205,7 +234,11 @@ def complete_bipolar(
     """
     n = weights.shape[0]
     s = cue.copy()
-    h = weights @ s if field.size == 0 else field.copy()
+    h = np.empty(n, dtype=np.float32)
+    if field.size == 0:
+        _sum_rows(weights, s, h)
+    else:
+        h[:] = field
     new = np.empty(n, dtype=np.float32)
     previous = np.empty(n, dtype=np.float32)
     has_previous = False
@@ -221,7 +254,7 @@ def complete_bipolar(
             if v != s[i]:
                 n_changes += 1
         if n_changes == 0:
-            energy[t] = -0.5 * np.dot(s, h)
+            energy[t] = -0.5 * _dot(s, h)
             iterations, converged = t + 1, True
             break
         cyc = has_previous
@@ -234,19 +267,21 @@ def complete_bipolar(
         if n_changes < _DENSE_SHARE * n:
             for i in range(n):
                 if new[i] != s[i]:
-                    h += (new[i] - s[i]) * weights[i]
+                    _add_scaled(h, new[i] - s[i], weights[i])
         else:
-            np.dot(weights, new, h)
+            _sum_rows(weights, new, h)
         previous[:] = s
         has_previous = True
         s[:] = new
-        energy[t] = -0.5 * np.dot(s, h)
+        energy[t] = -0.5 * _dot(s, h)
         if cyc:
             iterations, cycled = t + 1, True
             break
     for i in range(n):
         state[i] = np.int8(s[i])
-    overlaps = (s @ patterns_t) / n
+    overlaps = np.empty(patterns_t.shape[1], dtype=np.float32)
+    _sum_rows(patterns_t, s, overlaps)
+    overlaps /= n
     rises, nearest, overlap, novelty = _verdict(cue, state, overlaps, energy, iterations)
     return iterations, converged, cycled, changed, rises, nearest, overlap, novelty
 
