@@ -1,0 +1,124 @@
+"""The in-memory recall index of one space: unit-norm embeddings, ids and decay state.
+
+Built from the backend and kept in step with it: this process's writes are applied directly;
+other processes' commits are noticed through the backend's cheap ``changed()`` check and read
+incrementally (new rows) or, after deletions and compactions elsewhere, by a full reload.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engram.store.backend import IndexRows, StorageBackend
+
+
+class RecallIndex:
+    """Rows in insertion order; deleted rows stay as dead rows until the next reload."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.unit = np.zeros((0, dim), dtype=np.float32)
+        self.ids: list[str] = []
+        self.kinds: list[str] = []
+        self.row_of: dict[str, int] = {}
+        self.stability = np.zeros(0)
+        self.last_access = np.zeros(0)
+        self.alive = np.zeros(0, dtype=bool)
+        self.max_seq = -1
+        self._capacity_rows = 0
+        self._faiss = None
+        self._faiss_rows = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    @property
+    def live(self) -> int:
+        return int(self.alive.sum())
+
+    def view(self) -> np.ndarray:
+        """The (n, d) unit-norm matrix (a view, no copy)."""
+        return self.unit[: self.size]
+
+    def reload(self, backend: StorageBackend, space: str) -> None:
+        self.__init__(self.dim)
+        self.append(backend.index_rows(space))
+
+    def sync(self, backend: StorageBackend, space: str) -> None:
+        """Catch up with commits from other connections."""
+        if not backend.changed():
+            return
+        new = backend.index_rows(space, after_seq=self.max_seq)
+        self.append(new)
+        if backend.count(space) != self.live:
+            self.reload(backend, space)
+
+    def append(self, rows: IndexRows) -> None:
+        n_new = len(rows.ids)
+        if n_new == 0:
+            return
+        start = self.size
+        if start + n_new > self._capacity_rows:
+            capacity = max(1024, 2 * (start + n_new))
+            grown = np.zeros((capacity, self.dim), dtype=np.float32)
+            grown[:start] = self.unit[:start]
+            self.unit = grown
+            self._capacity_rows = capacity
+        norms = np.linalg.norm(rows.embeddings, axis=1, keepdims=True)
+        self.unit[start : start + n_new] = rows.embeddings / np.maximum(norms, 1e-12)
+        for i, eid in enumerate(rows.ids):
+            self.row_of[eid] = start + i
+        self.ids.extend(rows.ids)
+        self.kinds.extend(rows.kinds or ["episode"] * n_new)
+        self.stability = np.concatenate([self.stability, rows.stability])
+        self.last_access = np.concatenate([self.last_access, rows.last_access])
+        self.alive = np.concatenate([self.alive, np.ones(n_new, dtype=bool)])
+        self.max_seq = max(self.max_seq, int(rows.seqs.max()))
+
+    def remove(self, ids: list[str]) -> None:
+        for eid in ids:
+            row = self.row_of.pop(eid, None)
+            if row is not None:
+                self.alive[row] = False
+                self.unit[row] = 0.0
+
+    def dead_mask(self) -> np.ndarray | None:
+        return None if self.alive.all() else ~self.alive
+
+    # ------------------------------------------------------------------ faiss (large spaces)
+
+    def faiss_search(self, queries: np.ndarray, c: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-C with a faiss IVF index over the live rows (built on first use)."""
+        import faiss
+
+        if self._faiss is None or self._faiss_rows > self.size:
+            live = np.flatnonzero(self.alive)
+            n_lists = max(16, int(np.sqrt(len(live))))
+            quantizer = faiss.IndexFlatIP(self.dim)
+            index = faiss.IndexIVFFlat(quantizer, self.dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+            sample = self.unit[live[:: max(1, len(live) // (64 * n_lists))]]
+            index.train(np.ascontiguousarray(sample))
+            self._faiss = faiss.IndexIDMap(index)
+            self._faiss.add_with_ids(np.ascontiguousarray(self.unit[live]), live.astype(np.int64))
+            self._faiss_rows = self.size
+        elif self._faiss_rows < self.size:
+            new = np.arange(self._faiss_rows, self.size)
+            new = new[self.alive[new]]
+            self._faiss.add_with_ids(np.ascontiguousarray(self.unit[new]), new.astype(np.int64))
+            self._faiss_rows = self.size
+        faiss.extract_index_ivf(self._faiss).nprobe = nprobe
+        scores, rows = self._faiss.search(np.ascontiguousarray(queries, dtype=np.float32), c + 16)
+        valid = rows >= 0
+        valid[valid] = self.alive[rows[valid]]
+        out_rows = np.full((len(queries), c), -1, dtype=np.int64)
+        out_scores = np.full((len(queries), c), -np.inf, dtype=np.float32)
+        for i in range(len(queries)):
+            keep = np.flatnonzero(valid[i])[:c]
+            out_rows[i, : len(keep)] = rows[i, keep]
+            out_scores[i, : len(keep)] = scores[i, keep]
+        return out_rows, out_scores
+
+    def drop_faiss(self) -> None:
+        self._faiss = None
+        self._faiss_rows = 0
