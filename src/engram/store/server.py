@@ -14,7 +14,7 @@ import os
 import secrets
 import threading
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
@@ -147,7 +147,8 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
             raise HTTPException(403, f"the key is not valid for space {space!r}")
         return store
 
-    Space = Annotated[MemoryStore, Depends(space_store)]
+    # One dependency object shared by every route: checks the key, opens the space.
+    authorised = Depends(space_store)
 
     def vector(values: list[float], name: str) -> np.ndarray:
         if len(values) != dim:
@@ -163,7 +164,7 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/spaces/{space}/episodes", status_code=201)
-    def add(body: EpisodeIn, store: Space) -> dict[str, str]:
+    def add(body: EpisodeIn, store: MemoryStore = authorised) -> dict[str, str]:
         eid = store.add(vector(body.embedding, "embedding"), body.payload, id=body.id,
                         timestamp=body.timestamp, reward=body.reward, salience=body.salience,
                         tags=body.tags, unfinished=body.unfinished)
@@ -171,7 +172,7 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
         return {"id": eid}
 
     @app.post("/v1/spaces/{space}/episodes/batch", status_code=201)
-    def add_batch(body: BatchIn, store: Space) -> dict[str, list[str]]:
+    def add_batch(body: BatchIn, store: MemoryStore = authorised) -> dict[str, list[str]]:
         e = body.episodes
         embeddings = np.stack([vector(x.embedding, f"episodes[{i}].embedding") for i, x in enumerate(e)])
         ids = store.add_batch(
@@ -185,7 +186,7 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
         return {"ids": ids}
 
     @app.get("/v1/spaces/{space}/episodes/{eid}")
-    def get(eid: str, store: Space, embedding: bool = False) -> dict[str, Any]:
+    def get(eid: str, embedding: bool = False, store: MemoryStore = authorised) -> dict[str, Any]:
         episode = store.get(eid)
         if episode is None:
             raise HTTPException(404, f"id: no episode {eid!r} in space {store.space!r}")
@@ -197,21 +198,21 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
         return out
 
     @app.delete("/v1/spaces/{space}/episodes/{eid}")
-    def delete(eid: str, store: Space) -> dict[str, list[str]]:
+    def delete(eid: str, store: MemoryStore = authorised) -> dict[str, list[str]]:
         removed = store.delete([eid])
         if not removed:
             raise HTTPException(404, f"id: no episode {eid!r} in space {store.space!r}")
         return {"deleted": removed}
 
     @app.post("/v1/spaces/{space}/recall")
-    def recall(body: RecallIn, store: Space) -> dict[str, Any]:
+    def recall(body: RecallIn, store: MemoryStore = authorised) -> dict[str, Any]:
         known = None if body.known is None else np.asarray(body.known, dtype=bool)
         result = store.recall(vector(body.cue, "cue"), k=body.k, known=known)
         recalls.labels(result.status, result.decided_by).inc()
         return _answer(result)
 
     @app.post("/v1/spaces/{space}/recall/batch")
-    def recall_batch(body: RecallBatchIn, store: Space) -> dict[str, Any]:
+    def recall_batch(body: RecallBatchIn, store: MemoryStore = authorised) -> dict[str, Any]:
         cues = np.stack([vector(c, f"cues[{i}]") for i, c in enumerate(body.cues)])
         known = None if body.known is None else np.asarray(body.known, dtype=bool)
         results = store.recall_batch(cues, k=body.k, known=known)
@@ -220,12 +221,12 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
         return {"results": [_answer(r) for r in results]}
 
     @app.post("/v1/spaces/{space}/sleep")
-    def sleep(body: SleepIn, store: Space) -> dict[str, Any]:
+    def sleep(body: SleepIn, store: MemoryStore = authorised) -> dict[str, Any]:
         report = store.sleep(replay_budget=body.replay_budget, walks=body.walks, seed=body.seed)
         return report.__dict__
 
     @app.get("/v1/spaces/{space}/stats")
-    def stats(store: Space) -> dict[str, Any]:
+    def stats(store: MemoryStore = authorised) -> dict[str, Any]:
         return store.stats()
 
     return app
