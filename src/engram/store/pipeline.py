@@ -33,7 +33,8 @@ class RecallConfig:
         beta: inverse temperature of the modern Hopfield step (on unit-norm patterns).
         completion_steps: Hopfield updates; 0 turns completion off (plain nearest neighbour).
         separation: run the dentate-gyrus pattern separation and sparse attractor stage.
-        dg_units: size of the sparse expansion; dg_sparsity: its coding level.
+        dg_units: size of the sparse expansion; dg_sparsity: its coding level; dg_threshold:
+            the sparse attractor's own CA1 gate threshold (it overrules only when it accepts).
         threshold: the gate's confidence threshold (answers below it are refused).
         strength_weight: how much decayed strength lowers a candidate's rank (score · s^w).
         faiss_above: use a faiss IVF index when a space holds at least this many episodes
@@ -47,6 +48,7 @@ class RecallConfig:
     separation: bool = False
     dg_units: int = 1024
     dg_sparsity: float = 0.05
+    dg_threshold: float = 0.7
     threshold: float = 0.5
     strength_weight: float = 0.25
     faiss_above: int | None = 200_000
@@ -206,10 +208,11 @@ def run(
             state = torch.where(known_t, cue_t * scale, state)
         logits = hopfield.beta * (state @ pat_t.transpose(-1, -2))[:, 0, :] + logits_mask
         attention = torch.softmax(logits, dim=-1).numpy()
-    states = state[:, 0, :].numpy()
+    winner = attention.argmax(1) if config.completion_steps else np.zeros(len(cues), dtype=np.int64)
+    # Without completion the lookup's answer is the completion: the nearest episode itself.
+    states = state[:, 0, :].numpy() if config.completion_steps else patterns[np.arange(len(cues)), winner]
     states = states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12)
 
-    winner = attention.argmax(1) if config.completion_steps else np.zeros(len(cues), dtype=np.int64)
     decided = ["completion" if w != 0 else "search" for w in winner]
     sep_conf = np.full(len(cues), np.nan)
     if separator is not None:
@@ -217,7 +220,9 @@ def run(
             count = int(valid[i].sum())
             if count < 2:
                 continue
-            nearest, confidence, accepted = separator.choose(patterns[i, :count], states[i], config.threshold)
+            nearest, confidence, accepted = separator.choose(
+                patterns[i, :count], states[i], config.dg_threshold
+            )
             sep_conf[i] = confidence
             if accepted and nearest != winner[i]:
                 winner[i] = nearest
