@@ -28,15 +28,15 @@ from engram.store import MemoryStore, RecallConfig
 @dataclass(frozen=True)
 class Config:
     episodes: int = 5000
-    dim: int = 768
+    dims: tuple[int, ...] = (64, 256, 768)
     clusters: int = 100
     rank: int = 16
     cues: int = 400
     known_range: tuple[float, float] = (0.3, 0.5)
-    spreads: tuple[float, ...] = (0.3, 0.6, 1.0)
+    spreads: tuple[float, ...] = (0.3, 0.6)
     noises: tuple[float, ...] = (0.5, 1.0)
     candidates: int = 32
-    beta: float = 24.0
+    betas: tuple[float, ...] = (24.0, 64.0)
     dg_units: int = 1024
     separation_cues: int = 100  # the sparse attractor runs per cue on the CPU: a subsample
     seed: int = 0
@@ -70,28 +70,28 @@ def main() -> None:
     args = parser.parse_args()
     cfg = Config(seed=args.seed)
     if args.quick:
-        cfg = replace(cfg, episodes=500, dim=128, clusters=20, cues=60, separation_cues=20, dg_units=256)
+        cfg = replace(cfg, episodes=500, dims=(64,), clusters=20, cues=60, separation_cues=20, dg_units=256)
     rng = seed_everything(cfg.seed)
     run = RunFolder.create(args.out, "store_recall_quality", asdict(cfg), cfg.seed)
     rows = []
-    for spread in cfg.spreads:
-        episodes, _ = clustered_episodes(cfg.episodes, cfg.dim, cfg.clusters, spread, cfg.rank, rng)
+    for dim, spread in [(d, s) for d in cfg.dims for s in cfg.spreads]:
+        episodes, _ = clustered_episodes(cfg.episodes, dim, cfg.clusters, spread, cfg.rank, rng)
         sources = rng.choice(cfg.episodes, cfg.cues, replace=False)
         for noise in cfg.noises:
             cues, known = partial_noisy_cues(episodes[sources], cfg.known_range, noise, rng)
             truth = episodes[sources]
-            arms = {
-                "nearest neighbour": RecallConfig(completion_steps=0),
-                "Hopfield completion": RecallConfig(completion_steps=2),
-                "completion + DG separation": RecallConfig(completion_steps=2, separation=True),
-            }
+            arms = {"nearest neighbour": RecallConfig(completion_steps=0)}
+            for beta in cfg.betas:
+                arms[f"Hopfield completion β={beta:g}"] = RecallConfig(completion_steps=2, beta=beta)
+            arms["completion + DG separation"] = RecallConfig(completion_steps=2, separation=True,
+                                                              beta=cfg.betas[0])
             with tempfile.TemporaryDirectory() as tmp:
                 outcome = {}
                 for arm, recall in arms.items():
-                    recall = replace(recall, candidates=cfg.candidates, beta=cfg.beta, threshold=0.0,
+                    recall = replace(recall, candidates=cfg.candidates, threshold=0.0,
                                      dg_units=cfg.dg_units, min_calibration=10**9)
                     path = os.path.join(tmp, "store")
-                    with MemoryStore(path, dim=cfg.dim, config=recall, durable=False, seed=cfg.seed) as s:
+                    with MemoryStore(path, dim=dim, config=recall, durable=False, seed=cfg.seed) as s:
                         if len(s) == 0:
                             s.add_batch(episodes, ids=[f"e{i}" for i in range(cfg.episodes)])
                         ids = [f"e{i}" for i in range(cfg.episodes)]
@@ -103,7 +103,7 @@ def main() -> None:
                 top1 = proportion_ci(int(out["top1"].sum()), m)
                 diff = mean_ci(out["completion_cos"] - base["answer_cos"][:m])
                 rows.append({
-                    "spread": spread, "noise": noise, "method": arm, "cues": m,
+                    "dim": dim, "spread": spread, "noise": noise, "method": arm, "cues": m,
                     "top1": float(out["top1"].mean()), "top1_ci": f"[{top1.low:.3f}, {top1.high:.3f}]",
                     "top1_vs_nn": float(out["top1"].mean() - base["top1"][:m].mean()),
                     "answer_cos_unknown": float(out["answer_cos"].mean()),
@@ -112,12 +112,12 @@ def main() -> None:
                     "diff_ci": f"[{diff.low:.3f}, {diff.high:.3f}]",
                     "winner_changed": float(out["changed"].mean()),
                 })
-                print({k: rows[-1][k] for k in ("spread", "noise", "method", "top1", "top1_vs_nn",
+                print({k: rows[-1][k] for k in ("dim", "spread", "noise", "method", "top1", "top1_vs_nn",
                                                 "completion_cos_unknown", "completion_minus_nn_cos")},
                       flush=True)
     run.write_csv("results.csv", rows)
     run.write_json("results.json", rows)
-    columns = ["spread", "noise", "method", "cues", "top1", "top1_ci", "top1_vs_nn",
+    columns = ["dim", "spread", "noise", "method", "cues", "top1", "top1_ci", "top1_vs_nn",
                "answer_cos_unknown", "completion_cos_unknown", "diff_ci", "winner_changed"]
     table = markdown_table(rows, columns)
     run.write_report("# Recall quality: completion vs nearest neighbour\n\n" + table)

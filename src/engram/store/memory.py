@@ -16,7 +16,6 @@ import math
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,6 @@ from engram.store.index import RecallIndex
 from engram.store.pipeline import RecallConfig, Separator
 from engram.store.sqlite import SQLiteBackend, check_space_name
 
-MAX_PAYLOAD_BYTES = 256 * 1024
 _ID_MAX = 128
 
 
@@ -174,21 +172,14 @@ class MemoryStore:
 
     def _episode(self, embedding: np.ndarray, payload: Any, eid: Any, timestamp: Any, reward: Any,
                  salience: Any, tags: Any, unfinished: Any, now: float) -> Episode:
+        """Check one episode's fields; the payload is encoded (and size-checked) by the backend."""
         if eid is None:
-            eid = uuid.uuid4().hex
+            eid = os.urandom(16).hex()
         if not isinstance(eid, str) or not 0 < len(eid) <= _ID_MAX:
             raise ValueError(f"id: expected a string of 1-{_ID_MAX} characters, got {eid!r}")
         payload = {} if payload is None else payload
         if not isinstance(payload, dict):
             raise TypeError(f"payload: expected a JSON object (dict), got {type(payload).__name__}")
-        try:
-            encoded = json.dumps(payload, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"payload: expected JSON-serialisable data without NaN: {error}") from error
-        if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
-            raise ValueError(
-                f"payload: expected at most {MAX_PAYLOAD_BYTES} bytes of JSON, got {len(encoded.encode())}"
-            )
         timestamp = now if timestamp is None else _finite_float(timestamp, "timestamp")
         reward = _finite_float(reward, "reward")
         salience = _finite_float(salience, "salience")
@@ -197,7 +188,7 @@ class MemoryStore:
         if not isinstance(unfinished, (bool, np.bool_)):
             raise TypeError(f"unfinished: expected a bool, got {type(unfinished).__name__}")
         return Episode(
-            id=eid, embedding=embedding, payload=json.loads(encoded), timestamp=timestamp,
+            id=eid, embedding=embedding, payload=payload, timestamp=timestamp,
             reward=reward, salience=salience, tags=tuple(tags), unfinished=bool(unfinished),
             stability=self.decay.initial_stability(salience, reward), last_access=timestamp,
         )

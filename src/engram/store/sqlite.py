@@ -31,6 +31,7 @@ from engram.store.backend import Episode, IndexRows, Link, StorageBackend
 SCHEMA_VERSION = 1
 _SPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CHUNK = 500  # ids per "IN (...)" query, below SQLite's variable limit
+MAX_PAYLOAD_BYTES = 256 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -256,19 +257,35 @@ class SQLiteBackend(StorageBackend):
     # ------------------------------------------------------------------ episodes
 
     @staticmethod
-    def _rows(space: str, episodes: Sequence[Episode], first_slot: int, vectors: np.ndarray) -> list[tuple]:
+    def _encode(payload: dict[str, Any]) -> str:
+        """JSON text of a payload; NaN, non-JSON values and oversized payloads raise ValueError."""
+        try:
+            text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"payload: expected JSON-serialisable data without NaN: {error}") from error
+        if len(text) > MAX_PAYLOAD_BYTES // 4 and len(text.encode()) > MAX_PAYLOAD_BYTES:
+            raise ValueError(
+                f"payload: expected at most {MAX_PAYLOAD_BYTES} bytes of JSON, got {len(text.encode())}"
+            )
+        return text
+
+    @classmethod
+    def _rows(
+        cls, space: str, episodes: Sequence[Episode], first_slot: int, vectors: np.ndarray
+    ) -> list[tuple]:
+        # Encode every payload before anything is written, so a bad one leaves no trace.
         return [
             (
                 space,
                 e.id,
                 first_slot + i,
-                zlib.crc32(vectors[i].tobytes()),
+                zlib.crc32(vectors[i].data),
                 e.kind,
                 e.timestamp,
-                json.dumps(e.payload, separators=(",", ":")),
+                cls._encode(e.payload),
                 e.reward,
                 e.salience,
-                json.dumps(list(e.tags)),
+                json.dumps(list(e.tags)) if e.tags else "[]",
                 int(e.unfinished),
                 e.stability,
                 e.last_access,
@@ -292,8 +309,8 @@ class SQLiteBackend(StorageBackend):
                 ).fetchone()
                 if taken:
                     raise ValueError(f"id: an episode with id {taken[0]!r} is already in space {space!r}")
-            self._write_slots(space, generation, next_slot, vectors)
             rows = self._rows(space, episodes, next_slot, vectors)
+            self._write_slots(space, generation, next_slot, vectors)
             db.executemany(
                 "INSERT INTO episodes (space, id, slot, crc, kind, timestamp, payload, reward, salience, "
                 "tags, unfinished, stability, last_access, recalls, replays) "
@@ -311,11 +328,11 @@ class SQLiteBackend(StorageBackend):
             old = db.execute(
                 "SELECT slot FROM episodes WHERE space = ? AND id = ?", (space, episode.id)
             ).fetchone()
+            row = self._rows(space, [episode], next_slot, vector)[0]
             self._write_slots(space, generation, next_slot, vector)
             if old is not None:
                 db.execute("DELETE FROM episodes WHERE space = ? AND id = ?", (space, episode.id))
                 self._write_slots(space, generation, int(old[0]), np.zeros_like(vector))
-            row = self._rows(space, [episode], next_slot, vector)[0]
             db.execute(
                 "INSERT INTO episodes (space, id, slot, crc, kind, timestamp, payload, reward, salience, "
                 "tags, unfinished, stability, last_access, recalls, replays) "
