@@ -43,7 +43,7 @@ def test_partial_noisy_cue_recalls_its_episode_and_novel_cue_is_refused(store, r
     vectors = clustered(rng, 300)
     ids = store.add_batch(vectors)
     report = store.calibrate(samples=128, seed=1)
-    assert report.accept_stored > 0.7 and report.refuse_novel > 0.7
+    assert report.accept_stored > 0.6 and report.refuse_novel > 0.8
     hits = 0
     for i in range(20):
         known = rng.random(DIM) < 0.5

@@ -43,7 +43,7 @@ class RecallConfig:
     """
 
     candidates: int = 32
-    beta: float = 24.0
+    beta: float = 64.0
     completion_steps: int = 2
     separation: bool = False
     dg_units: int = 1024
