@@ -35,6 +35,8 @@ class Config:
     ingest_batch: int = 1000
     single_adds: int = 300
     faiss_nprobe: int = 16
+    sketch_dim: int = 128
+    sketch_shortlist: int = 512
     seed: int = 0
 
 
@@ -120,23 +122,29 @@ def main() -> None:
                          "naive": t_naive["p95_ms"], "ours/naive": t_ours["p95_ms"] / t_naive["p95_ms"],
                          "note": ""})
             print(rows[-2], rows[-1], flush=True)
+            variants = {f"sketch {cfg.sketch_dim} → {cfg.sketch_shortlist} exact":
+                        RecallConfig(faiss_above=None, sketch_dim=cfg.sketch_dim,
+                                     sketch_shortlist=cfg.sketch_shortlist)}
             if size >= 50_000:
-                fast = MemoryStore(tmp, dim=cfg.dim, durable=False,
-                                   config=RecallConfig(faiss_above=1, faiss_nprobe=cfg.faiss_nprobe))
+                variants[f"faiss IVF nprobe {cfg.faiss_nprobe}"] = RecallConfig(
+                    faiss_above=1, faiss_nprobe=cfg.faiss_nprobe)
+            for name, variant in variants.items():
+                fast = MemoryStore(tmp, dim=cfg.dim, durable=False, config=variant)
                 start = time.perf_counter()
                 fast.recall(cues[0], k=5, known=known[0])
                 build = time.perf_counter() - start
+                checked = min(100, cfg.queries)
                 agree = np.mean([
                     fast.recall(cues[i], k=1, known=known[i]).trace["completion_winner"]
                     == store.recall(cues[i], k=1, known=known[i]).trace["completion_winner"]
-                    for i in range(cfg.warmup, cfg.warmup + 100)
+                    for i in range(cfg.warmup, cfg.warmup + checked)
                 ])
                 t_fast = percentiles(timed(partial(ours, store=fast), items))
-                rows.append({"measure": f"recall P50 ms at {size:,}, faiss IVF", "ours": t_fast["p50_ms"],
+                rows.append({"measure": f"recall P50 ms at {size:,}, {name}", "ours": t_fast["p50_ms"],
                              "naive": t_naive["p50_ms"], "ours/naive": t_fast["p50_ms"] / t_naive["p50_ms"],
-                             "note": f"nprobe {cfg.faiss_nprobe}; winner agrees with exact on "
-                                     f"{agree:.0%} of 100 cues; index build {build:.1f} s"})
-                rows.append({"measure": f"recall P95 ms at {size:,}, faiss IVF", "ours": t_fast["p95_ms"],
+                             "note": f"winner agrees with exact on {agree:.0%} of {checked} cues; "
+                                     f"first query (builds the index) {build:.2f} s"})
+                rows.append({"measure": f"recall P95 ms at {size:,}, {name}", "ours": t_fast["p95_ms"],
                              "naive": t_naive["p95_ms"], "ours/naive": t_fast["p95_ms"] / t_naive["p95_ms"],
                              "note": ""})
                 print(rows[-2], rows[-1], flush=True)

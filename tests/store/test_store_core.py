@@ -221,3 +221,29 @@ def test_no_completion_is_plain_nearest_neighbour(tmp_path, rng):
         unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         result = s.recall(cue, k=1)
         assert result.trace["search"][0]["id"] == ids[int(np.argmax(unit @ cue))]
+
+
+def test_sketch_search_agrees_with_the_exact_scan_and_skips_deleted(tmp_path, rng):
+    vectors = clustered(rng, 600, clusters=30)
+    exact = MemoryStore(tmp_path / "s", dim=DIM, durable=False,
+                        config=RecallConfig(completion_steps=0, min_calibration=10**9))
+    ids = exact.add_batch(vectors)
+    sketch = MemoryStore(tmp_path / "s", dim=DIM, durable=False,
+                         config=RecallConfig(completion_steps=0, min_calibration=10**9, sketch_dim=16,
+                                             sketch_shortlist=64))
+    cues = vectors[:40] + 0.2 * rng.standard_normal((40, DIM)).astype(np.float32)
+    known = rng.random((40, DIM)) < 0.5
+    a = [r.trace["completion_winner"] for r in exact.recall_batch(cues, known=known)]
+    b = [r.trace["completion_winner"] for r in sketch.recall_batch(cues, known=known)]
+    assert np.mean(np.array(a) == np.array(b)) >= 0.8  # a 16-dim sketch of 32 dims is approximate
+    whole = MemoryStore(tmp_path / "s", durable=False, config=RecallConfig(
+        completion_steps=0, min_calibration=10**9, sketch_dim=4, sketch_shortlist=600))
+    assert [r.trace["completion_winner"] for r in whole.recall_batch(cues, known=known)] == a
+    whole.close()
+    sketch.delete(ids[:40])
+    after = sketch.recall_batch(vectors[:40], k=5)
+    assert not {e["id"] for r in after for e in r.trace["search"]} & set(ids[:40])
+    with pytest.raises(ValueError, match="sketch_shortlist"):
+        RecallConfig(sketch_dim=8, sketch_shortlist=4)
+    exact.close()
+    sketch.close()

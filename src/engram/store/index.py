@@ -28,6 +28,8 @@ class RecallIndex:
         self._capacity_rows = 0
         self._faiss = None
         self._faiss_rows = 0
+        self._projection: np.ndarray | None = None
+        self._sketch = np.zeros((0, 0), dtype=np.float32)
 
     @property
     def size(self) -> int:
@@ -82,9 +84,48 @@ class RecallIndex:
             if row is not None:
                 self.alive[row] = False
                 self.unit[row] = 0.0
+                if row < len(self._sketch):
+                    self._sketch[row] = 0.0
 
     def dead_mask(self) -> np.ndarray | None:
         return None if self.alive.all() else ~self.alive
+
+    # ------------------------------------------------------------------ sketch (two-stage search)
+
+    def sketch_search(self, queries: np.ndarray, c: int, sketch_dim: int, shortlist: int, seed: int,
+                      dead: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-C by a two-stage scan: a random projection to ``sketch_dim`` dimensions (a
+        Johnson–Lindenstrauss sketch, ~d/sketch_dim times less memory traffic) shortlists
+        ``shortlist`` rows per cue, which are then rescored exactly; best first, -1 pads."""
+        if self._projection is None or self._projection.shape[1] != sketch_dim:
+            rng = np.random.default_rng(seed)
+            self._projection = (rng.standard_normal((self.dim, sketch_dim)) / np.sqrt(sketch_dim)).astype(
+                np.float32
+            )
+            self._sketch = np.zeros((0, sketch_dim), dtype=np.float32)
+        if len(self._sketch) < self.size:
+            new = self.unit[len(self._sketch) : self.size] @ self._projection
+            self._sketch = np.concatenate([self._sketch, new.astype(np.float32)])
+        rough = (queries @ self._projection) @ self._sketch[: self.size].T
+        if dead is not None:
+            rough[:, dead] = -np.inf
+        s = min(shortlist, self.size)
+        short = np.argpartition(-rough, s - 1, axis=1)[:, :s] if s < self.size else np.broadcast_to(
+            np.arange(self.size), (len(queries), self.size))
+        exact = np.einsum("bsd,bd->bs", self.unit[short], queries)
+        exact[~np.isfinite(np.take_along_axis(rough, short, 1))] = -np.inf
+        c_eff = min(c, s)
+        top = np.argpartition(-exact, c_eff - 1, axis=1)[:, :c_eff] if c_eff < s else np.broadcast_to(
+            np.arange(s), (len(queries), s))
+        top_scores = np.take_along_axis(exact, top, 1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        rows = np.take_along_axis(np.take_along_axis(short, top, 1), order, 1)
+        scores = np.take_along_axis(top_scores, order, 1)
+        rows = np.where(np.isfinite(scores), rows, -1)
+        if rows.shape[1] < c:
+            rows = np.pad(rows, ((0, 0), (0, c - rows.shape[1])), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, c - scores.shape[1])), constant_values=-np.inf)
+        return rows, scores
 
     # ------------------------------------------------------------------ faiss (large spaces)
 

@@ -349,6 +349,10 @@ class MemoryStore:
             if dead is not None:
                 keep = np.where(candidates[0] >= 0, ~dead[np.maximum(candidates[0], 0)], False)
                 candidates = (np.where(keep, candidates[0], -1), np.where(keep, candidates[1], -np.inf))
+        elif self.config.sketch_dim and exclude_rows is None:
+            candidates = idx.sketch_search(pipeline.masked_cues(cues, known), self.config.candidates,
+                                           self.config.sketch_dim, self.config.sketch_shortlist,
+                                           self.seed, dead)
         return pipeline.run(idx.view(), cues, known, self.config, self._hopfield, self._separator,
                             candidates=candidates, dead=dead, exclude_rows=exclude_rows)
 

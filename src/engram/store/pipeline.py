@@ -39,6 +39,9 @@ class RecallConfig:
         strength_weight: how much decayed strength lowers a candidate's rank (score · s^w).
         faiss_above: use a faiss IVF index when a space holds at least this many episodes
             (None: always exact); faiss_nprobe: IVF lists visited per query.
+        sketch_dim: when > 0, search in two stages: a random projection to this many
+            dimensions shortlists ``sketch_shortlist`` rows, which are rescored exactly
+            (approximate; 0, the default, scans every row exactly).
         min_calibration: episodes needed before the gate calibrates itself.
     """
 
@@ -53,6 +56,8 @@ class RecallConfig:
     strength_weight: float = 0.25
     faiss_above: int | None = 200_000
     faiss_nprobe: int = 32
+    sketch_dim: int = 0
+    sketch_shortlist: int = 512
     min_calibration: int = 64
 
     def __post_init__(self) -> None:
@@ -68,6 +73,13 @@ class RecallConfig:
             raise ValueError(f"dg_sparsity: expected a value in (0, 0.5), got {self.dg_sparsity}")
         if self.dg_units < 16:
             raise ValueError(f"dg_units: expected at least 16, got {self.dg_units}")
+        if not isinstance(self.sketch_dim, int) or self.sketch_dim < 0:
+            raise ValueError(f"sketch_dim: expected an integer ≥ 0, got {self.sketch_dim!r}")
+        if not isinstance(self.sketch_shortlist, int) or self.sketch_shortlist < self.candidates:
+            raise ValueError(
+                f"sketch_shortlist: expected an integer ≥ candidates ({self.candidates}), "
+                f"got {self.sketch_shortlist!r}"
+            )
         if self.faiss_above is not None and self.faiss_above < 1:
             raise ValueError(f"faiss_above: expected a positive size or None, got {self.faiss_above}")
 

@@ -77,7 +77,7 @@ class RecallBatchIn(_Strict):
 
 class SleepIn(_Strict):
     replay_budget: int = Field(default=512, ge=1)
-    walks: int = Field(default=64, ge=0, le=100_000)
+    walks: int = Field(default=64, ge=0, le=10_000)
     seed: int = 0
 
 
