@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from engram.store.memory import MemoryStore
 
 PHASES = ("replay", "link", "cluster", "walk", "calibrate")
+_CHUNK = 256  # episodes per similarity block: 256 × n floats bounds memory at any store size
 
 
 @dataclass(frozen=True)
@@ -200,13 +201,13 @@ def _replay(store: MemoryStore, recent: list[Episode], config: SleepConfig, repo
     idx = store._index
     novelty = np.ones(len(ids))
     everything = idx.view()
-    for start in range(0, len(ids), 1024):
-        sims = unit[start : start + 1024] @ everything.T
-        own = [idx.row_of[i] for i in ids[start : start + 1024]]
+    for start in range(0, len(ids), _CHUNK):
+        sims = unit[start : start + _CHUNK] @ everything.T
+        own = [idx.row_of[i] for i in ids[start : start + _CHUNK]]
         sims[np.arange(len(own)), own] = -np.inf
         sims[:, ~idx.alive] = -np.inf
         best = sims.max(1) if sims.shape[1] > 1 else np.full(len(own), -1.0)
-        novelty[start : start + 1024] = np.clip(1.0 - np.where(np.isfinite(best), best, 0.0), 0.0, 2.0)
+        novelty[start : start + _CHUNK] = np.clip(1.0 - np.where(np.isfinite(best), best, 0.0), 0.0, 2.0)
     eps = [by_id[i] for i in ids]
     score = priorities(np.array([e.reward for e in eps]), novelty, np.array([e.salience for e in eps]),
                        np.array([e.unfinished for e in eps], dtype=float), config)
@@ -236,12 +237,12 @@ def _link(store: MemoryStore, replayed: list[str], recent: list[Episode], config
     idx = store._index
     ids, unit = _unit_rows(store, replayed)
     links: list[Link] = []
-    if ids:
-        sims = unit @ idx.view().T
+    for start in range(0, len(ids), _CHUNK):
+        sims = unit[start : start + _CHUNK] @ idx.view().T
         sims[:, ~idx.alive] = -np.inf
-        for i, eid in enumerate(ids):
+        for i, eid in enumerate(ids[start : start + _CHUNK]):
             sims[i, idx.row_of[eid]] = -np.inf
-            top = np.argsort(-sims[i])[: config.similar_k]
+            top = np.argpartition(-sims[i], min(config.similar_k, sims.shape[1] - 1))[: config.similar_k]
             links += [Link(eid, idx.ids[r], "similar", float(sims[i, r]))
                       for r in top if sims[i, r] >= config.similar_min and idx.kinds[r] == "episode"]
     timeline = sorted(recent, key=lambda e: (e.timestamp, e.id))

@@ -135,6 +135,7 @@ class MemoryStore:
         self._index.reload(self.backend, self.space)
         self._gate = GateModel.from_state(self.backend.get_state(self.space).get("gate"))
         self._pending: dict[str, tuple[float, float, int]] = {}
+        self._calibration_failed_at = 0
         self._last_flush = time.monotonic()
 
     # ------------------------------------------------------------------ input checks
@@ -320,12 +321,21 @@ class MemoryStore:
             if self._index.live == 0:
                 return [RecallResult("insufficient_evidence", "search", 0.0, self._gate.calibrated, [],
                                      None, {"reason": "the space holds no episodes"}) for _ in cues]
-            if not self._gate.calibrated and self._index.live >= self.config.min_calibration:
-                self._calibrate_locked(samples=min(256, self._index.live), seed=self.seed)
+            live = self._index.live
+            if (not self._gate.calibrated and live >= self.config.min_calibration
+                    and live >= 2 * self._calibration_failed_at):
+                try:
+                    self._calibrate_locked(samples=min(256, live), seed=self.seed)
+                except ValueError:
+                    # Too uniform to fit (e.g. every cue answered wrongly): keep the prior, retry
+                    # once the space has doubled.
+                    self._calibration_failed_at = live
             stages = self._run(cues, known, now)
-            confidence = self._gate.confidence(stages.features())
+            features = stages.features()
+            confidence = self._gate.confidence(features)
             strengths = self._strengths(now)
-            results = [self._answer(stages, i, confidence[i], strengths, k) for i in range(len(cues))]
+            results = [self._answer(stages, features[i], i, confidence[i], strengths, k)
+                       for i in range(len(cues))]
             self._touch([r for r in results if r.accepted], now)
         self._attach_episodes(results)
         return results
@@ -356,8 +366,8 @@ class MemoryStore:
         return pipeline.run(idx.view(), cues, known, self.config, self._hopfield, self._separator,
                             candidates=candidates, dead=dead, exclude_rows=exclude_rows)
 
-    def _answer(self, stages: pipeline.Stages, i: int, confidence: float, strengths: np.ndarray,
-                k: int) -> RecallResult:
+    def _answer(self, stages: pipeline.Stages, features: np.ndarray, i: int, confidence: float,
+                strengths: np.ndarray, k: int) -> RecallResult:
         idx = self._index
         rows = stages.rows[i]
         valid = np.flatnonzero(rows >= 0)
@@ -367,7 +377,7 @@ class MemoryStore:
                        for j in valid[:k]],
             "completion_winner": idx.ids[rows[winner]],
             "features": dict(zip(("masked_cosine", "margin", "attention"),
-                                 map(float, stages.features()[i]), strict=True)),
+                                 map(float, features), strict=True)),
             "separation_confidence": None if np.isnan(stages.separation_confidence[i])
             else float(stages.separation_confidence[i]),
             "threshold": self.config.threshold,
