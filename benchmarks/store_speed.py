@@ -60,8 +60,11 @@ def main() -> None:
     parser.add_argument("--out", default="runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", type=int, nargs="+", help="store sizes to time (default 10,000 100,000)")
     args = parser.parse_args()
     cfg = Config(seed=args.seed)
+    if args.sizes:
+        cfg = replace(cfg, sizes=tuple(args.sizes))
     if args.quick:
         cfg = replace(cfg, sizes=(2000,), dim=128, queries=50, warmup=5, ingest_episodes=2000, single_adds=50)
     rng = seed_everything(cfg.seed)
