@@ -419,7 +419,18 @@ class SQLiteBackend(StorageBackend):
             self._remove_stale_vectors(name, generation + 1)
         with self._lock:
             self._db.execute("VACUUM")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # Old page images (deleted payloads included) live in the WAL until it is truncated,
+            # which a reader in another connection can block for a while.
+            for _ in range(50):
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if not busy:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError(
+                    f"compact: another connection to {self.path} kept reading, so the write-ahead "
+                    "log still holds deleted data; run compact() again when it is idle"
+                )
         return report
 
     def _remove_stale_vectors(self, space: str, generation: int) -> None:
