@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -33,6 +34,8 @@ from engram.store.pipeline import RecallConfig, Separator
 from engram.store.sqlite import SQLiteBackend, check_space_name
 
 _ID_MAX = 128
+# faiss is optional: without it, spaces above ``faiss_above`` keep the exact scan.
+_HAS_FAISS = importlib.util.find_spec("faiss") is not None
 
 
 @dataclass(frozen=True)
@@ -353,7 +356,7 @@ class MemoryStore:
             dead = forgotten if dead is None else dead | forgotten
         candidates = None
         limit = self.config.faiss_above
-        if limit is not None and idx.live >= limit and exclude_rows is None:
+        if limit is not None and idx.live >= limit and exclude_rows is None and _HAS_FAISS:
             queries = pipeline.masked_cues(cues, known)
             candidates = idx.faiss_search(queries, self.config.candidates, self.config.faiss_nprobe)
             if dead is not None:

@@ -38,7 +38,7 @@ class RecallConfig:
         threshold: the gate's confidence threshold (answers below it are refused).
         strength_weight: how much decayed strength lowers a candidate's rank (score · s^w).
         faiss_above: use a faiss IVF index when a space holds at least this many episodes
-            (None: always exact); faiss_nprobe: IVF lists visited per query.
+            and faiss is installed (None: always exact); faiss_nprobe: IVF lists per query.
         sketch_dim: when > 0, search in two stages: a random projection to this many
             dimensions shortlists ``sketch_shortlist`` rows, which are rescored exactly
             (approximate; 0, the default, scans every row exactly).
