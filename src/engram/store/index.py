@@ -133,7 +133,7 @@ class RecallIndex:
         """Approximate top-C with a faiss IVF index over the live rows (built on first use)."""
         import faiss
 
-        if self._faiss is None or self._faiss_rows > self.size:
+        if self._faiss is None:
             live = np.flatnonzero(self.alive)
             n_lists = max(16, int(np.sqrt(len(live))))
             quantizer = faiss.IndexFlatIP(self.dim)
@@ -159,7 +159,3 @@ class RecallIndex:
             out_rows[i, : len(keep)] = rows[i, keep]
             out_scores[i, : len(keep)] = scores[i, keep]
         return out_rows, out_scores
-
-    def drop_faiss(self) -> None:
-        self._faiss = None
-        self._faiss_rows = 0

@@ -26,7 +26,7 @@ import numpy as np
 
 from engram.ca3 import ModernHopfield
 from engram.store import pipeline
-from engram.store.backend import Episode, IndexRows, Link, StorageBackend
+from engram.store.backend import Episode, Link, StorageBackend
 from engram.store.decay import DecayPolicy, StrengthReport, explain
 from engram.store.gate import GateModel, fit_gate
 from engram.store.index import RecallIndex
@@ -594,4 +594,4 @@ def synthetic_cues(unit: np.ndarray, rng: np.random.Generator, keep: tuple[float
     return cues, known
 
 
-__all__ = ["CalibrationReport", "IndexRows", "MemoryStore", "RecallResult", "Recalled", "synthetic_cues"]
+__all__ = ["CalibrationReport", "MemoryStore", "RecallResult", "Recalled", "synthetic_cues"]
