@@ -247,3 +247,14 @@ def test_sketch_search_agrees_with_the_exact_scan_and_skips_deleted(tmp_path, rn
         RecallConfig(sketch_dim=8, sketch_shortlist=4)
     exact.close()
     sketch.close()
+
+
+def test_a_recalibration_by_another_process_is_picked_up(tmp_path, rng):
+    server = MemoryStore(tmp_path / "s", dim=DIM, durable=False,
+                         config=RecallConfig(min_calibration=10**9))
+    server.add_batch(clustered(rng, 100))
+    assert not server.recall(rng.standard_normal(DIM)).calibrated
+    with MemoryStore(tmp_path / "s", durable=False) as other:
+        other.calibrate(samples=64)
+    assert server.recall(rng.standard_normal(DIM)).calibrated
+    server.close()

@@ -47,14 +47,15 @@ class RecallIndex:
         self.__init__(self.dim)
         self.append(backend.index_rows(space))
 
-    def sync(self, backend: StorageBackend, space: str) -> None:
-        """Catch up with commits from other connections."""
+    def sync(self, backend: StorageBackend, space: str) -> bool:
+        """Catch up with commits from other connections; True when there were any."""
         if not backend.changed():
-            return
+            return False
         new = backend.index_rows(space, after_seq=self.max_seq)
         self.append(new)
         if backend.count(space) != self.live:
             self.reload(backend, space)
+        return True
 
     def append(self, rows: IndexRows) -> None:
         n_new = len(rows.ids)

@@ -320,7 +320,9 @@ class MemoryStore:
             raise ValueError("cue: the known dimensions of a cue are all zero, so there is no evidence")
         now = time.time() if now is None else _finite_float(now, "now")
         with self._lock:
-            self._index.sync(self.backend, self.space)
+            if self._index.sync(self.backend, self.space):
+                # Another process may have recalibrated the gate (e.g. `engram sleep`).
+                self._gate = GateModel.from_state(self.backend.get_state(self.space).get("gate"))
             if self._index.live == 0:
                 return [RecallResult("insufficient_evidence", "search", 0.0, self._gate.calibrated, [],
                                      None, {"reason": "the space holds no episodes"}) for _ in cues]
