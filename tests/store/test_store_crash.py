@@ -12,14 +12,14 @@ import time
 
 import numpy as np
 
-from engram.store import MemoryStore
+from engram.store import MemoryStore, SQLiteBackend
 
 DIM = 16
 
 INGEST = textwrap.dedent(
     """
     import sys, numpy as np
-    from engram.store import MemoryStore
+    from engram.store import MemoryStore, SQLiteBackend
     store = MemoryStore(sys.argv[1], space=sys.argv[2], dim=16)
     for b in range(100000):
         vectors = np.random.default_rng(b).standard_normal((20, 16)).astype(np.float32)
@@ -108,7 +108,7 @@ def test_two_processes_and_threads_write_concurrently(tmp_path):
 SLEEPER = textwrap.dedent(
     """
     import sys
-    from engram.store import MemoryStore
+    from engram.store import MemoryStore, SQLiteBackend
     store = MemoryStore(sys.argv[1], space="s")
     print("start", flush=True)
     store.sleep(walks=300000, walk_length=8)
@@ -126,7 +126,13 @@ def test_kill_9_during_sleep_then_sleep_resumes_and_store_is_consistent(tmp_path
         ids = store.add_batch(vectors, timestamps=[time.time() - 400 + i for i in range(400)])
     process = subprocess.Popen([sys.executable, "-c", SLEEPER, str(path)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "start"
-    time.sleep(1.0)
+    watcher = SQLiteBackend(path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill once the sleep is past its first phase
+        if (watcher.get_state("s").get("sleep") or {}).get("phase") in ("link", "cluster", "walk"):
+            break
+        time.sleep(0.05)
+    watcher.close()
     process.send_signal(signal.SIGKILL)
     process.wait()
     with MemoryStore(path, space="s") as store:
