@@ -24,6 +24,7 @@ class RecallIndex:
         self.stability = np.zeros(0)
         self.last_access = np.zeros(0)
         self.alive = np.zeros(0, dtype=bool)
+        self.n_dead = 0
         self.max_seq = -1
         self._capacity_rows = 0
         self._faiss = None
@@ -37,7 +38,7 @@ class RecallIndex:
 
     @property
     def live(self) -> int:
-        return int(self.alive.sum())
+        return self.size - self.n_dead
 
     def view(self) -> np.ndarray:
         """The (n, d) unit-norm matrix (a view, no copy)."""
@@ -84,12 +85,13 @@ class RecallIndex:
             row = self.row_of.pop(eid, None)
             if row is not None:
                 self.alive[row] = False
+                self.n_dead += 1
                 self.unit[row] = 0.0
                 if row < len(self._sketch):
                     self._sketch[row] = 0.0
 
     def dead_mask(self) -> np.ndarray | None:
-        return None if self.alive.all() else ~self.alive
+        return ~self.alive if self.n_dead else None
 
     # ------------------------------------------------------------------ sketch (two-stage search)
 

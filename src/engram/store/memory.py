@@ -338,8 +338,10 @@ class MemoryStore:
             stages = self._run(cues, known, now)
             features = stages.features()
             confidence = self._gate.confidence(features)
-            strengths = self._strengths(now)
-            results = [self._answer(stages, features[i], i, confidence[i], strengths, k)
+            # Strength of the candidates only: O(B·C), not O(n), per query.
+            rows = np.maximum(stages.rows, 0)
+            strengths = self.decay.strength(self._index.stability[rows], now - self._index.last_access[rows])
+            results = [self._answer(stages, features[i], i, confidence[i], strengths[i], k)
                        for i in range(len(cues))]
             self._touch([r for r in results if r.accepted], now)
         self._attach_episodes(results)
@@ -392,16 +394,16 @@ class MemoryStore:
             return RecallResult("insufficient_evidence", "gate", float(confidence), self._gate.calibrated,
                                 [], completion, trace)
         w = self.config.strength_weight
-        score = stages.attention[i, valid] * strengths[rows[valid]] ** w
+        score = stages.attention[i, valid] * strengths[valid] ** w
         order = [winner] + [int(valid[j]) for j in np.argsort(-score, kind="stable") if valid[j] != winner]
         ranked = [
             Recalled(
                 episode=Episode(id=idx.ids[rows[j]], embedding=idx.unit[rows[j]].copy(), payload={},
                                 timestamp=0.0),
-                score=float(stages.attention[i, j] * strengths[rows[j]] ** w),
+                score=float(stages.attention[i, j] * strengths[j] ** w),
                 attention=float(stages.attention[i, j]),
                 masked_cosine=float(stages.masked_cos[i, j]),
-                strength=float(strengths[rows[j]]),
+                strength=float(strengths[j]),
             )
             for j in order[:k]
         ]
