@@ -214,14 +214,16 @@ def _plot(cfg: Config, summary: list[dict[str, Any]], run_folder: RunFolder) -> 
         for limit, style in ((theory.all_exact_limit, "--"), (theory.most_exact_limit, "-.")):
             ax[1].axvline(limit(n) / n, color=line.get_color(), linestyle=style, linewidth=0.7)
         errorbars(ax[2], cells, "alpha", "hamming", label=f"N={n}")
-        ax[2].plot(alphas, theory.retrieval_error_fraction(alphas) * n, ":",
+        below = alphas[alphas < theory.ALPHA_C]  # no retrieval state above α_c
+        ax[2].plot(below, theory.retrieval_error_fraction(below) * n, ":",
                    color=line.get_color(), linewidth=1)
     for a in (ax[0], ax[2]):
         a.axvline(theory.ALPHA_C, color="k", linestyle="--", linewidth=0.8, label="α_c=0.138")
     ax[0].set(xlabel="load α = P/N", ylabel="recalled (overlap ≥ 0.95)", title="Hebbian recall")
     ax[1].set(xlabel="load α", ylabel="stored patterns that are fixed points",
-              title="fixed points (: Φ^N, -- N/4lnN, -. N/2lnN)")
-    ax[2].set(xlabel="load α", ylabel="final Hamming distance", title="error (: AGS (1−m)N/2)")
+              title="fixed points\n(: Φ^N theory; -- N/4lnN; -. N/2lnN)")
+    ax[2].set(xlabel="load α", ylabel="final Hamming distance",
+              title="final error\n(: AGS (1−m)N/2 below α_c)")
     for rule in cfg.rules:
         errorbars(ax[3], select(summary, code="bipolar", rule=rule, n_units=cfg.rule_size),
                   "alpha", "recall", label=rule)

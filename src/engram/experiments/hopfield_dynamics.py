@@ -138,7 +138,7 @@ def _plot(cfg: Config, summary: list[dict[str, Any]], traces: dict[str, list[np.
             mean = np.array([iv.estimate for iv in ivs])
             ax[3].plot(steps, mean, marker="o", markersize=2, label=update)
             ax[3].fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], alpha=0.3)
-    alphas = np.linspace(0.01, max(cfg.loads), 100)
+    alphas = np.linspace(0.01, theory.ALPHA_C - 1e-3, 100)
     ax[1].plot(alphas, theory.retrieval_error_fraction(alphas) * cfg.n_units, "k:", linewidth=1,
                label="AGS (1−m)N/2")
     for a in ax[:3]:

@@ -45,7 +45,7 @@ class Setting:
 @dataclass
 class Config:
     small: Setting = Setting(64, 5, 8, 7, 5, 200)
-    large: Setting = Setting(8000, 900, 800, 6, 40, 5)
+    large: Setting = Setting(8000, 900, 800, 6, 30, 10)
     seed: int = 0
     n_seeds: int | None = None  # overrides both settings' seed counts when given
 

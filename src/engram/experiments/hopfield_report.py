@@ -89,14 +89,15 @@ def errorbars(ax: Any, rows: Sequence[Mapping[str, Any]], x: str, metric: str, *
     ax.errorbar(xs, ys, yerr=[lo, hi], capsize=2, marker="o", markersize=3, linewidth=1, **style)
 
 
-def figure(n_panels: int, width: float = 3.4, height: float = 2.7) -> tuple[Any, np.ndarray]:
+def figure(n_panels: int, width: float = 3.6, height: float = 3.0) -> tuple[Any, np.ndarray]:
     """A row of small panels (the lab's plots stay a few tens of KB each)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), squeeze=False)
+    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), squeeze=False,
+                             layout="constrained")
     return fig, axes[0]
 
 

@@ -135,7 +135,7 @@ def run(cfg: Config, run_folder: RunFolder) -> LabResult:
         f"Correlated: {cfg.n_prototypes} prototypes, each pattern a prototype with "
         f"{cfg.prototype_flip:.0%} of units flipped. Images: "
         f"{images.source if images else 'not run'}. Capacity = load where recall falls below "
-        "50% (the sweep's top load when it never does: a lower bound).",
+        "50% (≥: never fell within the sweep; ≤: already below at its lowest load).",
         claims,
         ["## Plots\n", *(f"![{f}]({f})" for f in figures), "## Capacity per family and rule\n",
          markdown_table(capacity)],
@@ -150,11 +150,13 @@ def _capacities(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for s in sorted({r["seed"] for r in rows}):
             cells = sorted(select(rows, family=family, rule=rule, seed=s), key=lambda r: r["alpha"])
             knees.append(crossing([c["alpha"] for c in cells], [c["recall"] for c in cells], 0.5))
-        top = max(r["alpha"] for r in select(rows, family=family, rule=rule))
+        alphas = [r["alpha"] for r in select(rows, family=family, rule=rule)]
         iv = interval(knees)
+        # a knee at the sweep's edge only bounds the capacity
+        bound = "≥ " if iv.estimate >= max(alphas) - 1e-9 else (
+            "≤ " if iv.estimate <= min(alphas) + 1e-9 else "")
         out.append({"family": family, "rule": rule, "capacity": iv.estimate,
-                    "capacity_low": iv.low, "capacity_high": iv.high,
-                    "lower_bound": bool(iv.estimate >= top - 1e-9)})
+                    "capacity_low": iv.low, "capacity_high": iv.high, "bound": bound.strip()})
     return out
 
 
@@ -166,8 +168,8 @@ def _claims(cfg: Config, capacity: list[dict[str, Any]], images: _Images | None)
     def text(c: dict[str, Any]) -> str:
         from engram.stats import Interval
 
-        bound = "≥ " if c["lower_bound"] else ""
-        return bound + fmt(Interval(c["capacity"], c["capacity_low"], c["capacity_high"]))
+        iv = Interval(c["capacity"], c["capacity_low"], c["capacity_high"])
+        return (c["bound"] + " " if c["bound"] else "") + fmt(iv)
 
     claims = []
     for family in ("correlated", "images"):

@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import shutil
+import io
 import time
 from pathlib import Path
 from types import ModuleType
 
+import torch
+from threadpoolctl import threadpool_limits
+
 from engram.experiments.hopfield_report import SHARED_MACHINE, LabResult, claims_markdown
-from engram.runs import RunFolder, atomic_write_text
+from engram.runs import RunFolder, atomic_write_bytes, atomic_write_text
 
 EXPERIMENTS = {
     "capacity": "engram.experiments.hopfield_capacity",
@@ -43,15 +46,37 @@ def config_for(name: str, quick: bool = False, seed: int | None = None,
 
 
 def run_one(name: str, cfg: object, out: str | Path) -> tuple[RunFolder, LabResult]:
-    """Create ``out/hopfield-<name>-<time>`` and run the experiment there."""
+    """Create ``out/hopfield-<name>-<time>`` and run the experiment there.
+
+    torch and BLAS run on one thread meanwhile; the compiled batch kernel still spreads cues
+    over both cores. Measured on the shared 2-core machine: Storkey/pseudo-inverse storing ran
+    about 10× slower with a second torch thread, and BLAS calls made inside the kernel's
+    parallel loop (OpenBLAS's own threads nested in numba's OpenMP ones) about 18× slower.
+    """
     run_folder = RunFolder.create(out, f"hopfield-{name}", cfg, seed=cfg.seed)
     start = time.perf_counter()
-    result = experiment(name).run(cfg, run_folder)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            result = experiment(name).run(cfg, run_folder)
+    finally:
+        torch.set_num_threads(threads)
     run_folder.write_json("results.json", {
         "claims": result.claims, "figures": result.figures,
         "seconds": round(time.perf_counter() - start, 1),
     })
     return run_folder, result
+
+
+def _compact_png(source: Path, target: Path) -> None:
+    """Copy a plot as a 64-colour palette PNG: the front page's plots stay a few hundred KB."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with Image.open(source) as image:
+        image.convert("RGB").quantize(colors=64).save(buffer, format="PNG", optimize=True)
+    atomic_write_bytes(target, buffer.getvalue())
 
 
 def run_all(out: str | Path, docs: str | Path | None, quick: bool = False,
@@ -70,7 +95,7 @@ def run_all(out: str | Path, docs: str | Path | None, quick: bool = False,
         if docs_path is not None:
             docs_path.mkdir(parents=True, exist_ok=True)
             for figure_name in result.figures:
-                shutil.copyfile(run_folder.file(figure_name), docs_path / figure_name)
+                _compact_png(run_folder.file(figure_name), docs_path / figure_name)
             sections.append(f"### {name}\n\n" + "\n".join(
                 f"![{f}]({f})" for f in result.figures))
     if docs_path is None:
