@@ -73,6 +73,8 @@ def test_front_page_lists_every_claim_with_an_interval_and_a_verdict(lab):
         assert verdict.startswith(("holds", "does not hold", "measured", "not observed")), line
     for name in ("capacity.png", "noise.png", "journal.png", "validation.png"):
         assert (lab["docs"] / name).is_file()
+    for name in lab_cli.EXPERIMENTS:
+        assert f"]({name}.md)" in page and (lab["docs"] / f"{name}.md").is_file()
 
 
 def test_rerun_with_the_same_seed_gives_the_same_numbers(tmp_path):

@@ -46,7 +46,7 @@ class Config:
     gate_load: float = 0.05
     gate_flip: float = 0.25
     max_iterations: int = 30
-    n_seeds: int = 5
+    n_seeds: int = 8
     seed: int = 0
 
 

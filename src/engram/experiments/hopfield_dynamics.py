@@ -40,7 +40,7 @@ class Config:
     flip_fraction: float = 0.2
     max_iterations: int = 30
     trace_load: float = 0.14
-    n_seeds: int = 5
+    n_seeds: int = 8
     seed: int = 0
 
 

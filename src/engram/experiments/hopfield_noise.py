@@ -44,7 +44,7 @@ class Config:
     sparse_load: float = 0.1
     cue_overlaps: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
     max_iterations: int = 7
-    n_seeds: int = 5
+    n_seeds: int = 8
     seed: int = 0
 
 

@@ -47,7 +47,7 @@ class Config:
     flip_fraction: float = 0.1
     mnist_path: str | None = None
     max_iterations: int = 30
-    n_seeds: int = 5
+    n_seeds: int = 8
     seed: int = 0
 
 
