@@ -21,7 +21,6 @@ from engram.experiments.hopfield_report import (
     SHARED_MACHINE,
     Claim,
     LabResult,
-    caption,
     figure,
     fmt,
     interval,
@@ -155,6 +154,9 @@ def _plot(cfg: Config, rows: list[dict[str, Any]], run_folder: RunFolder) -> lis
     ax[0].axvline(0, color="r", linestyle="--", label="notebook: 0")
     for a in ax:
         a.legend(fontsize=6)
-    caption(fig, "Notebook experiments", max(cfg.small.n_seeds, cfg.large.n_seeds))
+    for a, name in zip(ax, ("small", "large"), strict=True):
+        seeds = sum(r["setting"] == name for r in rows)
+        a.set_title(f"{name}: {seeds} seeds (95% CI of the mean)")
+    fig.suptitle(f"Notebook experiments, {SHARED_MACHINE}", fontsize=8)
     run_folder.save_figure("journal.png", fig, dpi=80)
     return ["journal.png"]
