@@ -14,6 +14,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "engram.experiments.demo",
     "engram.store.cli",
+    "engram.experiments.lab_cli",
 )
 
 

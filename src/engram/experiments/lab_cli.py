@@ -1,0 +1,163 @@
+"""``engram lab <name>``: run one Hopfield lab experiment into a run folder; ``engram lab all``
+runs every one and writes the lab's front page (``docs/lab/README.md``) with its plots."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import io
+import time
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from threadpoolctl import threadpool_limits
+
+from engram.experiments.hopfield_report import SHARED_MACHINE, LabResult, claims_markdown
+from engram.runs import RunFolder, atomic_write_bytes, atomic_write_text
+
+EXPERIMENTS = {
+    "capacity": "engram.experiments.hopfield_capacity",
+    "noise": "engram.experiments.hopfield_noise",
+    "structure": "engram.experiments.hopfield_structure",
+    "dynamics": "engram.experiments.hopfield_dynamics",
+    "modularity": "engram.experiments.hopfield_modularity",
+    "journal": "engram.experiments.hopfield_journal",
+    "validation": "engram.experiments.hopfield_validation",
+    "baseline": "engram.experiments.hopfield_baseline",
+}
+
+
+def experiment(name: str) -> ModuleType:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"name: expected one of {', '.join(EXPERIMENTS)}, got {name!r}")
+    return importlib.import_module(EXPERIMENTS[name])
+
+
+def config_for(name: str, quick: bool = False, seed: int | None = None,
+               n_seeds: int | None = None, **overrides: object) -> object:
+    """The experiment's lab-size ``Config`` (or its ``QUICK`` one), with overrides applied."""
+    module = experiment(name)
+    cfg = module.QUICK if quick else module.Config()
+    changes = {k: v for k, v in {"seed": seed, "n_seeds": n_seeds, **overrides}.items()
+               if v is not None}
+    return dataclasses.replace(cfg, **changes)
+
+
+def run_one(name: str, cfg: object, out: str | Path) -> tuple[RunFolder, LabResult]:
+    """Create ``out/hopfield-<name>-<time>`` and run the experiment there.
+
+    torch and BLAS run on one thread meanwhile; the compiled batch kernel still spreads cues
+    over both cores. Measured on the shared 2-core machine: Storkey/pseudo-inverse storing ran
+    about 10× slower with a second torch thread, and BLAS calls made inside the kernel's
+    parallel loop (OpenBLAS's own threads nested in numba's OpenMP ones) about 18× slower.
+    """
+    run_folder = RunFolder.create(out, f"hopfield-{name}", cfg, seed=cfg.seed)
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            result = experiment(name).run(cfg, run_folder)
+    finally:
+        torch.set_num_threads(threads)
+    run_folder.write_json("results.json", {
+        "claims": result.claims, "figures": result.figures,
+        "seconds": round(time.perf_counter() - start, 1),
+    })
+    return run_folder, result
+
+
+def _compact_png(source: Path, target: Path) -> None:
+    """Copy a plot as a 64-colour palette PNG: the front page's plots stay a few hundred KB."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with Image.open(source) as image:
+        image.convert("RGB").quantize(colors=64).save(buffer, format="PNG", optimize=True)
+    atomic_write_bytes(target, buffer.getvalue())
+
+
+def run_all(out: str | Path, docs: str | Path | None, quick: bool = False,
+            seed: int | None = None, n_seeds: int | None = None,
+            mnist: str | None = None) -> Path | None:
+    """Run every experiment; with ``docs``, write the front page and copy the key plots there."""
+    sections, claims, timings = [], [], []
+    docs_path = Path(docs) if docs is not None else None
+    for name in EXPERIMENTS:
+        extra = {"mnist_path": mnist} if name == "structure" and mnist else {}
+        cfg = config_for(name, quick, seed, n_seeds, **extra)
+        start = time.perf_counter()
+        run_folder, result = run_one(name, cfg, out)
+        timings.append((name, time.perf_counter() - start, run_folder.path))
+        claims += result.claims
+        if docs_path is not None:
+            docs_path.mkdir(parents=True, exist_ok=True)
+            for figure_name in result.figures:
+                _compact_png(run_folder.file(figure_name), docs_path / figure_name)
+            # the run's report (full tables, its plots by the same names) beside the front page
+            atomic_write_text(docs_path / f"{name}.md", run_folder.file("report.md").read_text())
+            sections.append(f"### {name} — [full report]({name}.md)\n\n" + "\n".join(
+                f"![{f}]({f})" for f in result.figures))
+    if docs_path is None:
+        return None
+    total = sum(t for _, t, _ in timings)
+    timing_rows = "\n".join(f"| {n} | {t:.0f} s | `{p.name}` |" for n, t, p in timings)
+    flags = " --quick" if quick else ""
+    page = f"""# The Hopfield lab
+
+Every claim about attractor memory that Engram inherited, measured with a 95% interval and the
+conditions under which it was measured, beside the theory it comes from. Generated by
+`engram lab all{flags}` ({total / 60:.1f} min in all, {SHARED_MACHINE} that other developers
+were using at the same time, so the timings are rough). Each experiment's full report (all
+tables, its config in words) sits beside this page as `<name>.md`; its run folder (config.json
+with seeds and environment, per-seed and summary CSVs, plots, report.md) was written under
+`runs/`, and `engram lab <name>` reruns it with the same numbers.
+
+Verdicts follow fixed rules written in each experiment's module (e.g. "holds" for α_c when the
+measured knee lies within 0.02 of 0.138); a claim is only as good as its conditions column.
+
+## Claims
+
+{claims_markdown(claims)}
+## Plots
+
+{chr(10).join(sections)}
+
+## Runs
+
+| experiment | time | run folder |
+|---|---|---|
+{timing_rows}
+"""
+    return atomic_write_text(docs_path / "README.md", page)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.name == "all":
+        docs = None if args.no_docs else args.docs
+        run_all(args.out, docs, args.quick, args.seed, args.n_seeds, args.mnist)
+        return 0
+    extra = {"mnist_path": args.mnist} if args.name == "structure" and args.mnist else {}
+    cfg = config_for(args.name, args.quick, args.seed, args.n_seeds, **extra)
+    run_folder, result = run_one(args.name, cfg, args.out)
+    print(claims_markdown(result.claims))
+    print(f"run folder: {run_folder.path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "lab", help="the Hopfield lab: measure attractor-memory claims beside their theory"
+    )
+    parser.add_argument("name", choices=[*EXPERIMENTS, "all"], help="experiment, or all of them")
+    parser.add_argument("--out", default="runs", help="root folder of run folders (default runs/)")
+    parser.add_argument("--quick", action="store_true", help="the seconds-long test size")
+    parser.add_argument("--seed", type=int, default=None, help="first seed (default: the config's)")
+    parser.add_argument("--n-seeds", type=int, default=None, help="number of seeds")
+    parser.add_argument("--mnist", default=None,
+                        help="path to mnist.npz for the structure experiment (default: sklearn digits)")
+    parser.add_argument("--docs", default="docs/lab", help="where `all` writes the front page")
+    parser.add_argument("--no-docs", action="store_true", help="`all` without the front page")
+    parser.set_defaults(func=_main)
