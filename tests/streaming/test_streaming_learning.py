@@ -5,13 +5,21 @@ import torch
 from engram.data.recall_tasks import RecallTaskConfig, make_batch, min_query_distance
 from engram.streaming import StreamingConfig, StreamingTransformer
 
-TASK = RecallTaskConfig(n_pairs=2, n_filler=6, key_vocab=4, value_vocab=4, filler_vocab=2)
+# One binding keeps the quick version under a minute; the experiment itself uses more.
+TASK = RecallTaskConfig(n_pairs=1, n_filler=6, key_vocab=8, value_vocab=8, filler_vocab=2)
 
 
-def _train(window: int | None, n_sink: int, steps: int = 150) -> float:
+def _train(window: int | None, n_sink: int, steps: int = 120) -> float:
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-    cfg = StreamingConfig(vocab_size=TASK.vocab_size, d_model=32, n_heads=2, conv_kernel=2,
-                          window=window, n_sink=n_sink)
+    cfg = StreamingConfig(
+        vocab_size=TASK.vocab_size,
+        d_model=32,
+        n_heads=2,
+        conv_kernel=2,
+        window=window,
+        n_sink=n_sink,
+    )
     model = StreamingTransformer(cfg)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     data = torch.Generator().manual_seed(1)
@@ -38,5 +46,5 @@ def test_full_attention_learns_the_task():
 
 def test_window_only_stays_at_chance_when_every_pair_is_evicted():
     accuracy = _train(window=2, n_sink=1)
-    # Chance is 1/4; 400 sequences × 2 queries give a binomial SD of about 0.015.
-    assert abs(accuracy - TASK.chance) < 0.07
+    # Chance is 1/8; 400 queries give a binomial SD of about 0.017.
+    assert abs(accuracy - TASK.chance) < 0.06

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,8 +364,11 @@ def _power(cfg: Config, pilot: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for h in _hypotheses(cfg):
         a, b = pilot["pilot_accuracy"][h["a"]], pilot["pilot_accuracy"][h["b"]]
-        d = stats.cohens_d(a, b, n_resamples=200).estimate
-        target = max(abs(d), cfg.smallest_effect) if np.isfinite(d) else cfg.smallest_effect
+        with warnings.catch_warnings():  # 2-seed bootstraps are degenerate; only d is used
+            warnings.simplefilter("ignore")
+            d = stats.cohens_d(a, b, n_resamples=200).estimate
+        # Effects beyond d = 4 need the minimum anyway (and statsmodels' solver fails there).
+        target = min(max(abs(d), cfg.smallest_effect), 4.0) if np.isfinite(d) else 4.0
         need = stats.samples_for_power(target, power=cfg.power, alpha=cfg.alpha)
         rows.append(
             {"hypothesis": h["id"], "pilot_d": d, "powered_for_d": target, "n_needed": need}
