@@ -232,7 +232,7 @@ def train_and_test(cfg: Config, job: Job) -> dict[str, Any]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     train_seconds = time.perf_counter() - start
     model.eval()
     test = make_batch(task, cfg.test_size, torch.Generator().manual_seed(TEST_SEED))
