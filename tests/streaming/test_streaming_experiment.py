@@ -24,6 +24,7 @@ def _tiny() -> ev.Config:
         lm_steps=2,
         lm_length=16,
         lm_conditions=("window_sinks",),
+        cost_batch=2,
         workers=1,
     )
 

@@ -99,6 +99,7 @@ class Config:
         "knn",
         "full",
     )
+    cost_batch: int = 32
     workers: int = 2
     seed: int = 0
 
@@ -469,17 +470,17 @@ def _throughput(cfg: Config, condition: str, repeats: int = 3) -> dict[str, floa
     ).eval()
     if condition == "projection_frozen":
         model = _set_projection(model, 1e-2)
-    batch = make_batch(task, 32, torch.Generator().manual_seed(1))
+    batch = make_batch(task, cfg.cost_batch, torch.Generator().manual_seed(1))
     with torch.no_grad():
         model(batch.tokens)
         start = time.perf_counter()
         for _ in range(repeats):
             model(batch.tokens)
         parallel = repeats * batch.tokens.numel() / (time.perf_counter() - start)
-        caches = model.init_caches(4)
+        caches = model.init_caches(min(4, cfg.cost_batch))
         start = time.perf_counter()
-        model.stream(batch.tokens[:4], caches=caches)
-        streaming = batch.tokens[:4].numel() / (time.perf_counter() - start)
+        model.stream(batch.tokens[: min(4, cfg.cost_batch)], caches=caches)
+        streaming = batch.tokens[: min(4, cfg.cost_batch)].numel() / (time.perf_counter() - start)
     return {
         "condition": condition,
         "parallel_tokens_per_s": parallel,
@@ -539,6 +540,7 @@ def _perplexity(cfg: Config, condition: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ the whole run
 def run(cfg: Config, folder: RunFolder) -> dict[str, Any]:
     """Every stage in order; a stage whose output exists in the folder is not repeated."""
+    torch.set_num_threads(1)  # as in the workers, so tokens/s compare like with like
     out = folder.path
     pilot_path, power_path = out / "pilot.json", out / "power.json"
     if pilot_path.exists():
