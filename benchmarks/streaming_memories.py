@@ -44,13 +44,19 @@ def main() -> None:
             streaming = _tokens_per_second(model.stream, tokens, 1)
         rows.append((kind, parallel, streaming))
     base = rows[0][1]
-    print(f"shared 2-core CPU, {args.threads} thread(s); batch {args.batch} × length "
-          f"{args.length}, window {args.window}, d_model 64, 2 layers")
-    print(f"{'memory':<15}{'parallel tok/s':>16}{'stream tok/s':>14}{'parallel/stream':>17}"
-          f"{'vs window':>11}")
+    print(
+        f"shared 2-core CPU, {args.threads} thread(s); batch {args.batch} × length "
+        f"{args.length}, window {args.window}, d_model 64, 2 layers"
+    )
+    print(
+        f"{'memory':<15}{'parallel tok/s':>16}{'stream tok/s':>14}{'parallel/stream':>17}"
+        f"{'vs window':>11}"
+    )
     for kind, parallel, streaming in rows:
-        print(f"{kind:<15}{parallel:>16.0f}{streaming:>14.0f}{parallel / streaming:>17.1f}"
-              f"{parallel / base:>11.2f}")
+        print(
+            f"{kind:<15}{parallel:>16.0f}{streaming:>14.0f}{parallel / streaming:>17.1f}"
+            f"{parallel / base:>11.2f}"
+        )
 
 
 if __name__ == "__main__":

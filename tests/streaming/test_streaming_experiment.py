@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from engram.cli import build_parser
+from engram.cli import build_parser, main
 from engram.experiments import eviction_recall as ev
 from engram.runs import RunFolder
 
@@ -45,9 +45,9 @@ def test_experiment_writes_preregistration_before_the_main_run_and_resumes(tmp_p
     assert all(0 <= t["holm_p"] <= 1 for t in summary["tests"])
     for name in ("report.md", "results.json", "accuracy_by_condition.png", "costs.csv"):
         assert folder.file(name).exists()
-    # Resuming re-runs nothing that is already there.
+    # Resuming from the command line re-runs nothing that is already there.
     stamps = {p.name: p.stat().st_mtime_ns for p in jobs.glob("*.json")}
-    ev.run(cfg, RunFolder(folder.path))
+    assert main(["experiment", "eviction", "--resume", str(folder.path)]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in jobs.glob("*.json")} == stamps
     saved = json.loads(folder.file("power.json").read_text())
     assert saved["n_seeds"] == 2
