@@ -256,7 +256,7 @@ def train_and_test(cfg: Config, job: Job) -> dict[str, Any]:
         scores = {0.0: result["valid_accuracy"]}
         for rate in cfg.projection_rates:
             scores[rate] = _accuracy(_set_projection(model, rate), valid, valid.final_queries)
-        best = max(scores, key=lambda r: (scores[r], -r == 0))
+        best = max(scores, key=lambda r: (scores[r], r == 0))  # ties: no writes
         chosen = _set_projection(model, best if best > 0 else None)
         result["projection_frozen"] = {
             "rate": best,
