@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engram.experiments.demo",
     "engram.store.cli",
     "engram.experiments.lab_cli",
+    "engram.experiments.eviction_recall",
 )
 
 

@@ -1,0 +1,89 @@
+import argparse
+import json
+
+import pytest
+
+from engram.cli import build_parser, main
+from engram.experiments import eviction_recall as ev
+from engram.runs import RunFolder
+
+
+def _tiny() -> ev.Config:
+    return ev.Config(
+        steps=2,
+        batch_size=4,
+        lrs=(1e-2,),
+        test_size=16,
+        conditions=("window_sinks", "matrix"),
+        projection_rates=(1e-2,),
+        pilot_seeds=2,
+        min_seeds=2,
+        max_seeds=2,
+        variant_conditions=("window_sinks",),
+        variants=("in_window",),
+        lm_steps=2,
+        lm_length=16,
+        lm_conditions=("window_sinks",),
+        cost_batch=2,
+        workers=1,
+    )
+
+
+def test_experiment_writes_preregistration_before_the_main_run_and_resumes(tmp_path, data_dir):
+    cfg = _tiny()
+    folder = RunFolder.create(tmp_path, "eviction", config=cfg, seed=0)
+    summary = ev.run(cfg, folder)
+    jobs = folder.path / "jobs"
+    prereg = (folder.path / "preregistration.md").stat().st_mtime_ns
+    main_jobs = sorted(jobs.glob("main__*.json"))
+    assert len(main_jobs) == 2 * len(cfg.conditions)
+    assert all(prereg <= p.stat().st_mtime_ns for p in main_jobs)
+    text = (folder.path / "preregistration.md").read_text()
+    assert "H1" in text and "seeds per condition" in text
+    ids = [t["id"] for t in summary["tests"]]
+    assert "projection_frozen" in {t["a"] for t in summary["tests"]} and len(ids) == len(set(ids))
+    assert all(0 <= t["holm_p"] <= 1 for t in summary["tests"])
+    for name in ("report.md", "results.json", "accuracy_by_condition.png", "costs.csv"):
+        assert folder.file(name).exists()
+    # Resuming from the command line re-runs nothing that is already there.
+    stamps = {p.name: p.stat().st_mtime_ns for p in jobs.glob("*.json")}
+    assert main(["experiment", "eviction", "--resume", str(folder.path)]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in jobs.glob("*.json")} == stamps
+    saved = json.loads(folder.file("power.json").read_text())
+    assert saved["n_seeds"] == 2
+
+
+def test_power_rule_floors_small_pilot_effects_and_caps_at_the_budget():
+    cfg = ev.Config(conditions=("window_sinks", "matrix"), min_seeds=3, max_seeds=6)
+    pilot = {
+        "pilot_accuracy": {
+            "window_sinks": [0.06, 0.07],
+            "matrix": [0.9, 0.95],
+            "projection_frozen": [0.06, 0.065],
+        }
+    }
+    power = ev._power(cfg, pilot)
+    assert 3 <= power["n_seeds"] <= 6
+    by_id = {r["hypothesis"]: r for r in power["rows"]}
+    assert all(r["powered_for_d"] >= cfg.smallest_effect for r in by_id.values())
+
+
+def test_bad_config_is_rejected_with_the_argument_named():
+    with pytest.raises(ValueError, match="conditions"):
+        ev.Config(conditions=("matrix",))
+    with pytest.raises(ValueError, match="variant"):
+        ev.Config().task("nonsense")
+
+
+def test_cli_registers_eviction_under_an_experiment_group():
+    args = build_parser().parse_args(["experiment", "eviction", "--quick", "--out", "x"])
+    assert args.quick and args.out == "x" and callable(args.func)
+
+
+def test_a_second_experiment_module_can_share_the_group():
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers(dest="command")
+    ev.register(subparsers)
+    group = subparsers.choices["experiment"]
+    group._engram_experiments.add_parser("other").set_defaults(func=lambda a: 0)
+    assert parser.parse_args(["experiment", "other"]).func(None) == 0
