@@ -193,3 +193,18 @@ def test_completion_runs_on_the_given_device(device, update, rng):
     result = memory.complete_batch(codes.partial_cue(patterns, 0.4, rng))
     assert np.mean(result.nearest == np.arange(30)) == 1.0
     assert result.converged.mean() > 0.95
+
+
+def test_cpu_batch_kernel_matches_single_cue_kernel_for_bipolar_codes(rng):
+    memory = AttractorMemory(300)
+    patterns = codes.random_bipolar(40, 300, rng)  # α ≈ 0.13: long, varied trajectories
+    memory.store(patterns)
+    cues = np.concatenate([codes.flip_bits(patterns, 60, rng), codes.partial_cue(patterns, 0.4, rng)])
+    with pytest.warns(RuntimeWarning, match="convergence rate"):
+        batch = memory.complete_batch(cues)
+    for i, cue in enumerate(cues):
+        one = memory.complete(cue)
+        assert np.array_equal(one.state, batch.states[i])
+        assert (one.iterations, one.converged, one.cycled) == (
+            batch.iterations[i], batch.converged[i], batch.cycled[i])
+        assert np.allclose(one.energy, batch.energy[i, : one.iterations], rtol=1e-5)

@@ -341,7 +341,8 @@ class AttractorMemory:
                     steps, *outputs,
                 )
             else:
-                fields = (torch.from_numpy(cues) @ self.weights).numpy()  # one BLAS product
+                # one BLAS product; float64 makes it exact, so it equals the kernel's own sum
+                fields = (torch.from_numpy(cues).double() @ self.weights.double()).float().numpy()
                 single.complete_bipolar_many(
                     self._weights_np, self._patterns_t_np, cues, fields, steps, *outputs
                 )

@@ -69,13 +69,18 @@ def _top_k(h: np.ndarray, k: int, heap: np.ndarray) -> None:
 def _sum_rows(rows: np.ndarray, coefficients: np.ndarray, out: np.ndarray) -> None:
     """out = Σ_i c_i · rows[i] (= Wᵀc = Wc for symmetric W), skipping zero coefficients.
 
-    A plain compiled loop, not BLAS: these kernels run inside numba's parallel threads, and
-    an OpenBLAS call there starts threads of its own (nested, oversubscribed, ~18× slower).
+    Accumulated in float64, where a sum of up to millions of float32 weights times ±1 is
+    exact unless the weights' magnitudes span more than about 2^20, so the result does not
+    depend on the order of summation: a batch that computes these fields with one
+    matrix product (also in float64) breaks exact ties (h = 0) the same way. A plain compiled
+    loop, not BLAS: these kernels run inside numba's parallel threads, and an OpenBLAS call
+    there starts threads of its own (nested, oversubscribed, ~18× slower).
     """
-    out[:] = 0.0
+    total = np.zeros(out.size, dtype=np.float64)
     for i in range(rows.shape[0]):
         if coefficients[i] != 0.0:
-            _add_scaled(out, coefficients[i], rows[i])
+            _add_scaled(total, coefficients[i], rows[i])
+    out[:] = total
 
 
 @njit(cache=True)
