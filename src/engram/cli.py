@@ -11,9 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "engram.experiments.lm_cli",
-)
+COMMAND_MODULES: tuple[str, ...] = ("engram.experiments.lm_cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:

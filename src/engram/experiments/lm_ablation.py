@@ -6,6 +6,7 @@ intervals over seeds and Holm-corrected Welch tests against the baseline.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import multiprocessing
 import os
@@ -86,7 +87,7 @@ def _train_one(job: tuple[Config, str, int, str]) -> dict[str, Any]:
     corpus = TextCorpus.open(os.path.join(folder, "corpus"))
     report = validation_loss(model, corpus.val, corpus.n_val_chars)
     curve = [(r["step"], r["val_loss"]) for r in result.history if "val_loss" in r]
-    return {
+    row = {
         "variant": variant,
         "seed": seed,
         "params": result.params,
@@ -96,6 +97,8 @@ def _train_one(job: tuple[Config, str, int, str]) -> dict[str, Any]:
         "curve": curve,
         "folder": folder,
     }
+    RunFolder(folder).write_json("ablation_row.json", row)
+    return row
 
 
 def _samples(cfg: Config, rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -184,15 +187,24 @@ def _figure(rows: list[dict[str, Any]], variants: tuple[str, ...]):
 
 
 def run(cfg: Config, run_folder: RunFolder) -> list[dict[str, Any]]:
-    """Train every (variant, seed), write results.json, runs.csv, curves.png and report.md."""
-    jobs = [
-        (cfg, v, s, str(run_folder.file(f"{v}-seed{s}"))) for s in cfg.seeds for v in cfg.variants
-    ]
-    if cfg.workers > 1:
+    """Train every (variant, seed), write results.json, runs.csv, curves.png and report.md.
+
+    Runs already finished in ``run_folder`` (an interrupted ablation) are read back, not redone.
+    """
+    jobs, rows = [], []
+    for seed in cfg.seeds:
+        for variant in cfg.variants:
+            folder = run_folder.file(f"{variant}-seed{seed}")
+            done = folder / "ablation_row.json"
+            if done.is_file():
+                rows.append(json.loads(done.read_text()))
+            else:
+                jobs.append((cfg, variant, seed, str(folder)))
+    if cfg.workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(cfg.workers) as pool:
-            rows = pool.map(_train_one, jobs, chunksize=1)
+            rows += pool.map(_train_one, jobs, chunksize=1)
     else:
-        rows = [_train_one(job) for job in jobs]
+        rows += [_train_one(job) for job in jobs]
     table = summarise(rows, cfg.variants)
     samples = _samples(cfg, rows)
     run_folder.write_csv("runs.csv", [{k: v for k, v in r.items() if k != "curve"} for r in rows])

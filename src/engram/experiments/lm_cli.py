@@ -253,6 +253,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs")
+    p.add_argument("--resume", default=None, help="ablation run folder to complete")
     p.set_defaults(func=_ablate)
 
 
@@ -277,7 +278,10 @@ def _ablate(args: argparse.Namespace) -> int:
     )
     if cfg.data and not Path(cfg.data).is_file():
         raise FileNotFoundError(f"data: text file {cfg.data} does not exist")
-    folder = RunFolder.create(args.out, "lm-ablation", cfg, cfg.seeds[0])
+    if args.resume:
+        folder = RunFolder(args.resume)
+    else:
+        folder = RunFolder.create(args.out, "lm-ablation", cfg, cfg.seeds[0])
     run(cfg, folder)
     print(f"run folder: {folder.path}")
     print(folder.file("report.md").read_text().split("![curves]")[0])

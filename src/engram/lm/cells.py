@@ -16,18 +16,35 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _ThresholdMask(torch.autograd.Function):
+    """Hard mask u ≥ t in the forward pass; in the backward pass the gradient of a sigmoid
+    σ((u − t)/s) (straight-through), so both u and the threshold t receive gradients."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, threshold: torch.Tensor, scale: torch.Tensor):
+        ctx.save_for_backward(u, threshold, scale)
+        return (u >= threshold).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        u, threshold, scale = ctx.saved_tensors
+        z = torch.sigmoid((u - threshold) / scale)
+        d = grad * z * (1 - z) / scale
+        return d, -d.sum(-1, keepdim=True), None
+
+
 def soft_threshold_kwta(
     u: torch.Tensor, level: torch.Tensor, max_level: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """k-winners-take-all along the last axis at a fractional, differentiable coding level.
 
-    The threshold interpolates linearly between the ⌊k⌋-th and ⌈k⌉-th largest value (k = level·N),
-    read from ``topk`` values through equality masks, so there is no scatter in the
-    forward or backward pass (``topk`` values are detached; its backward would scatter). The
-    forward mask is the hard k-WTA mask; gradients reach ``u`` and ``level`` through a sigmoid
-    surrogate (straight-through).
+    The threshold interpolates linearly between the ⌊k⌋-th and ⌈k⌉-th largest value
+    (k = level·N), read from ``topk`` values through equality masks, so there is no scatter in
+    the forward or backward pass (``topk`` values are detached; its backward would scatter).
+    The forward mask is the hard k-WTA mask; gradients reach ``u`` and ``level`` through a
+    sigmoid surrogate whose width is a tenth of the spread of the top values.
 
-    Returns (code, mask): code = u · mask, mask ∈ {0, 1} in the forward pass.
+    Returns (code, mask): code = u · mask, mask ∈ {0, 1}.
     """
     n = u.shape[-1]
     k_max = min(n, math.ceil(max_level * n) + 1)
@@ -39,11 +56,9 @@ def soft_threshold_kwta(
     at_low = (top * (slots == low)).sum(-1, keepdim=True)
     at_high = (top * (slots == low + 1)).sum(-1, keepdim=True)
     threshold = at_low + frac * (at_high - at_low)
-    scale = u.detach().std(-1, keepdim=True).clamp_min(1e-6) * 0.1
-    soft = torch.sigmoid((u - threshold) / scale)
-    hard = (u >= threshold).to(u.dtype)
-    mask = hard + (soft - soft.detach())  # exactly the hard mask in the forward pass
-    return u * mask, hard
+    scale = ((top[..., :1] - top[..., -1:]) * 0.1).clamp_min(1e-6)
+    mask = _ThresholdMask.apply(u, threshold, scale)
+    return u * mask, mask.detach()
 
 
 class PlaceCells(nn.Module):
@@ -60,7 +75,7 @@ class PlaceCells(nn.Module):
         n_cells: int,
         init_level: float = 0.05,
         min_level: float = 0.01,
-        max_level: float = 0.25,
+        max_level: float = 0.15,
         bias: bool = False,
     ):
         super().__init__()
@@ -149,7 +164,8 @@ class GridCells(nn.Module):
     ) -> torch.Tensor:
         """history_emb: (B, start+T, C) token embeddings; positions: (T,) of the new tokens."""
         if self.source == "position":
-            return self.readout(self.rates(self.location(None, positions)))[None]
+            rates = self.rates(self.location(None, positions))
+            return self.readout(rates.to(self.readout.weight.dtype))[None]
         loc = self.location(history_emb, positions)[:, start:]
         return self.readout(self.rates(loc))
 

@@ -56,7 +56,7 @@ class GPTConfig:
     grid_cells_per_module: int = 8
     grid_source: str = "position"
     time_cells: int = 8
-    time_dim: int = 16
+    time_dim: int = 8
     time_max_lag: int = 32
     gamma_per_theta: float = 6.0
     theta_scales: int = 4
@@ -154,27 +154,23 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
-        # prosody: log attention gain per head, a linear function of the rhythm features
-        self.prosody = (
-            nn.Linear(N_RHYTHM, config.n_head, bias=True) if config.has("prosody") else None
-        )
 
     def forward(
         self,
         x: torch.Tensor,
-        rhythm: torch.Tensor | None,
+        gain: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
     ) -> torch.Tensor:
+        """``gain`` (B, T, n_head): the prosody gain of each head's queries, or None."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if self.prosody is not None and rhythm is not None:
+        if gain is not None:
             # a gain on the query is a per-head, per-token attention temperature
-            gain = torch.exp(self.prosody(rhythm.to(q.dtype))).transpose(1, 2)  # (B, H, T)
-            q = q * gain[..., None]
+            q = q * gain.transpose(1, 2)[..., None].to(q.dtype)
         start = 0
         if cache is not None:
             start = cache.length
@@ -217,9 +213,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, rhythm: torch.Tensor | None, cache: KVCache | None, layer: int
+        self, x: torch.Tensor, gain: torch.Tensor | None, cache: KVCache | None, layer: int
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rhythm, cache, layer)
+        x = x + self.attn(self.ln_1(x), gain, cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -262,6 +258,8 @@ class GPT(nn.Module):
             else None
         )
         self.rhythm = RhythmFeatures(c.vocab_size) if c.has("prosody") else None
+        # prosody: log attention gain of every head of every layer, linear in the rhythm
+        self.prosody = nn.Linear(N_RHYTHM, c.n_layer * c.n_head) if self.rhythm else None
         if self.rhythm is not None:
             if token_strings is None:
                 raise ValueError("token_strings: required when the 'prosody' part is on")
@@ -326,15 +324,19 @@ class GPT(nn.Module):
             x = x + self.time(history_emb, start)
         if self.theta_gamma is not None:
             x = x + self.theta_gamma(positions)
-        rhythm = self.rhythm(history, start) if self.rhythm is not None else None
+        gains = None
+        if self.rhythm is not None:
+            log_gain = self.prosody(self.rhythm(history, start).to(x.dtype))
+            gains = torch.exp(log_gain).view(B, T, c.n_layer, c.n_head)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             if self.place is not None and i == c.place_layer:
                 x = x + self.place(x)
+            gain = gains[:, :, i] if gains is not None else None
             if c.gradient_checkpointing and self.training and cache is None:
-                x = checkpoint(block, x, rhythm, None, i, use_reentrant=False)
+                x = checkpoint(block, x, gain, None, i, use_reentrant=False)
             else:
-                x = block(x, rhythm, cache, i)
+                x = block(x, gain, cache, i)
         if cache is not None:
             cache.tokens = history
             cache.length = start + T
