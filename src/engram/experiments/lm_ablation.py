@@ -46,6 +46,7 @@ class Config:
     data: str = ""
     workers: int = 2
     sample_tokens: int = 300
+    sample_prompt: str = "ROMEO:\n"
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -113,7 +114,7 @@ def _samples(cfg: Config, rows: list[dict[str, Any]]) -> dict[str, str]:
         if row["seed"] != first_seed:
             continue
         model, tok, _ = model_from_checkpoint(row["folder"])
-        prompt = torch.tensor([tok.encode("ROMEO:\n")])
+        prompt = torch.tensor([tok.encode(cfg.sample_prompt)])
         seq = complete(
             model,
             prompt,

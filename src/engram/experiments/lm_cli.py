@@ -225,11 +225,13 @@ def _eval(args: argparse.Namespace) -> int:
         "parts": list(model.config.parts),
     }
     if model.place is not None:
-        text_ids = torch.tensor([corpus.val[: min(96, model.config.block_size)].astype("int64")])
+        text_ids = torch.from_numpy(corpus.val[: min(96, model.config.block_size)].astype("int64"))[
+            None
+        ]
         activity = place_cell_activity(model, text_ids)
         labels = [tok.decode([int(i)]) for i in text_ids[0]]
         run.save_figure("place_cells.png", place_cell_figure(activity, labels))
-        results["place_coding_level"] = float(model.place.coding_level)
+        results["place_coding_level"] = float(model.place.coding_level.detach())
     run.write_json("eval.json", results)
     for key, value in results.items():
         shown = f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else value
@@ -254,6 +256,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs")
     p.add_argument("--resume", default=None, help="ablation run folder to complete")
+    p.add_argument("--sample-prompt", default="ROMEO:\n")
     p.set_defaults(func=_ablate)
 
 
@@ -275,6 +278,7 @@ def _ablate(args: argparse.Namespace) -> int:
         },
         data=args.data,
         workers=args.workers,
+        sample_prompt=args.sample_prompt,
     )
     if cfg.data and not Path(cfg.data).is_file():
         raise FileNotFoundError(f"data: text file {cfg.data} does not exist")

@@ -197,10 +197,17 @@ def model_from_checkpoint(path: str | os.PathLike[str], device: str = "cpu"):
     return model.to(device).eval(), tokenizer, ckpt
 
 
-def train(cfg: TrainConfig, folder: str | os.PathLike[str], resume: bool = False) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    folder: str | os.PathLike[str],
+    resume: bool = False,
+    stop_at: int | None = None,
+) -> TrainResult:
     """Train into ``folder`` (corpus arrays, checkpoint, metrics.csv, results.json).
 
-    With ``resume``, continue from ``folder/checkpoint.pt`` to ``cfg.max_steps``. Under
+    With ``resume``, continue from ``folder/checkpoint.pt`` to ``cfg.max_steps``; with
+    ``stop_at``, checkpoint and return after that many steps, as an interrupted run would
+    (the schedule still runs to ``max_steps``). Under
     ``torchrun`` (WORLD_SIZE > 1) each process trains on its own batches and DDP averages
     the gradients; rank 0 writes.
     """
@@ -267,7 +274,8 @@ def train(cfg: TrainConfig, folder: str | os.PathLike[str], resume: bool = False
     tokens_per_step = cfg.batch_size * cfg.grad_accum * block * world
     train_time, train_tokens = 0.0, 0
     model.train()
-    steps = range(start_step, cfg.max_steps)
+    end = cfg.max_steps if stop_at is None else min(stop_at, cfg.max_steps)
+    steps = range(start_step, end)
     if rank == 0:
         steps = progress(steps, "lm train", total=cfg.max_steps, initial=start_step)
     for step in steps:
@@ -310,6 +318,19 @@ def train(cfg: TrainConfig, folder: str | os.PathLike[str], resume: bool = False
         history.append(row)
         if rank == 0 and (step + 1) % cfg.checkpoint_interval == 0:
             save_checkpoint(folder / CHECKPOINT, checkpoint_state(step + 1))
+    if end < cfg.max_steps:
+        if rank == 0:
+            save_checkpoint(folder / CHECKPOINT, checkpoint_state(end))
+        if world > 1:
+            dist.destroy_process_group()
+        return TrainResult(
+            end,
+            float("nan"),
+            history,
+            model.num_params(),
+            train_tokens / train_time if train_time else float("nan"),
+            compile_note,
+        )
     final = estimate_loss(
         model, corpus.val, block, cfg.batch_size, cfg.eval_batches, dtype=cfg.dtype
     )
@@ -387,8 +408,10 @@ def data_parallel_gradients(
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "grads.pt")
-        mp.spawn(
+        # fork: the workers inherit the imported modules instead of importing torch again
+        mp.start_processes(
             _ddp_gradient_worker,
+            start_method="fork",
             args=(world, config.to_dict(), x, y, seed, port, out),
             nprocs=world,
             join=True,
