@@ -146,13 +146,18 @@ class KVCache:
         return new
 
 
+def _dropout(p: float) -> nn.Module:
+    # without dropout, skip the module call: it is a measurable part of a decoding step
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head, self.n_embd = config.n_head, config.n_embd
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = _dropout(config.dropout)
         self.dropout = config.dropout
 
     def forward(
@@ -196,7 +201,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = _dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
@@ -230,7 +235,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         learned_position = c.position_codes == "join" or not any(map(c.has, POSITION_PARTS))
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if learned_position else None
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = _dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)

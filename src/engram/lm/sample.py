@@ -146,7 +146,7 @@ class _Stepper:
         return out.logits[:, -1], out.hidden[:, -1]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(
     model: GPT,
     prompt: torch.Tensor,
