@@ -51,7 +51,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from engram.lm.train import TrainConfig, train
+    import torch.distributed as dist
+
+    from engram.lm.train import TrainConfig, distributed_rank, train
 
     model = {
         "n_layer": args.n_layer,
@@ -89,12 +91,20 @@ def _train(args: argparse.Namespace) -> int:
     )
     if not Path(cfg.data).is_file():
         raise FileNotFoundError(f"data: text file {cfg.data} does not exist")
+    rank, _, world = distributed_rank()
+    if world > 1 and not dist.is_initialized():  # under torchrun: one run folder for all ranks
+        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
     if args.resume:
         folder = RunFolder(args.resume).path
     else:
         name = "lm-" + ("-".join(cfg.model["parts"]) or "baseline")
-        folder = RunFolder.create(args.out, name, cfg, args.seed).path
+        shared = [str(RunFolder.create(args.out, name, cfg, args.seed).path) if rank == 0 else ""]
+        if world > 1:
+            dist.broadcast_object_list(shared, src=0)
+        folder = Path(shared[0])
     result = train(cfg, folder, resume=bool(args.resume))
+    if rank:
+        return 0
     print(f"run folder: {folder}")
     print(
         f"validation loss {result.final_val_loss:.4f} nats/token "

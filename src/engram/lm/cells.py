@@ -159,13 +159,17 @@ class GridCells(nn.Module):
         step = torch.tanh(self.velocity(tok_emb))
         return torch.cumsum(step, dim=1)
 
+    def position_code(self, positions: torch.Tensor) -> torch.Tensor:
+        """(T, n_embd) read-out of the rates at the positions (``source='position'``)."""
+        rates = self.rates(self.location(None, positions))
+        return self.readout(rates.to(self.readout.weight.dtype))
+
     def forward(
         self, history_emb: torch.Tensor, positions: torch.Tensor, start: int
     ) -> torch.Tensor:
         """history_emb: (B, start+T, C) token embeddings; positions: (T,) of the new tokens."""
         if self.source == "position":
-            rates = self.rates(self.location(None, positions))
-            return self.readout(rates.to(self.readout.weight.dtype))[None]
+            return self.position_code(positions)[None]
         loc = self.location(history_emb, positions)[:, start:]
         return self.readout(self.rates(loc))
 
@@ -254,7 +258,8 @@ class ThetaGammaCode(nn.Module):
         return torch.cat([slots, torch.cos(clock), torch.sin(clock)], -1)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.readout(self.code(positions).to(self.readout.weight.dtype))[None]
+        """(T, n_embd) read-out of the code of ``positions`` (T,)."""
+        return self.readout(self.code(positions).to(self.readout.weight.dtype))
 
 
 RHYTHM_STATIC = ("newline", "sentence_end", "clause_punct", "space", "capital", "length")

@@ -318,17 +318,21 @@ class GPT(nn.Module):
         history = torch.cat([cache.tokens, idx], 1) if cache is not None else idx
         positions = torch.arange(start, start + T, device=idx.device)
         tok = self.wte(idx)
-        x = tok
+        # codes of the position alone are summed at (T, C) and broadcast over the batch once
+        position_terms = []
         if self.wpe is not None:
-            x = x + self.wpe(positions)
-        if self.grid is not None or self.time is not None:
+            position_terms.append(self.wpe(positions))
+        if self.grid is not None and self.grid.source == "position":
+            position_terms.append(self.grid.position_code(positions))
+        if self.theta_gamma is not None:
+            position_terms.append(self.theta_gamma(positions))
+        x = tok + sum(position_terms) if position_terms else tok
+        if (self.grid is not None and self.grid.source == "path") or self.time is not None:
             history_emb = self.wte(history) if start else tok
-        if self.grid is not None:
+        if self.grid is not None and self.grid.source == "path":
             x = x + self.grid(history_emb, positions, start)
         if self.time is not None:
             x = x + self.time(history_emb, start)
-        if self.theta_gamma is not None:
-            x = x + self.theta_gamma(positions)
         gains = None
         if self.rhythm is not None:
             log_gain = self.prosody(self.rhythm(history, start).to(x.dtype))

@@ -168,7 +168,8 @@ class TrainResult:
     compile_note: str
 
 
-def _distributed() -> tuple[int, int, int]:
+def distributed_rank() -> tuple[int, int, int]:
+    """(rank, local rank, world size) from the environment torchrun sets; (0, 0, 1) alone."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
@@ -212,7 +213,7 @@ def train(
     the gradients; rank 0 writes.
     """
     folder = Path(folder)
-    rank, local_rank, world = _distributed()
+    rank, local_rank, world = distributed_rank()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
     device = torch.device(
