@@ -205,3 +205,24 @@ def test_ablate_runs_end_to_end(trained, tmp_path, capsys):
     assert "| grid |" in capsys.readouterr().out
     (run,) = tmp_path.iterdir()
     assert (run / "curves.png").is_file() and (run / "report.md").is_file()
+    # an interrupted ablation is reported from its finished runs without training more
+    assert (
+        main(
+            [
+                "lm",
+                "ablate",
+                "--resume",
+                str(run),
+                "--no-train",
+                "--seeds",
+                "0,1,2",
+                "--variants",
+                "baseline,grid,time",
+                "--sample-prompt",
+                "to be",
+            ]
+        )
+        == 0
+    )
+    report = (run / "report.md").read_text()
+    assert "| grid |" in report and "| time |" not in report

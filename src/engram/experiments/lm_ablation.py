@@ -47,6 +47,7 @@ class Config:
     workers: int = 2
     sample_tokens: int = 300
     sample_prompt: str = "ROMEO:\n"
+    train_missing: bool = True
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -131,6 +132,7 @@ def summarise(rows: list[dict[str, Any]], variants: tuple[str, ...]) -> list[dic
     from engram.stats import correct, mean_ci, welch_test
 
     by_variant = {v: [r for r in rows if r["variant"] == v] for v in variants}
+    variants = tuple(v for v in variants if by_variant[v])
     base = np.array([r["val_loss"] for r in by_variant["baseline"]])
     table, p_values = [], []
     for v in variants:
@@ -176,6 +178,8 @@ def _figure(rows: list[dict[str, Any]], variants: tuple[str, ...]):
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, v in enumerate(variants):
         curves = [np.array(r["curve"]) for r in rows if r["variant"] == v]
+        if not curves:
+            continue
         steps = curves[0][:, 0]
         mean = np.mean([c[:, 1] for c in curves], 0)
         ax.plot(steps, mean, label=v, color=colors[i % len(colors)])
@@ -190,7 +194,8 @@ def _figure(rows: list[dict[str, Any]], variants: tuple[str, ...]):
 def run(cfg: Config, run_folder: RunFolder) -> list[dict[str, Any]]:
     """Train every (variant, seed), write results.json, runs.csv, curves.png and report.md.
 
-    Runs already finished in ``run_folder`` (an interrupted ablation) are read back, not redone.
+    Runs already finished in ``run_folder`` (an interrupted ablation) are read back, not redone;
+    with ``train_missing=False`` the report covers only the finished runs.
     """
     jobs, rows = [], []
     for seed in cfg.seeds:
@@ -199,8 +204,10 @@ def run(cfg: Config, run_folder: RunFolder) -> list[dict[str, Any]]:
             done = folder / "ablation_row.json"
             if done.is_file():
                 rows.append(json.loads(done.read_text()))
-            else:
+            elif cfg.train_missing:
                 jobs.append((cfg, variant, seed, str(folder)))
+    if not any(r["variant"] == "baseline" for r in rows) and not jobs:
+        raise ValueError("run_folder: no finished baseline run to compare against")
     if cfg.workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(cfg.workers) as pool:
             rows += pool.map(_train_one, jobs, chunksize=1)

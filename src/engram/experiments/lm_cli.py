@@ -4,6 +4,7 @@ stream samples from a run, evaluate it, and run the ablation against the baselin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -267,6 +268,11 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs")
     p.add_argument("--resume", default=None, help="ablation run folder to complete")
     p.add_argument("--sample-prompt", default="ROMEO:\n")
+    p.add_argument(
+        "--no-train",
+        action="store_true",
+        help="with --resume: report the finished runs only, train nothing",
+    )
     p.set_defaults(func=_ablate)
 
 
@@ -289,12 +295,27 @@ def _ablate(args: argparse.Namespace) -> int:
         data=args.data,
         workers=args.workers,
         sample_prompt=args.sample_prompt,
+        train_missing=not args.no_train,
     )
+    if args.resume:
+        # the budget, model and data are those the ablation started with
+        folder = RunFolder(args.resume)
+        saved = json.loads(folder.file("config.json").read_text())["config"]
+        keep = (
+            "steps",
+            "batch_size",
+            "learning_rate",
+            "min_lr",
+            "warmup_steps",
+            "eval_interval",
+            "model",
+            "data",
+            "sample_tokens",
+        )
+        cfg = dataclasses.replace(cfg, **{k: saved[k] for k in keep if k in saved})
     if cfg.data and not Path(cfg.data).is_file():
         raise FileNotFoundError(f"data: text file {cfg.data} does not exist")
-    if args.resume:
-        folder = RunFolder(args.resume)
-    else:
+    if not args.resume:
         folder = RunFolder.create(args.out, "lm-ablation", cfg, cfg.seeds[0])
     run(cfg, folder)
     print(f"run folder: {folder.path}")
