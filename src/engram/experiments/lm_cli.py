@@ -18,6 +18,13 @@ def _parts(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip()) if text else ()
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model into a run folder")
     p.add_argument("--data", default=None, help="text file (default: shared tiny shakespeare)")
@@ -52,6 +59,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    _set_threads(args)
     import torch.distributed as dist
 
     from engram.lm.train import TrainConfig, distributed_rank, train
@@ -144,6 +152,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    _set_threads(args)
     import torch
 
     from engram.lm.memory import EpisodicMemory
@@ -203,6 +212,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    _set_threads(args)
     import torch
 
     from engram.data.text import TextCorpus
@@ -277,6 +287,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
 
 
 def _ablate(args: argparse.Namespace) -> int:
+    _set_threads(args)
     from engram.experiments.lm_ablation import Config, run
 
     cfg = Config(
@@ -325,6 +336,12 @@ def _ablate(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     lm = subparsers.add_parser("lm", help="HippocampalTransformer language model")
+    lm.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (1 is fastest on a shared machine)",
+    )
     sub = lm.add_subparsers(dest="lm_command", metavar="ACTION")
     sub.required = True
     _add_train(sub)
