@@ -69,3 +69,20 @@ def test_bad_memory_input_is_a_clear_error():
         memory.search(np.zeros((1, 4)))
     with pytest.raises(ValueError, match="keys"):
         memory.store(np.zeros((3, 5)), np.zeros(3))
+
+
+def test_memory_validation_loss_is_the_model_loss_at_lambda_zero_and_lower_on_seen_text():
+    from engram.lm.evaluate import memory_validation_loss, validation_loss
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=9, block_size=16, n_layer=1, n_head=1, n_embd=16))
+    text = np.tile(np.arange(1, 9), 12)
+    plain = validation_loss(model, text, n_chars=len(text))
+    off = EpisodicMemory(dim=16, k=4, interpolation=0.0, keep_log=False)
+    off.store_text(model, torch.from_numpy(text))
+    assert memory_validation_loss(model, off, text, len(text)).nats_per_token == pytest.approx(
+        plain.nats_per_token, rel=1e-5
+    )
+    on = EpisodicMemory(dim=16, k=4, interpolation=0.5, keep_log=False)
+    on.store_text(model, torch.from_numpy(text))
+    assert memory_validation_loss(model, on, text, len(text)).nats_per_token < plain.nats_per_token

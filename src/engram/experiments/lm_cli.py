@@ -208,6 +208,20 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=int, default=200, help="tokens generated for speed/diversity")
     p.add_argument("--prompt", default="ROMEO:\n")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--memory-tokens",
+        type=int,
+        default=0,
+        help="also score the kNN-LM with this many training tokens in memory",
+    )
+    p.add_argument("--memory-lambda", type=float, default=0.25)
+    p.add_argument("--memory-k", type=int, default=8)
+    p.add_argument(
+        "--val-tokens",
+        type=int,
+        default=0,
+        help="score only the first N validation tokens (0: all)",
+    )
     p.set_defaults(func=_eval)
 
 
@@ -229,7 +243,9 @@ def _eval(args: argparse.Namespace) -> int:
     run = RunFolder(args.run)
     model, tok, _ = model_from_checkpoint(run.path, args.device)
     corpus = TextCorpus.open(run.file("corpus"))
-    loss = validation_loss(model, corpus.val, corpus.n_val_chars)
+    val = corpus.val[: args.val_tokens] if args.val_tokens else corpus.val
+    val_chars = round(corpus.n_val_chars * len(val) / len(corpus.val))
+    loss = validation_loss(model, val, val_chars)
     prompt = torch.tensor([tok.encode(args.prompt)], device=args.device)
     seq = complete(model, prompt, args.tokens, SamplingConfig("sample", 0.8, top_k=40))
     results = {
@@ -245,6 +261,24 @@ def _eval(args: argparse.Namespace) -> int:
         "params": model.num_params(),
         "parts": list(model.config.parts),
     }
+    if args.memory_tokens:
+        from engram.lm.evaluate import memory_validation_loss
+        from engram.lm.memory import EpisodicMemory
+
+        memory = EpisodicMemory(
+            model.config.n_embd, k=args.memory_k, interpolation=args.memory_lambda, keep_log=False
+        )
+        train_ids = corpus.train[: args.memory_tokens].astype("int64")
+        memory.store_text(model, torch.from_numpy(train_ids))
+        knn = memory_validation_loss(model, memory, val, val_chars)
+        results["knn_lm"] = {
+            "memory_entries": len(memory),
+            "search": memory.backend,
+            "k": args.memory_k,
+            "lambda": args.memory_lambda,
+            "val_loss_nats_per_token": knn.nats_per_token,
+            "val_bits_per_char": knn.bits_per_char,
+        }
     if model.place is not None:
         text_ids = torch.from_numpy(corpus.val[: min(96, model.config.block_size)].astype("int64"))[
             None

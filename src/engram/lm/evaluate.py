@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engram.lm.memory import EpisodicMemory
 from engram.lm.model import GPT
 from engram.lm.sample import SamplingConfig, generate
 
@@ -50,6 +51,33 @@ def validation_loss(model: GPT, tokens: np.ndarray, n_chars: int, batch: int = 3
     count = n_windows * block
     nats = total / count
     chars = round(n_chars * count / len(data))  # characters covered by the scored tokens
+    return LossReport(nats, math.exp(nats), total / math.log(2) / chars, count, chars)
+
+
+@torch.no_grad()
+def memory_validation_loss(
+    model: GPT, memory: EpisodicMemory, tokens: np.ndarray, n_chars: int, batch: int = 16
+) -> LossReport:
+    """Validation loss of the kNN-LM: the model's distribution interpolated with the episodic
+    memory's at every position, over the same windows as ``validation_loss``."""
+    model.eval()
+    block = model.config.block_size
+    data = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+    n_windows = (len(data) - 1) // block
+    if n_windows < 1:
+        raise ValueError(f"tokens: {len(data)} tokens are fewer than one block of {block}")
+    x_all = data[: n_windows * block].view(n_windows, block)
+    y_all = data[1 : n_windows * block + 1].view(n_windows, block)
+    device = model.wte.weight.device
+    total = 0.0
+    for i in range(0, n_windows, batch):
+        x, y = x_all[i : i + batch].to(device), y_all[i : i + batch].to(device)
+        out = model(x)
+        logp = memory.interpolate(out.logits.flatten(0, 1), out.hidden.flatten(0, 1))
+        total -= float(logp.gather(1, y.reshape(-1, 1)).sum())
+    count = n_windows * block
+    chars = round(n_chars * count / len(data))
+    nats = total / count
     return LossReport(nats, math.exp(nats), total / math.log(2) / chars, count, chars)
 
 
