@@ -31,10 +31,9 @@ class LossReport:
     chars: int
 
 
-@torch.no_grad()
-def validation_loss(model: GPT, tokens: np.ndarray, n_chars: int, batch: int = 32) -> LossReport:
-    """Cross-entropy over all of ``tokens`` in consecutive, non-overlapping windows of the block
-    size (each token predicted once), deterministic and comparable across models."""
+def _scored_loss(model: GPT, tokens: np.ndarray, n_chars: int, batch: int, nll) -> LossReport:
+    """Sum ``nll(x, y)`` over consecutive, non-overlapping windows of the block size (each
+    token predicted once) and report it per token and per character."""
     model.eval()
     block = model.config.block_size
     data = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
@@ -46,12 +45,19 @@ def validation_loss(model: GPT, tokens: np.ndarray, n_chars: int, batch: int = 3
     device = model.wte.weight.device
     total = 0.0
     for i in range(0, n_windows, batch):
-        x, y = x_all[i : i + batch].to(device), y_all[i : i + batch].to(device)
-        total += float(model(x, y).loss) * x.numel()
+        total += nll(x_all[i : i + batch].to(device), y_all[i : i + batch].to(device))
     count = n_windows * block
     nats = total / count
     chars = round(n_chars * count / len(data))  # characters covered by the scored tokens
     return LossReport(nats, math.exp(nats), total / math.log(2) / chars, count, chars)
+
+
+@torch.no_grad()
+def validation_loss(model: GPT, tokens: np.ndarray, n_chars: int, batch: int = 32) -> LossReport:
+    """Cross-entropy over all of ``tokens``, deterministic and comparable across models."""
+    return _scored_loss(
+        model, tokens, n_chars, batch, lambda x, y: float(model(x, y).loss) * x.numel()
+    )
 
 
 @torch.no_grad()
@@ -60,25 +66,13 @@ def memory_validation_loss(
 ) -> LossReport:
     """Validation loss of the kNN-LM: the model's distribution interpolated with the episodic
     memory's at every position, over the same windows as ``validation_loss``."""
-    model.eval()
-    block = model.config.block_size
-    data = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
-    n_windows = (len(data) - 1) // block
-    if n_windows < 1:
-        raise ValueError(f"tokens: {len(data)} tokens are fewer than one block of {block}")
-    x_all = data[: n_windows * block].view(n_windows, block)
-    y_all = data[1 : n_windows * block + 1].view(n_windows, block)
-    device = model.wte.weight.device
-    total = 0.0
-    for i in range(0, n_windows, batch):
-        x, y = x_all[i : i + batch].to(device), y_all[i : i + batch].to(device)
+
+    def nll(x: torch.Tensor, y: torch.Tensor) -> float:
         out = model(x)
         logp = memory.interpolate(out.logits.flatten(0, 1), out.hidden.flatten(0, 1))
-        total -= float(logp.gather(1, y.reshape(-1, 1)).sum())
-    count = n_windows * block
-    chars = round(n_chars * count / len(data))
-    nats = total / count
-    return LossReport(nats, math.exp(nats), total / math.log(2) / chars, count, chars)
+        return -float(logp.gather(1, y.reshape(-1, 1)).sum())
+
+    return _scored_loss(model, tokens, n_chars, batch, nll)
 
 
 @torch.no_grad()
