@@ -26,8 +26,12 @@ def test_storkey_matches_naive_loop(rng):
     n = patterns.shape[1]
     w = np.zeros((n, n))
     for xi in patterns:
-        h = np.array([[sum(w[i, k] * xi[k] for k in range(n) if k not in (i, j)) for j in range(n)]
-                      for i in range(n)])
+        h = np.array(
+            [
+                [sum(w[i, k] * xi[k] for k in range(n) if k not in (i, j)) for j in range(n)]
+                for i in range(n)
+            ]
+        )
         w = w + (np.outer(xi, xi) - xi[:, None] * h.T - h * xi[None, :]) / n
         np.fill_diagonal(w, 0)
     got = hebb.storkey(torch.from_numpy(patterns))

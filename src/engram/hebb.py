@@ -51,8 +51,10 @@ def storkey(patterns: torch.Tensor, weights: torch.Tensor | None = None) -> torc
     """
     x = _as_float(patterns, torch.float64)
     n = x.shape[1]
-    w = torch.zeros(n, n, dtype=torch.float64, device=x.device) if weights is None else (
-        weights.to(torch.float64).clone()
+    w = (
+        torch.zeros(n, n, dtype=torch.float64, device=x.device)
+        if weights is None
+        else (weights.to(torch.float64).clone())
     )
     for xi in x:
         field = w @ xi - torch.diagonal(w) * xi  # h_i, excluding the self term

@@ -32,13 +32,12 @@ def load_digits_patterns(side: int = 8) -> tuple[np.ndarray, np.ndarray]:
         import torch
         import torch.nn.functional as F
 
-        images = (
-            F.interpolate(
-                torch.from_numpy(images)[:, None], size=(side, side), mode="bilinear",
-                align_corners=True,
-            )[:, 0]
-            .numpy()
-        )
+        images = F.interpolate(
+            torch.from_numpy(images)[:, None],
+            size=(side, side),
+            mode="bilinear",
+            align_corners=True,
+        )[:, 0].numpy()
     patterns = binarize(images.reshape(len(images), -1), threshold=8.0)
     return patterns, digits.target.astype(np.int64)
 

@@ -1,0 +1,326 @@
+"""Hippocampal codes for the language model: place cells, grid cells, time cells, the
+theta-gamma position code and text-derived rhythm (prosody) features.
+
+Every module here maps the token stream (ids, embeddings or positions) to a (B, T, n_embd)
+contribution for the residual stream, or, for prosody, to per-token rhythm features. Modules
+whose code depends on the past receive the whole token history and the index ``start`` of the
+first new position, so the KV-cached decoder computes exactly what the uncached one does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _ThresholdMask(torch.autograd.Function):
+    """Hard mask u ≥ t in the forward pass; in the backward pass the gradient of a sigmoid
+    σ((u − t)/s) (straight-through), so both u and the threshold t receive gradients."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, threshold: torch.Tensor, scale: torch.Tensor):
+        ctx.save_for_backward(u, threshold, scale)
+        return (u >= threshold).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        u, threshold, scale = ctx.saved_tensors
+        z = torch.sigmoid((u - threshold) / scale)
+        d = grad * z * (1 - z) / scale
+        return d, -d.sum(-1, keepdim=True), None
+
+
+def soft_threshold_kwta(
+    u: torch.Tensor, level: torch.Tensor, max_level: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-winners-take-all along the last axis at a fractional, differentiable coding level.
+
+    The threshold interpolates linearly between the ⌊k⌋-th and ⌈k⌉-th largest value
+    (k = level·N), read from ``topk`` values through equality masks, so there is no scatter in
+    the forward or backward pass (``topk`` values are detached; its backward would scatter).
+    The forward mask is the hard k-WTA mask; gradients reach ``u`` and ``level`` through a
+    sigmoid surrogate whose width is a tenth of the spread of the top values.
+
+    Returns (code, mask): code = u · mask, mask ∈ {0, 1}.
+    """
+    n = u.shape[-1]
+    k_max = min(n, math.ceil(max_level * n) + 1)
+    top = torch.topk(u.detach(), k_max, dim=-1).values  # (..., k_max), descending
+    position = (level * n).clamp(1.0, k_max - 1.0) - 1.0  # index of the k-th largest
+    low = position.detach().floor()
+    frac = position - low  # carries the gradient with respect to the level
+    slots = torch.arange(k_max, device=u.device, dtype=u.dtype)
+    at_low = (top * (slots == low)).sum(-1, keepdim=True)
+    at_high = (top * (slots == low + 1)).sum(-1, keepdim=True)
+    threshold = at_low + frac * (at_high - at_low)
+    scale = ((top[..., :1] - top[..., -1:]) * 0.1).clamp_min(1e-6)
+    mask = _ThresholdMask.apply(u, threshold, scale)
+    return u * mask, mask.detach()
+
+
+class PlaceCells(nn.Module):
+    """A sparse population code of the residual stream: a learned projection to ``n_cells``,
+    k-WTA at a learned coding level, and a learned read-out back into the stream.
+
+    The coding level a = a_min + (a_max − a_min)·σ(θ) starts at ``init_level`` and is trained
+    with the rest of the model; it is not fixed at 3%.
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        n_cells: int,
+        init_level: float = 0.05,
+        min_level: float = 0.01,
+        max_level: float = 0.15,
+        bias: bool = False,
+    ):
+        super().__init__()
+        if not min_level < init_level < max_level:
+            raise ValueError(
+                f"place_level: expected a coding level in ({min_level}, {max_level}), "
+                f"got {init_level}"
+            )
+        self.n_cells, self.min_level, self.max_level = n_cells, min_level, max_level
+        self.encode = nn.Linear(n_embd, n_cells, bias=bias)
+        self.decode = nn.Linear(n_cells, n_embd, bias=bias)
+        frac = (init_level - min_level) / (max_level - min_level)
+        self.level_logit = nn.Parameter(torch.tensor(math.log(frac / (1 - frac))))
+        self.record = False
+        self.last_code: torch.Tensor | None = None
+
+    @property
+    def coding_level(self) -> torch.Tensor:
+        return self.min_level + (self.max_level - self.min_level) * torch.sigmoid(self.level_logit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        code, _ = soft_threshold_kwta(self.encode(x), self.coding_level, self.max_level)
+        if self.record:
+            self.last_code = code.detach()
+        return self.decode(code)
+
+
+class GridCells(nn.Module):
+    """Multi-scale hexagonal grid codes of a 2-D location, read out into the residual stream.
+
+    Each module (one spatial scale, scales growing by √2 as in entorhinal cortex) holds cells
+    whose rate is the mean of three cosines with wave vectors 60° apart, at different spatial
+    phases. The location is either the token position laid on a line through the plane
+    (``source='position'``) or a learned path: the running sum of a 2-D velocity predicted
+    from each token's embedding (``source='path'``, path integration).
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        n_modules: int = 4,
+        cells_per_module: int = 8,
+        min_scale: float = 3.0,
+        source: str = "position",
+        bias: bool = False,
+    ):
+        super().__init__()
+        if source not in ("position", "path"):
+            raise ValueError(f"grid_source: expected 'position' or 'path', got {source!r}")
+        self.source = source
+        scales = min_scale * math.sqrt(2.0) ** torch.arange(n_modules, dtype=torch.float32)
+        # module m is rotated by m·7°, so the lattices are not aligned
+        angles = torch.arange(n_modules)[:, None] * math.radians(7.0) + torch.tensor(
+            [0.0, math.pi / 3, 2 * math.pi / 3]
+        )
+        magnitude = 4 * math.pi / (math.sqrt(3.0) * scales)  # (M,)
+        wave = torch.stack([torch.cos(angles), torch.sin(angles)], -1) * magnitude[:, None, None]
+        self.register_buffer("wave", wave, persistent=False)  # (M, 3, 2)
+        # spatial phases of the cells: a fixed low-discrepancy spread over one lattice period
+        golden = (math.sqrt(5.0) - 1) / 2
+        c = torch.arange(cells_per_module, dtype=torch.float32)
+        phases = torch.stack([(c * golden) % 1.0, (c + 0.5) / cells_per_module], -1)
+        offsets = phases[None] * scales[:, None, None]  # (M, C, 2)
+        self.register_buffer("offsets", offsets, persistent=False)
+        direction = torch.tensor([math.cos(0.4), math.sin(0.4)])
+        self.register_buffer("direction", direction, persistent=False)
+        if source == "path":
+            self.velocity = nn.Linear(n_embd, 2, bias=bias)
+        self.readout = nn.Linear(n_modules * cells_per_module, n_embd, bias=bias)
+
+    def rates(self, location: torch.Tensor) -> torch.Tensor:
+        """Firing rates in [−0.5, 1] of all cells at ``location`` (..., 2) → (..., M·C)."""
+        rel = location[..., None, None, :] - self.offsets  # (..., M, C, 2)
+        proj = torch.einsum("...mcd,mjd->...mcj", rel, self.wave)
+        return torch.cos(proj).mean(-1).flatten(-2)
+
+    def location(self, tok_emb: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
+        if self.source == "position":
+            return positions.to(self.direction.dtype)[:, None] * self.direction
+        assert tok_emb is not None
+        step = torch.tanh(self.velocity(tok_emb))
+        return torch.cumsum(step, dim=1)
+
+    def position_code(self, positions: torch.Tensor) -> torch.Tensor:
+        """(T, n_embd) read-out of the rates at the positions (``source='position'``)."""
+        rates = self.rates(self.location(None, positions))
+        return self.readout(rates.to(self.readout.weight.dtype))
+
+    def forward(
+        self, history_emb: torch.Tensor, positions: torch.Tensor, start: int
+    ) -> torch.Tensor:
+        """history_emb: (B, start+T, C) token embeddings; positions: (T,) of the new tokens."""
+        if self.source == "position":
+            return self.position_code(positions)[None]
+        loc = self.location(history_emb, positions)[:, start:]
+        return self.readout(self.rates(loc))
+
+
+class TimeCells(nn.Module):
+    """Cells tuned to how long ago something happened: log-spaced temporal receptive fields.
+
+    Cell i responds to a (projected) token seen τ_i steps ago, with a Gaussian field in log-lag
+    whose width grows with τ_i (scale invariance, as in hippocampal time cells and Howard &
+    Shankar's inverse-Laplace model). Computed as a fixed causal depthwise convolution.
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        n_cells: int = 8,
+        dim: int = 16,
+        max_lag: int = 32,
+        width: float = 0.35,
+        bias: bool = False,
+    ):
+        super().__init__()
+        self.n_cells, self.dim, self.max_lag = n_cells, dim, max_lag
+        self.project = nn.Linear(n_embd, dim, bias=bias)
+        self.readout = nn.Linear(n_cells * dim, n_embd, bias=bias)
+        peaks = torch.logspace(0, math.log10(max_lag - 1), n_cells)  # 1 … max_lag-1 steps
+        lags = torch.arange(max_lag, dtype=torch.float32)
+        fields = torch.exp(
+            -((torch.log1p(lags)[None] - torch.log1p(peaks)[:, None]) ** 2) / (2 * width**2)
+        )
+        fields = fields / fields.sum(-1, keepdim=True)  # (S, L), index = lag
+        # conv1d correlates, so the kernel runs from the oldest lag to lag 0
+        kernel = fields.flip(-1).repeat(dim, 1)[:, None, :]  # (dim·S, 1, L)
+        self.register_buffer("kernel", kernel, persistent=False)
+
+    def fields(self) -> torch.Tensor:
+        """The receptive fields (n_cells, max_lag), indexed by lag."""
+        return self.kernel[: self.n_cells, 0].flip(-1)
+
+    def forward(self, history_emb: torch.Tensor, start: int) -> torch.Tensor:
+        """history_emb: (B, start+T, C) → (B, T, n_embd) for the T new positions."""
+        first = max(0, start - self.max_lag + 1)
+        z = self.project(history_emb[:, first:]).transpose(1, 2)  # (B, dim, T')
+        z = F.pad(z, (self.max_lag - 1, 0))
+        traces = F.conv1d(z, self.kernel.to(z.dtype), groups=self.dim)  # (B, dim·S, T')
+        traces = traces[:, :, start - first :].transpose(1, 2)
+        return self.readout(traces)
+
+
+class ThetaGammaCode(nn.Module):
+    """Positions as gamma cycles nested in theta cycles (Lisman & Jensen's theta-gamma code).
+
+    Each token occupies one gamma cycle; ``gamma_per_theta`` (about 5–7) of them make a theta
+    cycle. A position is coded by gamma-slot cells with von Mises tuning to theta phase (which
+    slot of the current theta cycle) and by the theta cycle count on a few slower clocks.
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        gamma_per_theta: float = 6.0,
+        n_theta_scales: int = 4,
+        concentration: float = 2.0,
+        bias: bool = False,
+    ):
+        super().__init__()
+        if not 2.0 <= gamma_per_theta <= 16.0:
+            raise ValueError(f"gamma_per_theta: expected a value in [2, 16], got {gamma_per_theta}")
+        self.gamma_per_theta = float(gamma_per_theta)
+        self.n_slots = round(gamma_per_theta)
+        self.concentration = concentration
+        preferred = 2 * math.pi * torch.arange(self.n_slots) / self.n_slots
+        self.register_buffer("preferred", preferred, persistent=False)
+        periods = 2.0 ** torch.arange(1, n_theta_scales + 1, dtype=torch.float32)
+        self.register_buffer("periods", periods, persistent=False)
+        self.readout = nn.Linear(self.n_slots + 2 * n_theta_scales, n_embd, bias=bias)
+
+    def code(self, positions: torch.Tensor) -> torch.Tensor:
+        p = positions.to(torch.float32)
+        theta_phase = 2 * math.pi * (p / self.gamma_per_theta)
+        slots = torch.exp(
+            self.concentration * (torch.cos(theta_phase[:, None] - self.preferred) - 1)
+        )
+        cycle = torch.floor(p / self.gamma_per_theta)
+        clock = 2 * math.pi * cycle[:, None] / self.periods
+        return torch.cat([slots, torch.cos(clock), torch.sin(clock)], -1)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """(T, n_embd) read-out of the code of ``positions`` (T,)."""
+        return self.readout(self.code(positions).to(self.readout.weight.dtype))
+
+
+RHYTHM_STATIC = ("newline", "sentence_end", "clause_punct", "space", "capital", "length")
+RHYTHM_DYNAMIC = ("chars_since_space", "chars_since_newline", "chars_since_sentence")
+N_RHYTHM = len(RHYTHM_STATIC) + len(RHYTHM_DYNAMIC)
+
+
+def rhythm_table(token_strings: list[str]) -> torch.Tensor:
+    """Per-token rhythm flags (vocab, 6) read from each token's text (never random)."""
+    rows = []
+    for s in token_strings:
+        rows.append(
+            [
+                float("\n" in s),
+                float(any(c in ".!?" for c in s)),
+                float(any(c in ",;:" for c in s)),
+                float(any(c in " \t" for c in s)),
+                float(bool(s.strip()) and s.strip()[0].isupper()),
+                min(len(s), 8) / 8.0,
+            ]
+        )
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def _chars_since(flag: torch.Tensor, chars: torch.Tensor) -> torch.Tensor:
+    """Characters since the last token with ``flag`` set (the whole history when none)."""
+    total = torch.cumsum(chars, dim=1)
+    marks = torch.where(flag > 0, total, torch.zeros_like(total))
+    last = torch.cummax(marks, dim=1).values
+    return total - last
+
+
+class RhythmFeatures(nn.Module):
+    """Rhythm features of the text: punctuation, line and sentence boundaries, word length.
+
+    Static flags come from a per-vocabulary table built from the token strings; dynamic ones
+    (characters since the last space, newline and sentence end, i.e. word length and position
+    in the line and sentence, log-scaled) are running counts over the history.
+    """
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.register_buffer("table", torch.zeros(vocab_size, len(RHYTHM_STATIC)))
+        self.register_buffer("chars", torch.ones(vocab_size))
+
+    def set_vocabulary(self, token_strings: list[str]) -> None:
+        if len(token_strings) != self.table.shape[0]:
+            raise ValueError(
+                f"token_strings: expected {self.table.shape[0]} strings, got {len(token_strings)}"
+            )
+        self.table.copy_(rhythm_table(token_strings))
+        self.chars.copy_(torch.tensor([max(len(s), 1) for s in token_strings], dtype=torch.float32))
+
+    def forward(self, history: torch.Tensor, start: int) -> torch.Tensor:
+        """history: (B, start+T) token ids → (B, T, N_RHYTHM) features of the new positions."""
+        static = self.table[history]
+        chars = self.chars[history]
+        dynamic = [
+            _chars_since(static[..., 3], chars),
+            _chars_since(static[..., 0], chars),
+            _chars_since(static[..., 1], chars),
+        ]
+        dyn = torch.log1p(torch.stack(dynamic, -1)) / math.log(65.0)
+        return torch.cat([static, dyn], -1)[:, start:]

@@ -1,0 +1,376 @@
+"""The HippocampalTransformer: a nanoGPT-style decoder whose hippocampal parts are switched
+by config. With ``parts=()`` it is the plain GPT baseline, through the same code path.
+
+Parts (any subset of ``PARTS``):
+- ``place``: a sparse place-cell code of the residual stream, added before block ``place_layer``;
+- ``grid``: hexagonal grid-cell codes of the position or of a learned path;
+- ``time``: time cells with log-spaced temporal receptive fields over recent tokens;
+- ``theta_gamma``: positions as gamma cycles nested in theta cycles;
+- ``prosody``: per-head attention gain modulated by rhythm features of the text.
+Grid, time and theta-gamma codes join the learned position embedding (``position_codes='join'``)
+or replace it (``'replace'``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from engram.lm.cells import (
+    N_RHYTHM,
+    GridCells,
+    PlaceCells,
+    RhythmFeatures,
+    ThetaGammaCode,
+    TimeCells,
+)
+
+PARTS: tuple[str, ...] = ("place", "grid", "time", "theta_gamma", "prosody")
+POSITION_PARTS = ("grid", "time", "theta_gamma")
+
+
+@dataclass
+class GPTConfig:
+    """Sizes of the transformer and the switches and sizes of its hippocampal parts."""
+
+    vocab_size: int = 65
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+    parts: tuple[str, ...] = ()
+    position_codes: str = "join"
+    place_cells: int = 128
+    place_level: float = 0.05
+    place_layer: int = -1
+    grid_modules: int = 4
+    grid_cells_per_module: int = 8
+    grid_source: str = "position"
+    time_cells: int = 8
+    time_dim: int = 8
+    time_max_lag: int = 32
+    gamma_per_theta: float = 6.0
+    theta_scales: int = 4
+    gradient_checkpointing: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.parts = tuple(self.parts)
+        unknown = [p for p in self.parts if p not in PARTS]
+        if unknown:
+            raise ValueError(f"parts: unknown part(s) {unknown}; expected a subset of {PARTS}")
+        if len(set(self.parts)) != len(self.parts):
+            raise ValueError(f"parts: expected distinct names, got {self.parts}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd: expected a multiple of n_head={self.n_head}, got {self.n_embd}"
+            )
+        if self.position_codes not in ("join", "replace"):
+            raise ValueError(
+                f"position_codes: expected 'join' or 'replace', got {self.position_codes!r}"
+            )
+        if self.extra:
+            raise ValueError(f"config: unknown field(s) {sorted(self.extra)}")
+        if self.place_layer < 0:
+            self.place_layer = self.n_layer // 2
+        if self.place_layer >= self.n_layer:
+            raise ValueError(
+                f"place_layer: expected < n_layer={self.n_layer}, got {self.place_layer}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
+        """Build from a dict, rejecting unknown keys by name (e.g. a typo in a config file)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = {k: v for k, v in data.items() if k not in names}
+        known = {k: v for k, v in data.items() if k in names}
+        return cls(**known, extra=unknown)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("extra")
+        data["parts"] = list(self.parts)
+        return data
+
+    def has(self, part: str) -> bool:
+        return part in self.parts
+
+
+class LMOutput(NamedTuple):
+    logits: torch.Tensor
+    loss: torch.Tensor | None
+    hidden: torch.Tensor
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, preallocated to the block size.
+
+    It also keeps the token history, which the history-dependent codes (time cells, the grid
+    path, rhythm features) read so that cached and uncached forward passes agree.
+    """
+
+    def __init__(self, config: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype):
+        head = config.n_embd // config.n_head
+        shape = (batch, config.n_head, config.block_size, head)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.values = [
+            torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)
+        ]
+        self.tokens = torch.zeros(batch, 0, dtype=torch.long, device=device)
+        self.length = 0
+
+    @property
+    def batch(self) -> int:
+        return self.tokens.shape[0]
+
+    def select(self, index: torch.Tensor) -> KVCache:
+        """A cache holding rows ``index`` of this one (beam reordering, candidate fan-out)."""
+        new = object.__new__(KVCache)
+        new.keys = [k.index_select(0, index) for k in self.keys]
+        new.values = [v.index_select(0, index) for v in self.values]
+        new.tokens = self.tokens.index_select(0, index)
+        new.length = self.length
+        return new
+
+
+def _dropout(p: float) -> nn.Module:
+    # without dropout, skip the module call: it is a measurable part of a decoding step
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = _dropout(config.dropout)
+        self.dropout = config.dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        gain: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
+        """``gain`` (B, T, n_head): the prosody gain of each head's queries, or None."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if gain is not None:
+            # a gain on the query is a per-head, per-token attention temperature
+            q = q * gain.transpose(1, 2)[..., None].to(q.dtype)
+        start = 0
+        if cache is not None:
+            start = cache.length
+            cache.keys[layer][:, :, start : start + T] = k
+            cache.values[layer][:, :, start : start + T] = v
+            k = cache.keys[layer][:, :, : start + T]
+            v = cache.values[layer][:, :, : start + T]
+        dropout = self.dropout if self.training else 0.0
+        if start == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        else:
+            rows = torch.arange(start, start + T, device=x.device)[:, None]
+            mask = torch.arange(start + T, device=x.device)[None] <= rows
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = _dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, gain: torch.Tensor | None, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), gain, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """The decoder. ``token_strings`` (the tokenizer's vocabulary as text) is required when
+    ``prosody`` is on: rhythm features are read from the text of each token."""
+
+    def __init__(self, config: GPTConfig, token_strings: list[str] | None = None):
+        super().__init__()
+        self.config = config
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        learned_position = c.position_codes == "join" or not any(map(c.has, POSITION_PARTS))
+        self.wpe = nn.Embedding(c.block_size, c.n_embd) if learned_position else None
+        self.drop = _dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying
+        self.place = (
+            PlaceCells(c.n_embd, c.place_cells, c.place_level, bias=c.bias)
+            if c.has("place")
+            else None
+        )
+        self.grid = (
+            GridCells(
+                c.n_embd, c.grid_modules, c.grid_cells_per_module, source=c.grid_source, bias=c.bias
+            )
+            if c.has("grid")
+            else None
+        )
+        self.time = (
+            TimeCells(c.n_embd, c.time_cells, c.time_dim, c.time_max_lag, bias=c.bias)
+            if c.has("time")
+            else None
+        )
+        self.theta_gamma = (
+            ThetaGammaCode(c.n_embd, c.gamma_per_theta, c.theta_scales, bias=c.bias)
+            if c.has("theta_gamma")
+            else None
+        )
+        self.rhythm = RhythmFeatures(c.vocab_size) if c.has("prosody") else None
+        # prosody: log attention gain of every head of every layer, linear in the rhythm
+        self.prosody = nn.Linear(N_RHYTHM, c.n_layer * c.n_head) if self.rhythm else None
+        if self.rhythm is not None:
+            if token_strings is None:
+                raise ValueError("token_strings: required when the 'prosody' part is on")
+            self.rhythm.set_vocabulary(token_strings)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        """Trainable parameters (the tied embedding counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self, batch: int) -> KVCache:
+        p = self.wte.weight
+        return KVCache(self.config, batch, p.device, p.dtype)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> LMOutput:
+        """idx: (B, T) token ids; with ``cache`` they continue the cached sequence.
+
+        Returns logits (B, T, vocab), the mean cross-entropy against ``targets`` (or None) and
+        the final normalised hidden states (B, T, n_embd) that the episodic memory keys on.
+        """
+        c = self.config
+        if idx.dim() != 2:
+            raise ValueError(f"idx: expected a (batch, time) tensor, got shape {tuple(idx.shape)}")
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > c.block_size:
+            raise ValueError(
+                f"idx: sequence length {start + T} exceeds the model's block_size {c.block_size}"
+            )
+        if cache is not None and cache.batch != B:
+            if cache.length:
+                raise ValueError(f"cache: holds batch {cache.batch}, got input batch {B}")
+            cache.tokens = cache.tokens.new_zeros(B, 0)
+        history = torch.cat([cache.tokens, idx], 1) if cache is not None else idx
+        positions = torch.arange(start, start + T, device=idx.device)
+        tok = self.wte(idx)
+        # codes of the position alone are summed at (T, C) and broadcast over the batch once
+        position_terms = []
+        if self.wpe is not None:
+            position_terms.append(self.wpe(positions))
+        if self.grid is not None and self.grid.source == "position":
+            position_terms.append(self.grid.position_code(positions))
+        if self.theta_gamma is not None:
+            position_terms.append(self.theta_gamma(positions))
+        x = tok + sum(position_terms) if position_terms else tok
+        if (self.grid is not None and self.grid.source == "path") or self.time is not None:
+            history_emb = self.wte(history) if start else tok
+        if self.grid is not None and self.grid.source == "path":
+            x = x + self.grid(history_emb, positions, start)
+        if self.time is not None:
+            x = x + self.time(history_emb, start)
+        gains = None
+        if self.rhythm is not None:
+            log_gain = self.prosody(self.rhythm(history, start).to(x.dtype))
+            gains = torch.exp(log_gain).view(B, T, c.n_layer, c.n_head)
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            if self.place is not None and i == c.place_layer:
+                x = x + self.place(x)
+            gain = gains[:, :, i] if gains is not None else None
+            if c.gradient_checkpointing and self.training and cache is None:
+                x = checkpoint(block, x, gain, None, i, use_reentrant=False)
+            else:
+                x = block(x, gain, cache, i)
+        if cache is not None:
+            cache.tokens = history
+            cache.length = start + T
+        hidden = self.ln_f(x)
+        logits = self.lm_head(hidden)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return LMOutput(logits, loss, hidden)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: decoupled weight decay on matrices (dim ≥ 2) only, never on
+        gains, biases, or the place cells' coding level."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (6N plus attention), as in the PaLM appendix."""
+        c = self.config
+        T = seq_len or c.block_size
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * T
+
+    def estimate_mfu(self, tokens_per_second: float, peak_flops: float) -> float:
+        """Model FLOPs utilisation: achieved training FLOPs over the device's peak."""
+        return self.flops_per_token() * tokens_per_second / peak_flops

@@ -1,0 +1,88 @@
+"""Episodic memory: exact retrieval, faiss agreement, kNN-LM interpolation, inspection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engram.lm.memory import EpisodicMemory
+from engram.lm.model import GPT, GPTConfig
+from engram.lm.sample import SamplingConfig, generate
+
+
+def test_exact_search_recalls_a_stored_key():
+    rng = np.random.default_rng(0)
+    memory = EpisodicMemory(dim=8, k=3)
+    keys = rng.standard_normal((50, 8)).astype(np.float32)
+    memory.store(keys, np.arange(50) % 7)
+    distances, indices = memory.search(keys[17:18])
+    assert indices[0, 0] == 17 and distances[0, 0] == pytest.approx(0.0, abs=1e-4)
+    assert memory.backend == "exact"
+
+
+def test_faiss_search_agrees_with_exact_search():
+    rng = np.random.default_rng(1)
+    keys = rng.standard_normal((300, 16)).astype(np.float32)
+    queries = rng.standard_normal((10, 16)).astype(np.float32)
+    exact = EpisodicMemory(dim=16, k=5)
+    fast = EpisodicMemory(dim=16, k=5, faiss_threshold=100)
+    for memory in (exact, fast):
+        memory.store(keys[:200], np.zeros(200))
+        memory.store(keys[200:], np.ones(100))
+    assert fast.backend == "faiss" and exact.backend == "exact"
+    (d1, i1), (d2, i2) = exact.search(queries), fast.search(queries)
+    assert np.array_equal(i1, i2)
+    np.testing.assert_allclose(d1, d2, rtol=1e-4, atol=1e-4)
+
+
+def test_interpolation_mixes_the_memory_distribution_and_logs_retrievals():
+    memory = EpisodicMemory(dim=2, k=2, interpolation=0.5, temperature=1.0)
+    memory.store(torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0]]), torch.tensor([3, 3, 1]))
+    logits = torch.zeros(1, 4)  # the model is uniform
+    logp = memory.interpolate(logits, torch.tensor([[0.0, 0.0]]))
+    p = logp.exp()[0]
+    assert p[3] == pytest.approx(0.5 * 0.25 + 0.5, abs=1e-6)
+    assert p[1] == pytest.approx(0.125, abs=1e-6)
+    assert memory.log[-1].tokens.tolist() == [3, 3]
+    assert sorted(memory.log[-1].indices.tolist()) == [0, 1]
+
+
+def test_memory_of_the_context_steers_generation_towards_it():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=9, block_size=32, n_layer=1, n_head=1, n_embd=16))
+    text = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8] * 3)
+    memory = EpisodicMemory(dim=16, k=1, interpolation=1.0)
+    memory.store_text(model, text)
+    assert len(memory) == len(text) - 1
+    out = torch.stack(
+        list(generate(model, text[None, :3], 5, SamplingConfig("greedy"), memory=memory))
+    )[:, 0]
+    assert out.tolist() == [4, 5, 6, 7, 8]  # λ = 1: the memory alone continues the episode
+
+
+def test_bad_memory_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="interpolation"):
+        EpisodicMemory(dim=4, interpolation=1.5)
+    memory = EpisodicMemory(dim=4)
+    with pytest.raises(ValueError, match="empty"):
+        memory.search(np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="keys"):
+        memory.store(np.zeros((3, 5)), np.zeros(3))
+
+
+def test_memory_validation_loss_is_the_model_loss_at_lambda_zero_and_lower_on_seen_text():
+    from engram.lm.evaluate import memory_validation_loss, validation_loss
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=9, block_size=16, n_layer=1, n_head=1, n_embd=16))
+    text = np.tile(np.arange(1, 9), 12)
+    plain = validation_loss(model, text, n_chars=len(text))
+    off = EpisodicMemory(dim=16, k=4, interpolation=0.0, keep_log=False)
+    off.store_text(model, torch.from_numpy(text))
+    assert memory_validation_loss(model, off, text, len(text)).nats_per_token == pytest.approx(
+        plain.nats_per_token, rel=1e-5
+    )
+    on = EpisodicMemory(dim=16, k=4, interpolation=0.5, keep_log=False)
+    on.store_text(model, torch.from_numpy(text))
+    assert memory_validation_loss(model, on, text, len(text)).nats_per_token < plain.nats_per_token
