@@ -341,8 +341,7 @@ class AttractorMemory:
                     steps, *outputs,
                 )
             else:
-                # one BLAS product; float64 makes it exact, so it equals the kernel's own sum
-                fields = (torch.from_numpy(cues).double() @ self.weights.double()).float().numpy()
+                fields = self._exact_fields(cues)
                 single.complete_bipolar_many(
                     self._weights_np, self._patterns_t_np, cues, fields, steps, *outputs
                 )
@@ -360,6 +359,16 @@ class AttractorMemory:
             accepted=confidence >= self.gate.threshold,
             cycled=cycled,
         )
+
+    def _exact_fields(self, cues: np.ndarray, block: int = 1024) -> np.ndarray:
+        """W·cue for a batch as BLAS products in float64, where they are exact and so equal to
+        the compiled kernel's own sums; column blocks keep the float64 copy of W small."""
+        cues64 = torch.from_numpy(cues).double()
+        fields = np.empty(cues.shape, dtype=np.float32)
+        for start in range(0, self.n_units, block):
+            columns = self.weights[:, start : start + block].double()
+            fields[:, start : start + block] = (cues64 @ columns).float().numpy()
+        return fields
 
     def energy(self, state: np.ndarray | torch.Tensor) -> float:
         """E = −½ sᵀWs of any state, on demand."""
