@@ -385,7 +385,8 @@ class AttractorMemory:
     def _check_states(
         self, values: Any, name: str, allow_unknown: bool, one_cue: bool = False
     ) -> np.ndarray:
-        """Validate and convert patterns/cues to float32 numpy, naming ``name`` in errors."""
+        """Validate patterns/cues and return them as an int8 or float32 numpy array, naming
+        ``name`` in errors."""
         if isinstance(values, torch.Tensor):
             values = values.detach().cpu().numpy()
         if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
@@ -394,7 +395,9 @@ class AttractorMemory:
                 f"got {type(values).__name__} {values!r}"
             )
         try:
-            array = np.ascontiguousarray(values, dtype=np.float32)
+            # int8 (what engram.codes makes) goes to the kernels as it is; the rest as float32
+            dtype = np.int8 if getattr(values, "dtype", None) == np.int8 else np.float32
+            array = np.ascontiguousarray(values, dtype=dtype)
         except (TypeError, ValueError) as error:
             raise TypeError(f"{name}: expected a numeric array, got {type(values).__name__}") from error
         if array.ndim == 1 and not one_cue:
@@ -403,15 +406,25 @@ class AttractorMemory:
             expected = f"({self.n_units},)" if one_cue else f"({self.n_units},) or (B, {self.n_units})"
             raise ValueError(f"{name}: expected shape {expected}, got {tuple(np.shape(values))}")
         bipolar = self.code == "bipolar"
-        where = single.cue_violation(array.reshape(-1), bipolar) if array.size else -1
-        if where >= 0 or (bipolar and not allow_unknown and not np.all(array != 0)):
-            value = array.reshape(-1)[where] if where >= 0 else 0.0
-            allowed = "{-1, +1}" if bipolar else "{0, 1}"
-            if bipolar and allow_unknown:
-                allowed = "{-1, 0, +1} (0 marks an unknown unit)"
+        if one_cue:
+            where = single.cue_violation(array, bipolar)
+            known = np.array([self.n_units if where == -1 else 0])
+            if where == -1 and bipolar and not allow_unknown:
+                known = np.array([np.count_nonzero(array)])
+        else:
+            bad, known = single.check_rows(array, bipolar)
+            rows = np.flatnonzero(bad >= 0)
+            where = rows[0] * self.n_units + bad[rows[0]] if rows.size else -1
+        allowed = "{-1, +1}" if bipolar else "{0, 1}"
+        if bipolar and allow_unknown:
+            allowed = "{-1, 0, +1} (0 marks an unknown unit)"
+        if where >= 0:
+            value = float(array.reshape(-1)[where])
             raise ValueError(f"{name}: a {self.code} code takes values {allowed}, got {value:g}")
-        if where == -2 or (not one_cue and np.any(~array.any(axis=1))):
+        if where == -2 or np.any(known == 0):
             raise ValueError(f"{name}: a row has no known (non-zero) units, so there is no evidence")
+        if bipolar and not allow_unknown and np.any(known != self.n_units):
+            raise ValueError(f"{name}: a {self.code} code takes values {allowed}, got 0")
         return array
 
     # ------------------------------------------------------------------ persistence
