@@ -228,7 +228,7 @@ class Sleep:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if self.signals is not None:
                 with torch.no_grad():
                     hard = soft_cross_entropy(self.logits_fn(model, batch.x, batch.task), batch.y)
