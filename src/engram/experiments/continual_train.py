@@ -57,6 +57,7 @@ class TrainConfig:
     sleep_every: int = 250
     sleep_steps: int = 300
     sleep_lr: float = 3e-4
+    sleep_current: float = 0.25
     pair: bool = False
     device: str = "cpu"
 
@@ -187,7 +188,8 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
         assert buffer is not None
         sleep = Sleep(
             SleepConfig(schedule=cfg.schedule, every=cfg.sleep_every, steps=cfg.sleep_steps,
-                        lr=cfg.sleep_lr, batch=cfg.replay_batch, sampling="uniform"),
+                        lr=cfg.sleep_lr, batch=cfg.replay_batch, sampling="uniform",
+                        current_fraction=cfg.sleep_current),
             buffer, stream.n_outputs, signals=signals, ewc=ewc, logits_fn=heads,
             recombine=cfg.recombine, seed=seed,
         )
