@@ -271,7 +271,8 @@ def _config(args: argparse.Namespace, variants: dict[str, dict[str, Any]]) -> Co
         hidden=hidden, iters=args.iters or ITERS[args.benchmark], batch=args.batch, lr=args.lr,
         buffer_size=args.buffer, replay_batch=args.batch, ewc_lambda=args.ewc_lambda,
         storage=args.storage, schedule=args.schedule, sleep_steps=args.sleep_steps,
-        sleep_lr=args.sleep_lr, pair=args.pair, device=args.device,
+        sleep_lr=args.sleep_lr, sleep_current=args.sleep_current, pair=args.pair,
+        device=args.device,
     )
     path = args.data
     if path is None and args.benchmark != "split-digits":
@@ -327,6 +328,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--schedule", default="boundary", choices=("boundary", "every", "adaptive"))
     parser.add_argument("--sleep-steps", type=int, default=300)
     parser.add_argument("--sleep-lr", type=float, default=3e-4)
+    parser.add_argument("--sleep-current", type=float, default=0.0,
+                        help="share of each sleep batch from the current task's data, on top "
+                        "of its items already in the buffer")
     parser.add_argument("--pair", action="store_true", help="fast/slow pair for 'ours'")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1, help="processes (1 thread each)")

@@ -57,7 +57,7 @@ class TrainConfig:
     sleep_every: int = 250
     sleep_steps: int = 300
     sleep_lr: float = 3e-4
-    sleep_current: float = 0.25
+    sleep_current: float = 0.0
     pair: bool = False
     device: str = "cpu"
 

@@ -58,7 +58,7 @@ def fisher_diagonal(
     y: torch.Tensor,
     fisher: str = "empirical",
     logit_mask: torch.Tensor | None = None,
-    chunk: int = 256,
+    chunk: int = 64,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Mean squared per-sample gradient of log p(y|x) for each parameter (vectorised).
@@ -117,7 +117,7 @@ class EWC:
 
     def __init__(
         self, strength: float = 100.0, decay: float = 1.0, fisher: str = "empirical",
-        samples: int = 1024,
+        samples: int = 512,
     ):
         if strength < 0:
             raise ValueError(f"strength: expected λ ≥ 0, got {strength}")
