@@ -58,7 +58,7 @@ def fisher_diagonal(
     y: torch.Tensor,
     fisher: str = "empirical",
     logit_mask: torch.Tensor | None = None,
-    chunk: int = 64,
+    chunk: int = 32,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Mean squared per-sample gradient of log p(y|x) for each parameter (vectorised).
@@ -81,7 +81,8 @@ def fisher_diagonal(
             logit_mask,
         )
         for k, g in grads.items():
-            total[k] += (g**2).sum(0)
+            # Sum of squares over the batch as one contraction, without a squared copy.
+            total[k] += torch.einsum("b...,b...->...", g, g)
     return {k: v / x.shape[0] for k, v in total.items()}
 
 
