@@ -80,6 +80,7 @@ def test_cli_run_writes_a_complete_run_folder(tmp_path):
     assert ours["buffer_items"] == 50 and ours["buffer_bytes"] > 50 * 64 * 4
     assert (folder / "accuracy_matrices.png").read_bytes()[:4] == b"\x89PNG"
     assert "final acc" in (folder / "report.md").read_text()
+    assert len((folder / "partial.jsonl").read_text().splitlines()) == 4
     assert len((folder / "per_seed.csv").read_text().splitlines()) == 5
 
 

@@ -22,7 +22,7 @@ from engram import stats
 from engram.data.location import data_root
 from engram.data.streams import BENCHMARKS, SCENARIOS, Stream, make_stream
 from engram.experiments.continual_train import STRATEGIES, RunResult, TrainConfig, train_stream
-from engram.runs import RunFolder, markdown_table, progress
+from engram.runs import RunFolder, atomic_write_text, markdown_table, progress, to_json
 
 HIDDEN = {"split-digits": 400, "split-mnist": 400, "permuted-mnist": 1000}
 ITERS = {"split-digits": 100, "split-mnist": 500, "permuted-mnist": 500}
@@ -116,20 +116,38 @@ def _job(args: tuple[str, str, str | None, TrainConfig, int, int]) -> RunResult:
     return train_stream(_STREAMS[key], train, seed)
 
 
-def compare(cfg: Config) -> dict[str, list[RunResult]]:
-    """Run every arm for every seed (in ``cfg.workers`` processes of ``cfg.threads`` threads)."""
+def compare(cfg: Config, folder: RunFolder | None = None) -> dict[str, list[RunResult]]:
+    """Run every arm for every seed (in ``cfg.workers`` processes of ``cfg.threads`` threads).
+
+    With a ``folder``, each finished run is appended to ``partial.jsonl`` as it arrives, so an
+    interrupted comparison still leaves its finished runs behind.
+    """
     arms = cfg.arms()
+    labels = [(name, seed) for name in arms for seed in cfg.seeds]
     jobs = [
         (cfg.benchmark, cfg.scenario, cfg.data_path, train, seed, cfg.threads)
         for train in arms.values() for seed in cfg.seeds
     ]
+    results: list[RunResult] = []
+    lines: list[str] = []
+
+    def keep(result: RunResult) -> None:
+        results.append(result)
+        if folder is not None:
+            name, seed = labels[len(results) - 1]
+            lines.append(to_json({"arm": name, "seed": seed, **dataclasses.asdict(result)})
+                         .replace("\n", ""))
+            atomic_write_text(folder.file("partial.jsonl"), "\n".join(lines) + "\n")
+
     if cfg.workers == 1:
-        results = [_job(j) for j in progress(jobs, "continual")]
+        for job in progress(jobs, "continual"):
+            keep(_job(job))
     else:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-            results = list(progress(pool.map(_job, jobs), "continual", total=len(jobs)))
+            for result in progress(pool.map(_job, jobs), "continual", total=len(jobs)):
+                keep(result)
     n = len(cfg.seeds)
     return {name: results[i * n:(i + 1) * n] for i, name in enumerate(arms)}
 
@@ -235,7 +253,7 @@ def report(cfg: Config, table: dict[str, Any], rows: list[dict[str, Any]]) -> st
 
 def run(cfg: Config, folder: RunFolder) -> dict[str, Any]:
     """Run the comparison and write results, per-seed CSV, heat-maps and the report."""
-    results = compare(cfg)
+    results = compare(cfg, folder)
     table = tabulate(cfg, results)
     rows = contrasts(table) if cfg.variants and "full" in table else []
     folder.write_json("results.json", {"arms": table, "contrasts": rows})
