@@ -1,5 +1,7 @@
 """The consolidation loop: replay measurably reduces forgetting on a two-task stream."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -33,7 +35,9 @@ def two_task_stream(seed=0):
     return Stream("toy", "class", tuple(tasks), 20, 4)
 
 
+@functools.cache
 def final_first_task(strategy, seed, **kw):
+    """Accuracy on the first task after both (cached: several tests share the baselines)."""
     cfg = TrainConfig(strategy=strategy, hidden=32, iters=60, batch=32, buffer_size=60,
                       replay_batch=32, sleep_steps=40, **kw)
     return train_stream(two_task_stream(seed), cfg, seed).accuracy[-1, 0]
@@ -108,3 +112,13 @@ def test_sleep_config_rejects_bad_values():
         SleepConfig(dream_fraction=0.6, current_fraction=0.5)
     with pytest.raises(ValueError, match="steps"):
         SleepConfig(steps=0)
+
+
+@pytest.mark.parametrize("variant", [{"pair": True}, {"strategy": "ours+ewc"},
+                                     {"schedule": "adaptive"}])
+def test_every_variant_of_ours_keeps_the_first_task(variant):
+    variant = {"strategy": "ours", **variant}
+    strategy = variant.pop("strategy")
+    finetune = np.mean([final_first_task("finetune", s) for s in range(2)])
+    kept = np.mean([final_first_task(strategy, s, **variant) for s in range(2)])
+    assert kept > finetune + 0.4
