@@ -15,7 +15,7 @@ steps per task; they differ only in what else each step sees:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -82,7 +82,6 @@ class RunResult:
     buffer_bytes: int
     buffer_items: int
     sleeps: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -165,7 +164,6 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
     start = time.perf_counter()
     fast = mlp(stream.n_inputs, cfg.hidden, stream.n_outputs).to(device)
     pair = FastSlowPair(fast) if cfg.pair else None
-    learner: nn.Module = fast
     evaluated: nn.Module = pair.slow if pair is not None else fast
     optimizer = torch.optim.Adam(fast.parameters(), lr=cfg.lr)
     heads = Heads(stream, device)
@@ -204,14 +202,14 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
                 x, y = task.train_batch(torch.randint(task.n_train, (cfg.batch,), generator=gen))
                 t = torch.full((cfg.batch,), task.index)
             x, y, t = x.to(device), y.to(device), t.to(device)
-            logits = heads(learner, x, t)
+            logits = heads(fast, x, t)
             per_item = F.cross_entropy(logits, y, reduction="none")
             loss = per_item.mean()
             if buffer is not None and len(buffer) > 0:
                 mode = "prioritized" if signals is not None else "uniform"
                 beta = anneal_beta(step / total_steps)
                 rb = buffer.sample(cfg.replay_batch, mode, beta=beta, device=device)
-                r_logits = heads(learner, rb.x, rb.task)
+                r_logits = heads(fast, rb.x, rb.task)
                 r_loss = F.cross_entropy(r_logits, rb.y, reduction="none")
                 loss = loss + (rb.weights * r_loss).mean()
                 if pair is not None:
@@ -222,7 +220,7 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
                     buffer.update_losses(rb.indices, r_loss.detach().cpu(), 0.5)
                     signals.refresh(buffer)
             if ewc is not None:
-                loss = loss + ewc.penalty(learner)
+                loss = loss + ewc.penalty(fast)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -252,7 +250,7 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
             ex, ey = task.train_batch(pick)
             mask = heads.task_masks[task.index] if stream.scenario == "task" else (
                 heads.seen if stream.scenario == "class" else None)
-            ewc.consolidate(learner, ex.to(device), ey.to(device), logit_mask=mask)
+            ewc.consolidate(fast, ex.to(device), ey.to(device), logit_mask=mask)
         accuracy[task.index] = evaluate(evaluated, heads, stream, device)
     return RunResult(
         accuracy=accuracy,
