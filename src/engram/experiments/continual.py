@@ -211,7 +211,7 @@ def heatmaps(table: dict[str, Any], title: str):
 
     names = list(table)
     fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    for k, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
         m = np.asarray(table[name]["accuracy_matrix"])
         ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
         for i in range(m.shape[0]):
@@ -220,7 +220,8 @@ def heatmaps(table: dict[str, Any], title: str):
                         color="white" if m[i, j] < 0.6 else "black")
         ax.set_title(f"{name}\n{100 * m[-1].mean():.1f}%", fontsize=8)
         ax.set_xlabel("tested on task", fontsize=7)
-        ax.set_ylabel("after training task", fontsize=7)
+        if k == 0:
+            ax.set_ylabel("after training task", fontsize=7)
         ax.tick_params(labelsize=6)
     fig.suptitle(title, fontsize=9)
     return fig
