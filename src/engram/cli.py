@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engram.experiments.lab_cli",
     "engram.experiments.eviction_recall",
     "engram.experiments.lm_cli",
+    "engram.experiments.continual",
 )
 
 

@@ -1,0 +1,364 @@
+"""EpisodicBuffer: the fast store of a complementary learning system.
+
+Keeps experiences (input, target, task) with the metadata that decides what is replayed —
+reward, salience, novelty at storage time, the current loss and an "unfinished" flag — up to
+a fixed capacity. Eviction is reservoir (Vitter's algorithm R: every item seen has the same
+chance to be kept) or by priority (the lowest-priority item makes room). Sampling is uniform,
+class-balanced, or prioritized (P(i) ∝ p_i^α with importance weights (N·P(i))^-β / max,
+Schaul et al. 2016), and priorities are updated after replay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engram.runs import atomic_write_bytes
+
+EVICTIONS = ("reservoir", "priority")
+SAMPLINGS = ("uniform", "balanced", "prioritized")
+STORAGES = ("float32", "float16", "uint8")
+METADATA = ("reward", "salience", "novelty", "loss")
+
+
+@dataclass(frozen=True)
+class ReplayBatch:
+    """A sample from the buffer: inputs, targets, tasks, their slots and importance weights."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: torch.Tensor
+    indices: torch.Tensor
+    weights: torch.Tensor
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    return int(value)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+class EpisodicBuffer:
+    """A fixed-capacity store of experiences with priorities.
+
+    Args:
+        capacity: most items kept (> 0).
+        eviction: ``"reservoir"`` or ``"priority"``.
+        storage: dtype the inputs are kept in; ``"float16"`` or ``"uint8"`` (inputs assumed in
+            [0, 1], quantised to 256 levels) are the lower-precision copies of compressed replay.
+        alpha: priority exponent (0 = uniform, 1 = proportional).
+        seed: seed of the buffer's own generator (reservoir draws and sampling).
+
+    Shapes: ``add(x[B, *shape], y[B], task[B])``; every later item must match the first's
+    ``*shape``.
+
+    Example:
+        >>> buf = EpisodicBuffer(capacity=100)
+        >>> buf.add(torch.rand(8, 4), torch.arange(8) % 2, task=0)
+        >>> batch = buf.sample(4)
+        >>> batch.x.shape
+        torch.Size([4, 4])
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        eviction: str = "reservoir",
+        storage: str = "float32",
+        alpha: float = 0.6,
+        seed: int = 0,
+    ):
+        self.capacity = _check_positive_int("capacity", capacity)
+        self.eviction = _check_choice("eviction", eviction, EVICTIONS)
+        self.storage = _check_choice("storage", storage, STORAGES)
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
+        self.alpha = float(alpha)
+        self.seed = int(seed)
+        self._gen = torch.Generator().manual_seed(self.seed)
+        self.seen = 0
+        self.size = 0
+        self.item_shape: tuple[int, ...] | None = None
+        self._x: torch.Tensor | None = None
+        self.y = torch.zeros(self.capacity, dtype=torch.long)
+        self.task = torch.zeros(self.capacity, dtype=torch.long)
+        self.step = torch.zeros(self.capacity, dtype=torch.long)
+        self.meta = {name: torch.zeros(self.capacity) for name in METADATA}
+        self.unfinished = torch.zeros(self.capacity, dtype=torch.bool)
+        self.priority = torch.ones(self.capacity)
+
+    # ------------------------------------------------------------------ storage
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def x(self) -> torch.Tensor:
+        """Stored inputs of the filled slots, decoded to float32."""
+        if self._x is None:
+            raise ValueError("buffer: empty, add items before reading them")
+        return self._decode(self._x[: self.size])
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by stored inputs, targets and metadata of the filled slots."""
+        if self._x is None:
+            return 0
+        per_item = self._x[0].numel() * self._x.element_size()
+        per_item += 3 * 8 + len(METADATA) * 4 + 1 + 4  # y, task, step; metadata; flag; priority
+        return per_item * self.size
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.storage == "uint8":
+            return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        return x.to(getattr(torch, self.storage))
+
+    def _decode(self, stored: torch.Tensor) -> torch.Tensor:
+        if self.storage == "uint8":
+            return stored.float() / 255
+        return stored.float()
+
+    def _as_column(self, name: str, value: object, n: int, dtype: torch.dtype) -> torch.Tensor:
+        t = torch.as_tensor(value, dtype=dtype).cpu()
+        if t.ndim == 0:
+            t = t.expand(n)
+        if t.shape != (n,):
+            raise ValueError(f"{name}: expected a scalar or shape ({n},), got {tuple(t.shape)}")
+        return t
+
+    def add(
+        self,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray,
+        task: int | torch.Tensor = 0,
+        *,
+        reward: float | torch.Tensor = 0.0,
+        salience: float | torch.Tensor = 0.0,
+        novelty: float | torch.Tensor = 0.0,
+        unfinished: bool | torch.Tensor = False,
+        priority: float | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Offer a batch of experiences; returns the slot of each (−1 where not kept).
+
+        ``novelty`` is measured by the caller at storage time (e.g. the item's loss) and also
+        seeds the current ``loss``; ``priority`` defaults to the buffer's highest so far, so new
+        items are replayed at least once (as in prioritized experience replay).
+        """
+        x = torch.as_tensor(x).detach().cpu()
+        if x.ndim < 2:
+            raise ValueError(f"x: expected a batch [B, *shape], got shape {tuple(x.shape)}")
+        if not torch.is_floating_point(x):
+            x = x.float()
+        n = x.shape[0]
+        if self.item_shape is None:
+            self.item_shape = tuple(x.shape[1:])
+            dtype = self._encode(x[:1]).dtype
+            self._x = torch.zeros((self.capacity, *self.item_shape), dtype=dtype)
+        elif tuple(x.shape[1:]) != self.item_shape:
+            raise ValueError(
+                f"x: expected items of shape {self.item_shape} like those stored, "
+                f"got {tuple(x.shape[1:])}"
+            )
+        y = self._as_column("y", y, n, torch.long)
+        tasks = self._as_column("task", task, n, torch.long)
+        columns = {
+            "reward": self._as_column("reward", reward, n, torch.float32),
+            "salience": self._as_column("salience", salience, n, torch.float32),
+            "novelty": self._as_column("novelty", novelty, n, torch.float32),
+        }
+        columns["loss"] = columns["novelty"].clone()
+        flags = self._as_column("unfinished", unfinished, n, torch.bool)
+        if priority is None:
+            top = float(self.priority[: self.size].max()) if self.size else 1.0
+            prio = torch.full((n,), top)
+        else:
+            prio = self._as_column("priority", priority, n, torch.float32)
+            if torch.any(prio < 0):
+                raise ValueError("priority: expected non-negative values")
+        slots = self._slots_for(prio)
+        kept = slots >= 0
+        # A later item of the batch may land in the slot of an earlier one: the later one wins.
+        order = torch.arange(n)
+        last = torch.full((self.capacity,), -1, dtype=torch.long)
+        last[slots[kept]] = order[kept]
+        src = last[last >= 0]
+        dst = slots[src]
+        assert self._x is not None
+        self._x[dst] = self._encode(x[src])
+        self.y[dst], self.task[dst] = y[src], tasks[src]
+        self.step[dst] = self.seen - n + src
+        for name, col in columns.items():
+            self.meta[name][dst] = col[src]
+        self.unfinished[dst] = flags[src]
+        self.priority[dst] = prio[src]
+        return slots
+
+    def _slots_for(self, prio: torch.Tensor) -> torch.Tensor:
+        """Slot of each offered item (−1: not kept), advancing ``seen`` and ``size``."""
+        n = prio.numel()
+        slots = torch.full((n,), -1, dtype=torch.long)
+        free = min(n, self.capacity - self.size)
+        slots[:free] = torch.arange(self.size, self.size + free)
+        self.size += free
+        self.seen += free
+        rest = n - free
+        if rest == 0:
+            return slots
+        if self.eviction == "reservoir":
+            # Algorithm R: the k-th item seen (0-based) replaces a random slot with prob cap/(k+1).
+            k = torch.arange(self.seen, self.seen + rest, dtype=torch.float64)
+            u = torch.rand(rest, generator=self._gen, dtype=torch.float64)
+            j = torch.floor(u * (k + 1)).long()
+            slots[free:] = torch.where(j < self.capacity, j, torch.full_like(j, -1))
+        else:
+            pending = self.priority.clone()
+            pending[slots[:free]] = prio[:free]
+            for i in range(free, n):
+                weakest = int(torch.argmin(pending))
+                if float(prio[i]) > float(pending[weakest]):
+                    slots[i] = weakest
+                    pending[weakest] = prio[i]
+        self.seen += rest
+        return slots
+
+    # ----------------------------------------------------------------- sampling
+    def probabilities(self) -> torch.Tensor:
+        """P(i) ∝ priority_i^α over the filled slots."""
+        p = self.priority[: self.size].clamp_min(1e-12) ** self.alpha
+        return p / p.sum()
+
+    def sample(
+        self,
+        n: int,
+        mode: str = "uniform",
+        beta: float = 0.4,
+        device: torch.device | str | None = None,
+    ) -> ReplayBatch:
+        """Draw ``n`` items (with replacement) uniformly, class-balanced, or by priority.
+
+        Importance weights are 1 except for ``"prioritized"``, where they are
+        (N·P(i))^−β normalised by their maximum.
+        """
+        n = _check_positive_int("n", n)
+        _check_choice("mode", mode, SAMPLINGS)
+        if self.size == 0:
+            raise ValueError("buffer: empty, add items before sampling")
+        weights = torch.ones(n)
+        if mode == "uniform":
+            idx = torch.randint(self.size, (n,), generator=self._gen)
+        elif mode == "balanced":
+            labels = self.y[: self.size]
+            classes, counts = torch.unique(labels, return_counts=True)
+            per_item = 1.0 / counts[torch.searchsorted(classes, labels)].float()
+            idx = torch.multinomial(per_item, n, replacement=True, generator=self._gen)
+        else:
+            if not 0.0 <= beta <= 1.0:
+                raise ValueError(f"beta: expected a value in [0, 1], got {beta}")
+            probs = self.probabilities()
+            idx = torch.multinomial(probs, n, replacement=True, generator=self._gen)
+            w = (self.size * probs[idx]) ** (-beta)
+            weights = w / w.max()
+        assert self._x is not None
+        batch = ReplayBatch(
+            x=self._decode(self._x[idx]),
+            y=self.y[idx].clone(),
+            task=self.task[idx].clone(),
+            indices=idx,
+            weights=weights,
+        )
+        if device is None:
+            return batch
+        return ReplayBatch(*(t.to(device) for t in (batch.x, batch.y, batch.task)), idx,
+                           weights.to(device))
+
+    def update_priorities(self, indices: torch.Tensor, priorities: torch.Tensor) -> None:
+        """Set the priorities of the given slots (e.g. from the replay loss)."""
+        idx = torch.as_tensor(indices, dtype=torch.long).cpu().ravel()
+        prio = torch.as_tensor(priorities, dtype=torch.float32).detach().cpu().ravel()
+        if idx.shape != prio.shape:
+            raise ValueError(
+                f"priorities: expected one per index ({idx.numel()}), got {prio.numel()}"
+            )
+        if idx.numel() and (idx.min() < 0 or idx.max() >= self.size):
+            raise ValueError(f"indices: expected slots in [0, {self.size}), got {idx.tolist()}")
+        if torch.any(prio < 0) or not torch.all(torch.isfinite(prio)):
+            raise ValueError("priorities: expected finite non-negative values")
+        self.priority[idx] = prio
+
+    def update_losses(self, indices: torch.Tensor, losses: torch.Tensor, threshold: float) -> None:
+        """Record the current loss of replayed slots; those above ``threshold`` stay unfinished."""
+        idx = torch.as_tensor(indices, dtype=torch.long).cpu().ravel()
+        loss = torch.as_tensor(losses, dtype=torch.float32).detach().cpu().ravel()
+        if idx.shape != loss.shape:
+            raise ValueError(f"losses: expected one per index ({idx.numel()}), got {loss.numel()}")
+        self.meta["loss"][idx] = loss
+        self.unfinished[idx] = loss > threshold
+
+    def metadata(self) -> dict[str, torch.Tensor]:
+        """Metadata columns of the filled slots (reward, salience, novelty, loss, unfinished)."""
+        out = {k: v[: self.size] for k, v in self.meta.items()}
+        out["unfinished"] = self.unfinished[: self.size].float()
+        return out
+
+    # ------------------------------------------------------------- persistence
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        tensors = {
+            "y": self.y, "task": self.task, "step": self.step,
+            "unfinished": self.unfinished, "priority": self.priority,
+            "generator": self._gen.get_state(),
+        }
+        tensors.update({f"meta.{k}": v for k, v in self.meta.items()})
+        if self._x is not None:
+            tensors["x"] = self._x
+        return tensors
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the buffer (items, metadata, priorities, RNG state) to one safetensors file."""
+        from safetensors.torch import save
+
+        header = {
+            "capacity": self.capacity, "eviction": self.eviction, "storage": self.storage,
+            "alpha": self.alpha, "seed": self.seed, "seen": self.seen, "size": self.size,
+            "item_shape": self.item_shape,
+        }
+        tensors = {k: v.contiguous() for k, v in self.state_dict().items()}
+        data = save(tensors, metadata={"engram.EpisodicBuffer": json.dumps(header)})
+        return atomic_write_bytes(path, data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> EpisodicBuffer:
+        """Read a buffer written by :meth:`save`; it samples exactly as the saved one would."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"path: buffer file {path} does not exist")
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        if "engram.EpisodicBuffer" not in meta:
+            raise ValueError(f"path: {path} is not a saved EpisodicBuffer")
+        header = json.loads(meta["engram.EpisodicBuffer"])
+        tensors = load_file(str(path))
+        buf = cls(header["capacity"], header["eviction"], header["storage"], header["alpha"],
+                  header["seed"])
+        buf.seen, buf.size = header["seen"], header["size"]
+        buf.item_shape = tuple(header["item_shape"]) if header["item_shape"] else None
+        buf._x = tensors.get("x")
+        buf.y, buf.task, buf.step = tensors["y"], tensors["task"], tensors["step"]
+        buf.unfinished, buf.priority = tensors["unfinished"], tensors["priority"]
+        buf.meta = {k: tensors[f"meta.{k}"] for k in METADATA}
+        buf._gen.set_state(tensors["generator"])
+        return buf

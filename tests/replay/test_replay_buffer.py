@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+import torch
+
+from engram.replay import EpisodicBuffer
+
+
+def filled(capacity=50, n=50, dim=6, **kwargs):
+    buf = EpisodicBuffer(capacity, **kwargs)
+    gen = torch.Generator().manual_seed(0)
+    buf.add(torch.rand(n, dim, generator=gen), torch.arange(n) % 5, task=torch.arange(n) // 10,
+            reward=torch.rand(n, generator=gen), novelty=torch.rand(n, generator=gen))
+    return buf
+
+
+def test_capacity_zero_is_a_clear_error():
+    with pytest.raises(ValueError, match="capacity"):
+        EpisodicBuffer(0)
+    with pytest.raises(TypeError, match="capacity"):
+        EpisodicBuffer(2.5)
+
+
+def test_mismatched_item_shapes_are_rejected():
+    buf = EpisodicBuffer(10)
+    buf.add(torch.zeros(3, 4), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"x: expected items of shape \(4,\)"):
+        buf.add(torch.zeros(2, 5), torch.zeros(2))
+    with pytest.raises(ValueError, match="y: expected"):
+        buf.add(torch.zeros(2, 4), torch.zeros(3))
+
+
+def test_unknown_modes_name_the_argument():
+    with pytest.raises(ValueError, match="eviction"):
+        EpisodicBuffer(5, eviction="fifo")
+    with pytest.raises(ValueError, match="mode"):
+        filled().sample(4, mode="greedy")
+    with pytest.raises(ValueError, match="empty"):
+        EpisodicBuffer(5).sample(2)
+
+
+def test_reservoir_keeps_an_unbiased_sample_of_the_stream():
+    first_half = []
+    for seed in range(20):
+        buf = EpisodicBuffer(100, seed=seed)
+        for start in range(0, 4000, 128):
+            idx = torch.arange(start, min(start + 128, 4000))
+            buf.add(idx[:, None].float(), torch.zeros(len(idx)))
+        assert len(buf) == 100 and buf.seen == 4000
+        first_half.append(float((buf.x[:, 0] < 2000).float().mean()))
+    # Each kept item is from the first half with probability 1/2; 2000 draws → sd ≈ 0.011.
+    assert abs(np.mean(first_half) - 0.5) < 0.04
+
+
+def test_priority_eviction_keeps_the_highest_priorities():
+    buf = EpisodicBuffer(10, eviction="priority")
+    prio = torch.randperm(40).float()
+    buf.add(prio[:, None], torch.zeros(40), priority=prio)
+    assert sorted(buf.priority.tolist()) == list(range(30, 40))
+    assert torch.equal(buf.x[:, 0], buf.priority[: len(buf)])
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_prioritized_sampling_follows_priorities(alpha):
+    buf = EpisodicBuffer(4, alpha=alpha)
+    buf.add(torch.eye(4), torch.arange(4), priority=torch.tensor([1.0, 2.0, 3.0, 10.0]))
+    batch = buf.sample(40_000, mode="prioritized", beta=1.0)
+    freq = torch.bincount(batch.indices, minlength=4).float() / 40_000
+    expected = torch.tensor([1.0, 2.0, 3.0, 10.0]) ** alpha
+    expected /= expected.sum()
+    assert torch.allclose(freq, expected, atol=0.01)
+    # Importance weights undo the bias: rarest item gets weight 1, the commonest the least.
+    w = {int(i): float(v) for i, v in zip(batch.indices, batch.weights, strict=True)}
+    assert w[0] == pytest.approx(1.0) and w[3] < w[2] < w[1] < w[0]
+
+
+def test_update_priorities_changes_what_is_sampled():
+    buf = EpisodicBuffer(3, alpha=1.0)
+    buf.add(torch.eye(3), torch.arange(3))
+    buf.update_priorities(torch.tensor([0, 1, 2]), torch.tensor([0.0, 0.0, 5.0]))
+    assert set(buf.sample(500, mode="prioritized").indices.tolist()) == {2}
+    with pytest.raises(ValueError, match="priorities"):
+        buf.update_priorities(torch.tensor([0, 1]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="indices"):
+        buf.update_priorities(torch.tensor([7]), torch.tensor([1.0]))
+
+
+def test_balanced_sampling_evens_out_rare_classes():
+    buf = EpisodicBuffer(100)
+    buf.add(torch.rand(100, 3), (torch.arange(100) >= 90).long())
+    y = buf.sample(20_000, mode="balanced").y
+    assert abs(float(y.float().mean()) - 0.5) < 0.02
+    assert abs(float(buf.sample(20_000, mode="uniform").y.float().mean()) - 0.1) < 0.02
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16", "uint8"])
+def test_saved_buffer_loads_back_exactly(tmp_path, storage):
+    buf = filled(capacity=20, n=50, storage=storage, eviction="reservoir", seed=3)
+    buf.update_losses(torch.tensor([1, 2]), torch.tensor([0.1, 2.0]), threshold=0.5)
+    path = buf.save(tmp_path / "buffer.safetensors")
+    back = EpisodicBuffer.load(path)
+    for name in ("capacity", "eviction", "storage", "alpha", "seen", "size", "item_shape"):
+        assert getattr(back, name) == getattr(buf, name)
+    for key, value in buf.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    # The generator state travels too: both draw the same next batch.
+    a, b = buf.sample(16, mode="prioritized"), back.sample(16, mode="prioritized")
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.x, b.x)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_loading_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    with pytest.raises(FileNotFoundError, match="path"):
+        EpisodicBuffer.load(tmp_path / "nope.safetensors")
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a saved EpisodicBuffer"):
+        EpisodicBuffer.load(tmp_path / "other.safetensors")
+
+
+def test_compressed_storage_saves_memory_and_stays_close():
+    x = torch.rand(64, 784)
+    full, small = EpisodicBuffer(64), EpisodicBuffer(64, storage="uint8")
+    full.add(x, torch.zeros(64))
+    small.add(x, torch.zeros(64))
+    assert small.memory_bytes < 0.3 * full.memory_bytes
+    assert float((small.x - x).abs().max()) <= 0.5 / 255 + 1e-6

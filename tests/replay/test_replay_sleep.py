@@ -1,0 +1,124 @@
+"""The consolidation loop: replay measurably reduces forgetting on a two-task stream."""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from engram.data.streams import Stream, Task
+from engram.experiments.continual_train import TrainConfig, train_stream
+from engram.replay import EpisodicBuffer, FastSlowPair, Sleep, SleepConfig
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread, above all on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def two_task_stream(seed=0):
+    """Two tasks of two Gaussian classes each, on overlapping inputs (class-incremental)."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, 20, generator=gen) * 1.5
+    tasks = []
+    for t in range(2):
+        def draw(n, t=t):
+            y = 2 * t + torch.randint(2, (n,), generator=gen)
+            return centres[y] + torch.randn(n, 20, generator=gen), y
+        (xtr, ytr), (xte, yte) = draw(400), draw(200)
+        tasks.append(Task(t, f"t{t}", xtr, ytr, xte, yte, (2 * t, 2 * t + 1)))
+    return Stream("toy", "class", tuple(tasks), 20, 4)
+
+
+@functools.cache
+def final_first_task(strategy, seed, **kw):
+    """Accuracy on the first task after both (cached: several tests share the baselines)."""
+    cfg = TrainConfig(strategy=strategy, hidden=32, iters=60, batch=32, buffer_size=60,
+                      replay_batch=32, sleep_steps=40, **kw)
+    return train_stream(two_task_stream(seed), cfg, seed).accuracy[-1, 0]
+
+
+def test_replay_reduces_forgetting_against_fine_tuning():
+    finetune = [final_first_task("finetune", s) for s in range(3)]
+    replay = [final_first_task("replay", s) for s in range(3)]
+    ours = [final_first_task("ours", s) for s in range(3)]
+    assert np.mean(finetune) < 0.3  # the old classes are overwritten
+    assert np.mean(replay) > np.mean(finetune) + 0.4
+    assert np.mean(ours) > np.mean(finetune) + 0.4
+
+
+def fitted(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 4))
+    stream = two_task_stream(seed)
+    task = stream.tasks[0]
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(100):
+        loss = nn.functional.cross_entropy(model(task.x_train), task.y_train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    buf = EpisodicBuffer(200)
+    buf.add(task.x_train[:200], task.y_train[:200], 0)
+    return model, buf, task
+
+
+def test_adaptive_trigger_fires_only_after_forgetting():
+    model, buf, _ = fitted()
+    sleep = Sleep(SleepConfig(schedule="adaptive", probe_every=5, threshold=0.1, steps=5),
+                  buf, 4, recombine=False)
+    sleep.sleep(model)
+    assert sleep.probe_baseline > 0.9
+    assert not any(sleep.tick(model) for _ in range(10))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p))
+    assert any(sleep.tick(model) for _ in range(5))
+
+
+def test_sleep_restores_an_old_task_from_replay_and_dreams():
+    model, buf, task = fitted()
+    with torch.no_grad():
+        model[2].weight.mul_(-1)  # damage: the old task is forgotten
+    damaged = float((model(task.x_test).argmax(1) == task.y_test).float().mean())
+    sleep = Sleep(SleepConfig(steps=150, lr=3e-3, batch=64), buf, 4, recombine=True)
+    report = sleep.sleep(model)
+    healed = float((model(task.x_test).argmax(1) == task.y_test).float().mean())
+    assert damaged < 0.5 < 0.9 < healed
+    assert report.dreamed > 0 and report.replayed > 0
+
+
+def test_fast_slow_pair_tracks_slowly():
+    fast = nn.Linear(3, 2)
+    pair = FastSlowPair(fast, decay=0.9)
+    with torch.no_grad():
+        fast.weight.add_(1.0)
+    before = pair.slow.weight.clone()
+    pair.track()
+    assert torch.allclose(pair.slow.weight, before + 0.1, atol=1e-6)
+    with pytest.raises(ValueError, match="decay"):
+        FastSlowPair(fast, decay=1.0)
+
+
+def test_sleep_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="schedule"):
+        SleepConfig(schedule="nightly")
+    with pytest.raises(ValueError, match="dream_fraction"):
+        SleepConfig(dream_fraction=0.6, current_fraction=0.5)
+    with pytest.raises(ValueError, match="steps"):
+        SleepConfig(steps=0)
+
+
+@pytest.mark.parametrize("variant", [{"pair": True}, {"strategy": "ours+ewc"},
+                                     {"schedule": "adaptive"}])
+def test_every_variant_of_ours_keeps_the_first_task(variant):
+    variant = {"strategy": "ours", **variant}
+    strategy = variant.pop("strategy")
+    finetune = np.mean([final_first_task("finetune", s) for s in range(2)])
+    kept = np.mean([final_first_task(strategy, s, **variant) for s in range(2)])
+    assert kept > finetune + 0.4
