@@ -406,24 +406,25 @@ class AttractorMemory:
             expected = f"({self.n_units},)" if one_cue else f"({self.n_units},) or (B, {self.n_units})"
             raise ValueError(f"{name}: expected shape {expected}, got {tuple(np.shape(values))}")
         bipolar = self.code == "bipolar"
-        if one_cue:
-            where = single.cue_violation(array, bipolar)
-            known = np.array([self.n_units if where == -1 else 0])
-            if where == -1 and bipolar and not allow_unknown:
-                known = np.array([np.count_nonzero(array)])
+        if one_cue:  # plain Python values: this is on the single-cue latency path
+            where = int(single.cue_violation(array, bipolar))
+            no_evidence = where == -2
+            unknown_units = where == -1 and bipolar and not allow_unknown and not array.all()
         else:
             bad, known = single.check_rows(array, bipolar)
             rows = np.flatnonzero(bad >= 0)
             where = rows[0] * self.n_units + bad[rows[0]] if rows.size else -1
+            no_evidence = bool((known == 0).any())
+            unknown_units = bipolar and not allow_unknown and bool((known != self.n_units).any())
         allowed = "{-1, +1}" if bipolar else "{0, 1}"
         if bipolar and allow_unknown:
             allowed = "{-1, 0, +1} (0 marks an unknown unit)"
         if where >= 0:
             value = float(array.reshape(-1)[where])
             raise ValueError(f"{name}: a {self.code} code takes values {allowed}, got {value:g}")
-        if where == -2 or np.any(known == 0):
+        if no_evidence:
             raise ValueError(f"{name}: a row has no known (non-zero) units, so there is no evidence")
-        if bipolar and not allow_unknown and np.any(known != self.n_units):
+        if unknown_units:
             raise ValueError(f"{name}: a {self.code} code takes values {allowed}, got 0")
         return array
 
