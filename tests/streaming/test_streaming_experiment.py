@@ -87,3 +87,16 @@ def test_a_second_experiment_module_can_share_the_group():
     group = subparsers.choices["experiment"]
     group._engram_experiments.add_parser("other").set_defaults(func=lambda a: 0)
     assert parser.parse_args(["experiment", "other"]).func(None) == 0
+
+
+def test_config_overrides_and_fixed_learning_rates_reject_bad_input():
+    assert ev._settings(["min_seeds=9", 'variants=["far"]']) == {
+        "min_seeds": 9,
+        "variants": ("far",),
+    }
+    with pytest.raises(ValueError, match="Config field"):
+        ev._settings(["no_such_field=1"])
+    with pytest.raises(ValueError, match="JSON value"):
+        ev._settings(["steps=ten"])
+    with pytest.raises(ValueError, match="missing"):
+        ev.Config(conditions=("window_sinks", "matrix"), lr_by_condition={"matrix": 1e-2})
