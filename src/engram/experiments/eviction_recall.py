@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 import torch
 
 from engram import stats
@@ -480,6 +481,44 @@ def _compare(a: list[float], b: list[float]) -> dict[str, Any]:
     }
 
 
+def _binding(cfg: Config, by_condition: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Secondary family: does each trained memory beat the value-set level 1/n_pairs (what a
+    model gets by knowing which values appeared, not their keys)? Above it, evicted *bindings*
+    come back, not only evicted tokens. One-sided one-sample t-tests, Holm over the memories;
+    full attention is tested the same way as a reference, outside the family."""
+    level = 1.0 / cfg.n_pairs
+    family = [m for m in MEMORIES if m in cfg.conditions]
+    reference = ["full"] if "full" in cfg.conditions else []
+    rows = []
+    for c in [*family, *reference]:
+        acc = np.asarray(by_condition[c], dtype=float)
+        ci = stats.mean_ci(acc)
+        if len(acc) > 1 and np.ptp(acc) > 0:
+            p = float(scipy.stats.ttest_1samp(acc, level, alternative="greater").pvalue)
+        else:  # no spread: the t statistic is undefined, the answer is not
+            p = 0.0 if acc.mean() > level else 1.0
+        rows.append(
+            {
+                "condition": c,
+                "n": len(acc),
+                "accuracy": ci.estimate,
+                "t_low": ci.low,
+                "t_high": ci.high,
+                "value_set_level": level,
+                "p_greater": p,
+                "seeds_at_least_0.75": int((acc >= 0.75).sum()),
+                "in_family": c in family,
+            }
+        )
+    if family:
+        reject, holm = stats.correct(
+            [r["p_greater"] for r in rows[: len(family)]], "holm", cfg.alpha
+        )
+        for r, rej, hp in zip(rows, reject, holm, strict=False):
+            r.update(holm_p=float(hp), binding_shown=bool(rej))
+    return rows
+
+
 # ------------------------------------------------------------------ costs
 def _throughput(cfg: Config, condition: str, repeats: int = 3) -> dict[str, float]:
     """Tokens/s of the parallel and streaming forms and the state bytes after one sequence."""
@@ -653,12 +692,14 @@ def run(cfg: Config, folder: RunFolder) -> dict[str, Any]:
         lm = [_perplexity(cfg, c) for c in progress(cfg.lm_conditions, "perplexity")]
         folder.write_json("perplexity.json", lm)
     variants = _variant_table(cfg, [r for r in results if r["phase"] == "variant"], main)
+    binding = _binding(cfg, by_condition)
     summary = {
         "accuracy": table,
         "tests": tests,
         "costs": costs,
         "perplexity": lm,
         "variants": variants,
+        "binding": binding,
         "power": power,
         "lr": lr,
     }
@@ -667,7 +708,8 @@ def run(cfg: Config, folder: RunFolder) -> dict[str, Any]:
     folder.write_csv("tests.csv", tests)
     folder.write_csv("costs.csv", costs)
     folder.write_csv("variants.csv", variants)
-    _plots(cfg, folder, table, variants, costs)
+    folder.write_csv("binding.csv", binding)
+    _plots(cfg, folder, table, variants, costs, by_condition)
     folder.write_report(_report(cfg, summary))
     return summary
 
@@ -695,7 +737,12 @@ def _variant_table(cfg: Config, rows: list[dict], main: list[dict]) -> list[dict
 
 
 def _plots(
-    cfg: Config, folder: RunFolder, table: list[dict], variants: list[dict], costs: list[dict]
+    cfg: Config,
+    folder: RunFolder,
+    table: list[dict],
+    variants: list[dict],
+    costs: list[dict],
+    by_condition: dict[str, list[float]],
 ) -> None:
     import matplotlib
 
@@ -709,8 +756,12 @@ def _plots(
     err = np.array(
         [[r["accuracy"] - r["t_low"] for r in table], [r["t_high"] - r["accuracy"] for r in table]]
     )
-    ax.bar(names, means, yerr=err, capsize=3, color="tab:blue")
+    ax.bar(names, means, yerr=err, capsize=3, color="tab:blue", alpha=0.6)
+    for i, name in enumerate(names):  # every model, to show how the seeds spread
+        ys = by_condition[name]
+        ax.scatter(np.full(len(ys), i) + np.linspace(-0.2, 0.2, len(ys)), ys, s=6, c="k")
     ax.axhline(table[0]["chance"], color="grey", ls="--", label="chance")
+    ax.axhline(1 / cfg.n_pairs, color="tab:red", ls=":", label="value-set level 1/N")
     ax.set_ylabel("final-query accuracy")
     ax.set_title(f"Recall after eviction (mean, 95% t-interval over seeds; {note})")
     ax.tick_params(axis="x", rotation=45)
@@ -779,6 +830,8 @@ def _report(cfg: Config, summary: dict[str, Any]) -> str:
         + markdown_table(summary["accuracy"])
         + "\n## Hypotheses\n\n"
         + markdown_table(tests)
+        + "\n## Binding recall (secondary family: above the value-set level 1/N)\n\n"
+        + markdown_table(summary["binding"])
         + "\n## Costs\n\n"
         + markdown_table(summary["costs"])
         + "\n## Perplexity (tinyshakespeare validation, char-level)\n\n"
