@@ -87,3 +87,33 @@ def test_a_second_experiment_module_can_share_the_group():
     group = subparsers.choices["experiment"]
     group._engram_experiments.add_parser("other").set_defaults(func=lambda a: 0)
     assert parser.parse_args(["experiment", "other"]).func(None) == 0
+
+
+def test_config_overrides_and_fixed_learning_rates_reject_bad_input():
+    assert ev._settings(["min_seeds=9", 'variants=["far"]']) == {
+        "min_seeds": 9,
+        "variants": ("far",),
+    }
+    with pytest.raises(ValueError, match="Config field"):
+        ev._settings(["no_such_field=1"])
+    with pytest.raises(ValueError, match="JSON value"):
+        ev._settings(["steps=ten"])
+    with pytest.raises(ValueError, match="missing"):
+        ev.Config(conditions=("window_sinks", "matrix"), lr_by_condition={"matrix": 1e-2})
+
+
+def test_binding_family_tests_against_the_value_set_level():
+    cfg = ev.Config(conditions=("window_sinks", "matrix", "matrix_ones", "full"))
+    rows = ev._binding(
+        cfg,
+        {
+            "matrix": [0.47, 0.50, 0.46, 0.45],  # the value-set level 1/2: tokens, not bindings
+            "matrix_ones": [0.90, 0.95, 0.99, 0.80],
+            "full": [1.0, 1.0, 1.0, 1.0],
+        },
+    )
+    by = {r["condition"]: r for r in rows}
+    assert by["matrix"]["value_set_level"] == 0.5 and not by["matrix"]["binding_shown"]
+    assert by["matrix_ones"]["binding_shown"] and by["matrix_ones"]["seeds_at_least_0.75"] == 4
+    assert not by["full"]["in_family"] and by["full"]["p_greater"] == 0.0
+    assert by["matrix_ones"]["holm_p"] >= by["matrix_ones"]["p_greater"]

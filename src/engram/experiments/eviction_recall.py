@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 import torch
 
 from engram import stats
@@ -78,6 +79,9 @@ class Config:
     steps: int = 400
     batch_size: int = 32
     lrs: tuple[float, ...] = (3e-3, 1e-2)
+    # Learning rates fixed in advance (e.g. by an earlier run's sweep): the pilot then runs no
+    # sweep, only its seeds, which buys main-run seeds or steps when the budget is tight.
+    lr_by_condition: dict[str, float] | None = None
     test_size: int = 512
     conditions: tuple[str, ...] = tuple(c for c in CONDITIONS if c != "projection_trained")
     projection_rates: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
@@ -112,6 +116,13 @@ class Config:
             )
         if not self.lrs:
             raise ValueError("lrs: expected at least one learning rate, got none")
+        if self.lr_by_condition is not None:
+            missing = [c for c in self.conditions if c not in self.lr_by_condition]
+            if missing:
+                raise ValueError(
+                    f"lr_by_condition: expected a learning rate for every condition, "
+                    f"missing {missing}"
+                )
         if self.pilot_seeds < 2:
             raise ValueError(
                 f"pilot_seeds: expected ≥ 2 (a variance is needed), got {self.pilot_seeds}"
@@ -310,15 +321,23 @@ def run_jobs(cfg: Config, jobs: list[Job], out: Path, description: str) -> list[
 
 # ------------------------------------------------------------------ stages
 def _pilot(cfg: Config, out: Path) -> dict[str, Any]:
-    """Learning rate per condition on the validation set (seed 0), then a second pilot seed."""
+    """Learning rate per condition on the validation set (seed 0), then a second pilot seed;
+    with ``cfg.lr_by_condition`` the sweep is skipped and the pilot seeds use those rates."""
     trained = list(cfg.conditions)
-    sweep = [Job("pilot", c, "base", 0, lr) for c in trained for lr in cfg.lrs]
-    results = run_jobs(cfg, sweep, out, "pilot: learning-rate sweep")
-    lr = {}
-    for c in trained:
-        rows = [r for r in results if r["condition"] == c]
-        lr[c] = max(rows, key=lambda r: (r["valid_accuracy"], -r["final_loss"]))["lr"]
-    more = [Job("pilot", c, "base", s, lr[c]) for c in trained for s in range(1, cfg.pilot_seeds)]
+    if cfg.lr_by_condition is not None:
+        lr = {c: float(cfg.lr_by_condition[c]) for c in trained}
+        results, first = [], 0
+    else:
+        sweep = [Job("pilot", c, "base", 0, lr) for c in trained for lr in cfg.lrs]
+        results = run_jobs(cfg, sweep, out, "pilot: learning-rate sweep")
+        lr = {}
+        for c in trained:
+            rows = [r for r in results if r["condition"] == c]
+            lr[c] = max(rows, key=lambda r: (r["valid_accuracy"], -r["final_loss"]))["lr"]
+        first = 1
+    more = [
+        Job("pilot", c, "base", s, lr[c]) for c in trained for s in range(first, cfg.pilot_seeds)
+    ]
     results += run_jobs(cfg, more, out, "pilot: more seeds")
     pilot = {
         c: _scores([r for r in results if r["condition"] == c and r["lr"] == lr[c]])
@@ -392,6 +411,11 @@ def _preregistration(cfg: Config, pilot: dict[str, Any], power: dict[str, Any]) 
         f"- **{h['id']}**: {h['claim']} (a = `{h['a']}`, b = `{h['b']}`)" for h in _hypotheses(cfg)
     )
     lrs = "\n".join(f"- `{c}`: {lr:g}" for c, lr in pilot["lr"].items())
+    lr_rule = (
+        "fixed in advance (`lr_by_condition`, no sweep in this run):"
+        if cfg.lr_by_condition is not None
+        else f"chosen on a validation set (seed {VALIDATION_SEED}) from {list(cfg.lrs)}:"
+    )
     task = cfg.task()
     last_seed = MAIN_SEED0 + power["n_seeds"] - 1
     return f"""# Preregistration — memory after eviction
@@ -409,8 +433,7 @@ the main run. Nothing below is changed after the main run starts.
 - Model: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, causal conv
   {cfg.conv_kernel}, window {cfg.window}, {cfg.n_sink} sink; {cfg.steps} AdamW steps of
   {cfg.batch_size} fresh sequences, one-cycle schedule; test set of {cfg.test_size} sequences
-  (seed {TEST_SEED}); learning rate per condition chosen on a validation set (seed
-  {VALIDATION_SEED}) from {list(cfg.lrs)}:
+  (seed {TEST_SEED}); learning rate per condition {lr_rule}
 {lrs}
 - `projection_frozen` (the source's method): the trained `window_sinks` model of each seed with
   rank-1 writes into W_K, W_V at test time, the rate chosen on the validation set from
@@ -456,6 +479,44 @@ def _compare(a: list[float], b: list[float]) -> dict[str, Any]:
         "d_high": d.high,
         "h": stats.cohens_h(float(np.mean(a)), float(np.mean(b))),
     }
+
+
+def _binding(cfg: Config, by_condition: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Secondary family: does each trained memory beat the value-set level 1/n_pairs (what a
+    model gets by knowing which values appeared, not their keys)? Above it, evicted *bindings*
+    come back, not only evicted tokens. One-sided one-sample t-tests, Holm over the memories;
+    full attention is tested the same way as a reference, outside the family."""
+    level = 1.0 / cfg.n_pairs
+    family = [m for m in MEMORIES if m in cfg.conditions]
+    reference = ["full"] if "full" in cfg.conditions else []
+    rows = []
+    for c in [*family, *reference]:
+        acc = np.asarray(by_condition[c], dtype=float)
+        ci = stats.mean_ci(acc)
+        if len(acc) > 1 and np.ptp(acc) > 0:
+            p = float(scipy.stats.ttest_1samp(acc, level, alternative="greater").pvalue)
+        else:  # no spread: the t statistic is undefined, the answer is not
+            p = 0.0 if acc.mean() > level else 1.0
+        rows.append(
+            {
+                "condition": c,
+                "n": len(acc),
+                "accuracy": ci.estimate,
+                "t_low": ci.low,
+                "t_high": ci.high,
+                "value_set_level": level,
+                "p_greater": p,
+                "seeds_at_least_0.75": int((acc >= 0.75).sum()),
+                "in_family": c in family,
+            }
+        )
+    if family:
+        reject, holm = stats.correct(
+            [r["p_greater"] for r in rows[: len(family)]], "holm", cfg.alpha
+        )
+        for r, rej, hp in zip(rows, reject, holm, strict=False):
+            r.update(holm_p=float(hp), binding_shown=bool(rej))
+    return rows
 
 
 # ------------------------------------------------------------------ costs
@@ -631,12 +692,14 @@ def run(cfg: Config, folder: RunFolder) -> dict[str, Any]:
         lm = [_perplexity(cfg, c) for c in progress(cfg.lm_conditions, "perplexity")]
         folder.write_json("perplexity.json", lm)
     variants = _variant_table(cfg, [r for r in results if r["phase"] == "variant"], main)
+    binding = _binding(cfg, by_condition)
     summary = {
         "accuracy": table,
         "tests": tests,
         "costs": costs,
         "perplexity": lm,
         "variants": variants,
+        "binding": binding,
         "power": power,
         "lr": lr,
     }
@@ -645,7 +708,8 @@ def run(cfg: Config, folder: RunFolder) -> dict[str, Any]:
     folder.write_csv("tests.csv", tests)
     folder.write_csv("costs.csv", costs)
     folder.write_csv("variants.csv", variants)
-    _plots(cfg, folder, table, variants, costs)
+    folder.write_csv("binding.csv", binding)
+    _plots(cfg, folder, table, variants, costs, by_condition)
     folder.write_report(_report(cfg, summary))
     return summary
 
@@ -673,7 +737,12 @@ def _variant_table(cfg: Config, rows: list[dict], main: list[dict]) -> list[dict
 
 
 def _plots(
-    cfg: Config, folder: RunFolder, table: list[dict], variants: list[dict], costs: list[dict]
+    cfg: Config,
+    folder: RunFolder,
+    table: list[dict],
+    variants: list[dict],
+    costs: list[dict],
+    by_condition: dict[str, list[float]],
 ) -> None:
     import matplotlib
 
@@ -687,8 +756,12 @@ def _plots(
     err = np.array(
         [[r["accuracy"] - r["t_low"] for r in table], [r["t_high"] - r["accuracy"] for r in table]]
     )
-    ax.bar(names, means, yerr=err, capsize=3, color="tab:blue")
+    ax.bar(names, means, yerr=err, capsize=3, color="tab:blue", alpha=0.6)
+    for i, name in enumerate(names):  # every model, to show how the seeds spread
+        ys = by_condition[name]
+        ax.scatter(np.full(len(ys), i) + np.linspace(-0.2, 0.2, len(ys)), ys, s=6, c="k")
     ax.axhline(table[0]["chance"], color="grey", ls="--", label="chance")
+    ax.axhline(1 / cfg.n_pairs, color="tab:red", ls=":", label="value-set level 1/N")
     ax.set_ylabel("final-query accuracy")
     ax.set_title(f"Recall after eviction (mean, 95% t-interval over seeds; {note})")
     ax.tick_params(axis="x", rotation=45)
@@ -757,6 +830,8 @@ def _report(cfg: Config, summary: dict[str, Any]) -> str:
         + markdown_table(summary["accuracy"])
         + "\n## Hypotheses\n\n"
         + markdown_table(tests)
+        + "\n## Binding recall (secondary family: above the value-set level 1/N)\n\n"
+        + markdown_table(summary["binding"])
         + "\n## Costs\n\n"
         + markdown_table(summary["costs"])
         + "\n## Perplexity (tinyshakespeare validation, char-level)\n\n"
@@ -767,6 +842,22 @@ def _report(cfg: Config, summary: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ command line
+def _settings(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=JSON`` overrides of Config fields (lists become tuples, as the fields expect)."""
+    fields = {f.name for f in dataclasses.fields(Config)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set: expected KEY=JSON with KEY a Config field, got {pair!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--set {key}: expected a JSON value, got {text!r}") from error
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 def _command(args: argparse.Namespace) -> int:
     if args.resume:
         folder = RunFolder(args.resume)
@@ -780,7 +871,7 @@ def _command(args: argparse.Namespace) -> int:
             for k in ("steps", "workers", "max_seeds", "seed")
             if getattr(args, k) is not None
         }
-        cfg = dataclasses.replace(cfg, **overrides)
+        cfg = dataclasses.replace(cfg, **overrides, **_settings(args.set or []))
         folder = RunFolder.create(args.out, "eviction", config=cfg, seed=cfg.seed)
     print(f"run folder: {folder.path}")
     run(cfg, folder)
@@ -807,6 +898,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=None, help="worker processes")
     parser.add_argument("--max-seeds", dest="max_seeds", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=JSON",
+        help="override a Config field, e.g. --set min_seeds=9 (repeatable)",
+    )
     parser.set_defaults(func=_command)
 
 
