@@ -378,8 +378,9 @@ def _ddp_gradient_worker(
     rank: int, world: int, config: dict, x, y, seed: int, port: int, out: str
 ) -> None:
     torch.set_num_threads(1)
+    # a file rendezvous beside the output: no TCP port to race for or hang on
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+        "gloo", init_method=f"file://{out}.rendezvous", rank=rank, world_size=world
     )
     torch.manual_seed(seed)
     model = torch.nn.parallel.DistributedDataParallel(GPT(GPTConfig.from_dict(config)))
