@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import io
 import math
 import os
@@ -374,13 +375,16 @@ def _write_metrics(folder: Path, result: TrainResult, corpus: TextCorpus) -> Non
     run.write_json("results.json", summary)
 
 
-def _ddp_gradient_worker(
-    rank: int, world: int, config: dict, x, y, seed: int, port: int, out: str
-) -> None:
+def _ddp_gradient_worker(rank: int, world: int, config: dict, x, y, seed: int, out: str) -> None:
     torch.set_num_threads(1)
-    # a file rendezvous beside the output: no TCP port to race for or hang on
+    # a file rendezvous beside the output (no TCP port to race for) and a bounded wait, so a
+    # peer that never arrives is an error, not a hang
     dist.init_process_group(
-        "gloo", init_method=f"file://{out}.rendezvous", rank=rank, world_size=world
+        "gloo",
+        init_method=f"file://{out}.rendezvous",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=60),
     )
     torch.manual_seed(seed)
     model = torch.nn.parallel.DistributedDataParallel(GPT(GPTConfig.from_dict(config)))
@@ -394,28 +398,40 @@ def _ddp_gradient_worker(
 
 
 def data_parallel_gradients(
-    config: GPTConfig, x: torch.Tensor, y: torch.Tensor, world: int = 2, seed: int = 0
+    config: GPTConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    world: int = 2,
+    seed: int = 0,
+    timeout_s: float = 240.0,
 ) -> dict[str, torch.Tensor]:
     """Gradients of one batch computed by ``world`` gloo processes under DDP, each on an equal
-    shard: the check that data-parallel training averages to the single-process gradient."""
-    import socket
+    shard: the check that data-parallel training averages to the single-process gradient.
+
+    The workers are spawned (forking a process whose thread pools are running can deadlock),
+    talk over the loopback interface only, and are killed after ``timeout_s`` seconds.
+    """
     import tempfile
 
     import torch.multiprocessing as mp
 
     if x.shape[0] % world:
         raise ValueError(f"x: batch {x.shape[0]} must split evenly over {world} processes")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # gloo picks its interface from the host name, which a sandbox may not route: use loopback
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "grads.pt")
-        # fork: the workers inherit the imported modules instead of importing torch again
-        mp.start_processes(
+        context = mp.start_processes(
             _ddp_gradient_worker,
-            start_method="fork",
-            args=(world, config.to_dict(), x, y, seed, port, out),
+            start_method="spawn",
+            args=(world, config.to_dict(), x, y, seed, out),
             nprocs=world,
-            join=True,
+            join=False,
         )
+        deadline = time.monotonic() + timeout_s
+        while not context.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                for process in context.processes:
+                    process.kill()
+                raise TimeoutError(f"DDP gradient workers did not finish within {timeout_s:.0f} s")
         return torch.load(out, weights_only=True)
