@@ -80,6 +80,8 @@ def test_bad_requests_are_clear_4xx_and_lose_nothing(served):
     nan = client.post(url, headers={**h, "Content-Type": "application/json"},
                       content='{"embedding": [NaN, 1, 1, 1, 1, 1, 1, 1]}')
     assert nan.status_code == 422
+    huge = client.post(url, headers=h, json={"embedding": [1e300] + [1.0] * 7})
+    assert huge.status_code == 422 and "float32 range" in huge.text and "index 0" in huge.text
     malformed = client.post(url, headers={**h, "Content-Type": "application/json"}, content="{not json")
     assert malformed.status_code == 422 and "json" in malformed.text.lower()
     big = client.post(url, headers=h, json={"embedding": vec(1), "payload": {"b": "x" * 300_000}})

@@ -153,7 +153,13 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
     def vector(values: list[float], name: str) -> np.ndarray:
         if len(values) != dim:
             raise ValueError(f"{name}: expected {dim} numbers, got {len(values)}")
-        return np.asarray(values, dtype=np.float32)
+        wide = np.asarray(values, dtype=np.float64)
+        # a number float32 cannot hold would be stored as inf: refuse it instead
+        if not np.all(np.abs(wide) <= np.finfo(np.float32).max):
+            bad = int(np.argmax(~(np.abs(wide) <= np.finfo(np.float32).max)))
+            raise ValueError(f"{name}: every number must be finite and within float32 range, "
+                             f"got {values[bad]!r} at index {bad}")
+        return wide.astype(np.float32)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
