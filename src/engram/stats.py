@@ -103,14 +103,17 @@ def cohens_d(
     point = float(d(x, y))
     if not np.isfinite(point):
         return Interval(point, point, point, level)
-    result = _sp.bootstrap(
-        (x, y),
-        d,
-        confidence_level=level,
-        n_resamples=n_resamples,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
+    # with few samples some resamples have zero pooled variance and an infinite d; the
+    # percentile interval then shows an unbounded side instead of raising a warning
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = _sp.bootstrap(
+            (x, y),
+            d,
+            confidence_level=level,
+            n_resamples=n_resamples,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
     ci = result.confidence_interval
     return Interval(point, float(ci.low), float(ci.high), level)
 
