@@ -59,6 +59,7 @@ class TrainConfig:
     sleep_lr: float = 3e-4
     sleep_current: float = 0.0
     pair: bool = False
+    reset_optimizer: bool = True
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -241,7 +242,7 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
                 cx, cy = task.train_batch(pick)
                 current = (cx, cy, torch.full((cx.shape[0],), task.index))
                 sleep.sleep(evaluated, current, teacher=fast if pair is not None else None)
-                if pair is None:
+                if pair is None and cfg.reset_optimizer:
                     # The sleep optimiser moved the weights; wake Adam's moments are stale.
                     optimizer = torch.optim.Adam(fast.parameters(), lr=cfg.lr)
         if cfg.strategy == "ewc":
