@@ -9,7 +9,7 @@ from torch import nn
 
 from engram.data.streams import Stream, Task
 from engram.experiments.continual_train import TrainConfig, train_stream
-from engram.replay import EpisodicBuffer, FastSlowPair, Sleep, SleepConfig
+from engram.replay import EpisodicBuffer, FastSlowPair, Sleep, SleepConfig, normalise_weights
 
 
 @pytest.fixture(autouse=True)
@@ -112,10 +112,24 @@ def test_sleep_config_rejects_bad_values():
         SleepConfig(dream_fraction=0.6, current_fraction=0.5)
     with pytest.raises(ValueError, match="steps"):
         SleepConfig(steps=0)
+    with pytest.raises(ValueError, match="weight_norm"):
+        SleepConfig(weight_norm="sum")
+
+
+def test_importance_weights_normalised_by_max_or_mean():
+    w = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    assert float(normalise_weights(w, "max").max()) == pytest.approx(1.0)
+    by_mean = normalise_weights(w, "mean")
+    assert float(by_mean.mean()) == pytest.approx(1.0)
+    # Same relative weights either way: only the replay term's overall scale differs.
+    assert torch.allclose(by_mean / by_mean.max(), normalise_weights(w, "max"))
+    with pytest.raises(ValueError, match="how"):
+        normalise_weights(w, "median")
 
 
 @pytest.mark.parametrize("variant", [{"pair": True}, {"strategy": "ours+ewc"},
-                                     {"schedule": "adaptive"}])
+                                     {"schedule": "adaptive"},
+                                     {"weight_norm": "mean", "reset_optimizer": False}])
 def test_every_variant_of_ours_keeps_the_first_task(variant):
     variant = {"strategy": "ours", **variant}
     strategy = variant.pop("strategy")

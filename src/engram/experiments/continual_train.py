@@ -31,6 +31,7 @@ from engram.replay import (
     Sleep,
     SleepConfig,
     anneal_beta,
+    normalise_weights,
 )
 
 STRATEGIES = ("finetune", "ewc", "replay", "joint", "ours", "ours+ewc")
@@ -60,6 +61,7 @@ class TrainConfig:
     sleep_current: float = 0.0
     pair: bool = False
     reset_optimizer: bool = True
+    weight_norm: str = "max"
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -188,7 +190,7 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
         sleep = Sleep(
             SleepConfig(schedule=cfg.schedule, every=cfg.sleep_every, steps=cfg.sleep_steps,
                         lr=cfg.sleep_lr, batch=cfg.replay_batch, sampling="uniform",
-                        current_fraction=cfg.sleep_current),
+                        current_fraction=cfg.sleep_current, weight_norm=cfg.weight_norm),
             buffer, stream.n_outputs, signals=signals, ewc=ewc, logits_fn=heads,
             recombine=cfg.recombine, seed=seed,
         )
@@ -212,7 +214,7 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
                 rb = buffer.sample(cfg.replay_batch, mode, beta=beta, device=device)
                 r_logits = heads(fast, rb.x, rb.task)
                 r_loss = F.cross_entropy(r_logits, rb.y, reduction="none")
-                loss = loss + (rb.weights * r_loss).mean()
+                loss = loss + (normalise_weights(rb.weights, cfg.weight_norm) * r_loss).mean()
                 if pair is not None:
                     with torch.no_grad():
                         s_logits = heads(pair.slow, rb.x, rb.task)
