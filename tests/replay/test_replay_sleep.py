@@ -52,6 +52,23 @@ def test_replay_reduces_forgetting_against_fine_tuning():
     assert np.mean(ours) > np.mean(finetune) + 0.4
 
 
+def test_compressed_replay_of_a_hidden_layer_keeps_the_first_task_in_less_memory():
+    finetune = np.mean([final_first_task("finetune", s) for s in range(2)])
+    latent = np.mean([final_first_task("ours", s, latent=1, storage="float16") for s in range(2)])
+    assert latent > finetune + 0.4
+    cfg = dict(hidden=8, iters=20, batch=16, buffer_size=30, replay_batch=16, sleep_steps=5)
+    raw = train_stream(two_task_stream(), TrainConfig(strategy="ours", **cfg), 0)
+    small = train_stream(two_task_stream(), TrainConfig(strategy="ours", latent=1,
+                                                        storage="float16", **cfg), 0)
+    # 8 float16 hidden units instead of 20 float32 inputs per stored item.
+    assert raw.buffer_items == small.buffer_items == 30
+    assert raw.buffer_bytes - small.buffer_bytes == 30 * (20 * 4 - 8 * 2)
+    with pytest.raises(ValueError, match="uint8"):
+        TrainConfig(latent=1, storage="uint8")
+    with pytest.raises(ValueError, match="latent"):
+        TrainConfig(latent=3)
+
+
 def fitted(seed=0):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 4))

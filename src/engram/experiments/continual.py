@@ -298,7 +298,7 @@ def _config(args: argparse.Namespace, variants: dict[str, dict[str, Any]]) -> Co
         storage=args.storage, schedule=args.schedule, sleep_steps=args.sleep_steps,
         sleep_lr=args.sleep_lr, sleep_current=args.sleep_current, pair=args.pair,
         sampling=args.sampling, weight_norm=args.weight_norm, recombine=not args.no_recombine,
-        reset_optimizer=not args.keep_optimizer, device=args.device,
+        reset_optimizer=not args.keep_optimizer, latent=args.latent, device=args.device,
     )
     path = args.data
     if path is None and args.benchmark != "split-digits":
@@ -364,6 +364,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="importance weights scaled to batch max 1 or batch mean 1")
     parser.add_argument("--no-recombine", action="store_true",
                         help="no dreams in sleep (their share of the batch goes to replay)")
+    parser.add_argument("--latent", type=int, default=0, choices=(0, 1, 2),
+                        help="compressed replay: store hidden block 1 or 2 instead of the input")
     parser.add_argument("--keep-optimizer", action="store_true",
                         help="keep the wake Adam state across sleeps instead of resetting it")
     parser.add_argument("--device", default="cpu")
