@@ -37,6 +37,19 @@ def test_split_digits_has_five_tasks_of_two_digits(scenario, n_out):
     assert float(stream.tasks[0].x_train.max()) <= 1.0
 
 
+def test_validation_split_is_carved_from_training_data_not_the_test_set():
+    full = make_stream("split-digits", "class")
+    val = make_stream("split-digits", "class", validation=True)
+    for a, b in zip(full.tasks, val.tasks, strict=True):
+        # Train + validation = the original training part; the test set is not read.
+        assert a.n_train == b.n_train + b.y_test.shape[0]
+        train_rows = {tuple(r) for r in a.x_train.tolist()}
+        assert all(tuple(r) in train_rows for r in b.x_test.tolist())
+        assert not {tuple(r) for r in b.x_train.tolist()} & {tuple(r) for r in b.x_test.tolist()}
+    again = make_stream("split-digits", "class", validation=True)
+    assert torch.equal(again.tasks[2].x_test, val.tasks[2].x_test)
+
+
 def test_mnist_streams_read_the_shared_file(data_dir):
     path = data_dir / "mnist" / "mnist.npz"
     split = make_stream("split-mnist", "class", path)

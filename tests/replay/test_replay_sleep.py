@@ -9,7 +9,7 @@ from torch import nn
 
 from engram.data.streams import Stream, Task
 from engram.experiments.continual_train import TrainConfig, train_stream
-from engram.replay import EpisodicBuffer, FastSlowPair, Sleep, SleepConfig
+from engram.replay import EpisodicBuffer, FastSlowPair, Sleep, SleepConfig, normalise_weights
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +50,23 @@ def test_replay_reduces_forgetting_against_fine_tuning():
     assert np.mean(finetune) < 0.3  # the old classes are overwritten
     assert np.mean(replay) > np.mean(finetune) + 0.4
     assert np.mean(ours) > np.mean(finetune) + 0.4
+
+
+def test_compressed_replay_of_a_hidden_layer_keeps_the_first_task_in_less_memory():
+    finetune = np.mean([final_first_task("finetune", s) for s in range(2)])
+    latent = np.mean([final_first_task("ours", s, latent=1, storage="float16") for s in range(2)])
+    assert latent > finetune + 0.4
+    cfg = dict(hidden=8, iters=20, batch=16, buffer_size=30, replay_batch=16, sleep_steps=5)
+    raw = train_stream(two_task_stream(), TrainConfig(strategy="ours", **cfg), 0)
+    small = train_stream(two_task_stream(), TrainConfig(strategy="ours", latent=1,
+                                                        storage="float16", **cfg), 0)
+    # 8 float16 hidden units instead of 20 float32 inputs per stored item.
+    assert raw.buffer_items == small.buffer_items == 30
+    assert raw.buffer_bytes - small.buffer_bytes == 30 * (20 * 4 - 8 * 2)
+    with pytest.raises(ValueError, match="uint8"):
+        TrainConfig(latent=1, storage="uint8")
+    with pytest.raises(ValueError, match="latent"):
+        TrainConfig(latent=3)
 
 
 def fitted(seed=0):
@@ -112,10 +129,24 @@ def test_sleep_config_rejects_bad_values():
         SleepConfig(dream_fraction=0.6, current_fraction=0.5)
     with pytest.raises(ValueError, match="steps"):
         SleepConfig(steps=0)
+    with pytest.raises(ValueError, match="weight_norm"):
+        SleepConfig(weight_norm="sum")
+
+
+def test_importance_weights_normalised_by_max_or_mean():
+    w = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    assert float(normalise_weights(w, "max").max()) == pytest.approx(1.0)
+    by_mean = normalise_weights(w, "mean")
+    assert float(by_mean.mean()) == pytest.approx(1.0)
+    # Same relative weights either way: only the replay term's overall scale differs.
+    assert torch.allclose(by_mean / by_mean.max(), normalise_weights(w, "max"))
+    with pytest.raises(ValueError, match="how"):
+        normalise_weights(w, "median")
 
 
 @pytest.mark.parametrize("variant", [{"pair": True}, {"strategy": "ours+ewc"},
-                                     {"schedule": "adaptive"}])
+                                     {"schedule": "adaptive"},
+                                     {"weight_norm": "mean", "reset_optimizer": False}])
 def test_every_variant_of_ours_keeps_the_first_task(variant):
     variant = {"strategy": "ours", **variant}
     strategy = variant.pop("strategy")

@@ -93,8 +93,11 @@ def _check(scenario: str) -> None:
         raise ValueError(f"scenario: expected one of {list(SCENARIOS)}, got {scenario!r}")
 
 
-def split_digits(scenario: str = "class", seed: int = 0) -> Stream:
-    """Split-digits from scikit-learn's bundled 8×8 digits (no download); 30% held out."""
+def split_digits(scenario: str = "class", seed: int = 0, validation: bool = False) -> Stream:
+    """Split-digits from scikit-learn's bundled 8×8 digits (no download); 30% held out.
+
+    ``validation``: test on a split held out of the training part instead.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -104,27 +107,58 @@ def split_digits(scenario: str = "class", seed: int = 0) -> Stream:
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, digits.target, test_size=0.3, random_state=seed, stratify=digits.target
     )
+    if validation:
+        x_tr, y_tr, x_te, y_te = holdout(x_tr, y_tr)
     return _split("split-digits", scenario, x_tr, y_tr, x_te, y_te)
 
 
-def _mnist_arrays(path: str | os.PathLike[str]) -> tuple[np.ndarray, ...]:
+VALIDATION_FRACTION = 1 / 6
+
+
+def holdout(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Carve a validation split (1/6, stratified, fixed draw) from training data.
+
+    Hyper-parameters are chosen on it, so the test set is only read by the reported runs;
+    for MNIST it leaves 50,000 training and 10,000 validation images.
+    """
+    from sklearn.model_selection import train_test_split
+
+    x_tr, x_val, y_tr, y_val = train_test_split(
+        x, y, test_size=VALIDATION_FRACTION, random_state=20261124, stratify=y
+    )
+    return x_tr, y_tr, x_val, y_val
+
+
+def _mnist_arrays(
+    path: str | os.PathLike[str], validation: bool = False
+) -> tuple[np.ndarray, ...]:
     data = load_mnist(path)
     x_tr = (data["x_train"].reshape(len(data["x_train"]), -1) / 255.0).astype(np.float32)
     x_te = (data["x_test"].reshape(len(data["x_test"]), -1) / 255.0).astype(np.float32)
-    return x_tr, data["y_train"].astype(np.int64), x_te, data["y_test"].astype(np.int64)
+    y_tr, y_te = data["y_train"].astype(np.int64), data["y_test"].astype(np.int64)
+    if validation:
+        return holdout(x_tr, y_tr)
+    return x_tr, y_tr, x_te, y_te
 
 
-def split_mnist(path: str | os.PathLike[str], scenario: str = "class") -> Stream:
-    """Split-MNIST: 5 tasks of 2 digits from the ``.npz`` at ``path``."""
+def split_mnist(
+    path: str | os.PathLike[str], scenario: str = "class", validation: bool = False
+) -> Stream:
+    """Split-MNIST: 5 tasks of 2 digits from the ``.npz`` at ``path``.
+
+    ``validation``: test on a split held out of the training images instead of the test set.
+    """
     _check(scenario)
-    return _split("split-mnist", scenario, *_mnist_arrays(path))
+    return _split("split-mnist", scenario, *_mnist_arrays(path, validation))
 
 
-def permuted_mnist(path: str | os.PathLike[str], n_tasks: int = 10, seed: int = 0) -> Stream:
+def permuted_mnist(
+    path: str | os.PathLike[str], n_tasks: int = 10, seed: int = 0, validation: bool = False
+) -> Stream:
     """Permuted MNIST (domain-incremental): task 0 plain, each later one a fixed permutation."""
     if n_tasks < 1:
         raise ValueError(f"n_tasks: expected ≥ 1, got {n_tasks}")
-    x_tr, y_tr, x_te, y_te = (torch.from_numpy(a) for a in _mnist_arrays(path))
+    x_tr, y_tr, x_te, y_te = (torch.from_numpy(a) for a in _mnist_arrays(path, validation))
     gen = torch.Generator().manual_seed(seed)
     tasks = []
     for t in range(n_tasks):
@@ -135,18 +169,22 @@ def permuted_mnist(path: str | os.PathLike[str], n_tasks: int = 10, seed: int = 
 
 def make_stream(
     benchmark: str, scenario: str = "class", path: str | os.PathLike[str] | None = None,
-    seed: int = 0,
+    seed: int = 0, validation: bool = False,
 ) -> Stream:
-    """The named stream; MNIST benchmarks read the ``.npz`` at ``path``."""
+    """The named stream; MNIST benchmarks read the ``.npz`` at ``path``.
+
+    ``validation``: every task's test set is replaced by a split held out of its training data
+    (for choosing settings without reading the test set).
+    """
     if benchmark not in BENCHMARKS:
         raise ValueError(f"benchmark: expected one of {list(BENCHMARKS)}, got {benchmark!r}")
     _check(scenario)
     if benchmark == "split-digits":
-        return split_digits(scenario, seed)
+        return split_digits(scenario, seed, validation)
     if path is None:
         raise ValueError(f"path: {benchmark} needs the MNIST .npz path, got None")
     if benchmark == "split-mnist":
-        return split_mnist(path, scenario)
+        return split_mnist(path, scenario, validation)
     if scenario != "domain":
         raise ValueError(f"scenario: permuted-mnist is domain-incremental, got {scenario!r}")
-    return permuted_mnist(path, seed=seed)
+    return permuted_mnist(path, seed=seed, validation=validation)

@@ -37,6 +37,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no-unfinished": {"signals_off": ("unfinished",)},
     "no-recombination": {"recombine": False},
     "adaptive": {"schedule": "adaptive"},
+    # Equal-compute control: uniform reservoir replay while awake, and at each boundary the
+    # same number of sleep steps on uniform replay alone — no priorities, no dreams.
+    "replay-equal-compute": {"sampling": "uniform", "recombine": False},
 }
 
 
@@ -53,6 +56,7 @@ class Config:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     workers: int = 1
     threads: int = 1
+    validation: bool = False
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
@@ -102,17 +106,17 @@ def summarize(acc: np.ndarray) -> dict[str, Any]:
     }
 
 
-_STREAMS: dict[tuple[str, str, str | None], Stream] = {}
+_STREAMS: dict[tuple[str, str, str | None, bool], Stream] = {}
 
 
-def _job(args: tuple[str, str, str | None, TrainConfig, int, int]) -> RunResult:
-    benchmark, scenario, path, train, seed, threads = args
+def _job(args: tuple[str, str, str | None, TrainConfig, int, int, bool]) -> RunResult:
+    benchmark, scenario, path, train, seed, threads, validation = args
     import torch
 
     torch.set_num_threads(threads)
-    key = (benchmark, scenario, path)
+    key = (benchmark, scenario, path, validation)
     if key not in _STREAMS:
-        _STREAMS[key] = make_stream(benchmark, scenario, path)
+        _STREAMS[key] = make_stream(benchmark, scenario, path, validation=validation)
     return train_stream(_STREAMS[key], train, seed)
 
 
@@ -125,7 +129,7 @@ def compare(cfg: Config, folder: RunFolder | None = None) -> dict[str, list[RunR
     arms = cfg.arms()
     labels = [(name, seed) for name in arms for seed in cfg.seeds]
     jobs = [
-        (cfg.benchmark, cfg.scenario, cfg.data_path, train, seed, cfg.threads)
+        (cfg.benchmark, cfg.scenario, cfg.data_path, train, seed, cfg.threads, cfg.validation)
         for train in arms.values() for seed in cfg.seeds
     ]
     results: list[RunResult] = []
@@ -236,7 +240,9 @@ def report(cfg: Config, table: dict[str, Any], rows: list[dict[str, Any]]) -> st
         f"# engram continual: {cfg.benchmark}, {cfg.scenario}-incremental\n\n"
         f"Seeds {list(cfg.seeds)}; MLP 2×{cfg.train.hidden}, Adam lr {cfg.train.lr}, batch "
         f"{cfg.train.batch}, {cfg.train.iters} steps per task; buffer {cfg.train.buffer_size} "
-        f"items. Mean and 95% t-interval over seeds, in percent.\n\n"
+        f"items. Mean and 95% t-interval over seeds, in percent."
+        + (" **Tested on the validation split held out of the training data.**"
+           if cfg.validation else "") + "\n\n"
     )
     lines = [
         {
@@ -291,7 +297,8 @@ def _config(args: argparse.Namespace, variants: dict[str, dict[str, Any]]) -> Co
         buffer_size=args.buffer, replay_batch=args.batch, ewc_lambda=args.ewc_lambda,
         storage=args.storage, schedule=args.schedule, sleep_steps=args.sleep_steps,
         sleep_lr=args.sleep_lr, sleep_current=args.sleep_current, pair=args.pair,
-        device=args.device,
+        sampling=args.sampling, weight_norm=args.weight_norm, recombine=not args.no_recombine,
+        reset_optimizer=not args.keep_optimizer, latent=args.latent, device=args.device,
     )
     path = args.data
     if path is None and args.benchmark != "split-digits":
@@ -300,7 +307,7 @@ def _config(args: argparse.Namespace, variants: dict[str, dict[str, Any]]) -> Co
     if args.strategies:
         strategies = tuple(s.strip() for s in args.strategies.split(","))
     return Config(args.benchmark, args.scenario, strategies, args.seeds, path, train, variants,
-                  args.workers, args.threads)
+                  args.workers, args.threads, args.validation)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -351,8 +358,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="share of each sleep batch from the current task's data, on top "
                         "of its items already in the buffer")
     parser.add_argument("--pair", action="store_true", help="fast/slow pair for 'ours'")
+    parser.add_argument("--sampling", default="prioritized", choices=("prioritized", "uniform"),
+                        help="how 'ours' samples its replay (wake and sleep)")
+    parser.add_argument("--weight-norm", default="max", choices=("max", "mean"),
+                        help="importance weights scaled to batch max 1 or batch mean 1")
+    parser.add_argument("--no-recombine", action="store_true",
+                        help="no dreams in sleep (their share of the batch goes to replay)")
+    parser.add_argument("--latent", type=int, default=0, choices=(0, 1, 2),
+                        help="compressed replay: store hidden block 1 or 2 instead of the input")
+    parser.add_argument("--keep-optimizer", action="store_true",
+                        help="keep the wake Adam state across sleeps instead of resetting it")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1, help="processes (1 thread each)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--validation", action="store_true",
+                        help="test on a split held out of the training data (for tuning)")
     parser.add_argument("--out", default="runs", help="root folder of run folders")
     parser.set_defaults(func=_main)

@@ -31,6 +31,7 @@ from engram.replay import (
     Sleep,
     SleepConfig,
     anneal_beta,
+    normalise_weights,
 )
 
 STRATEGIES = ("finetune", "ewc", "replay", "joint", "ours", "ours+ewc")
@@ -59,6 +60,12 @@ class TrainConfig:
     sleep_lr: float = 3e-4
     sleep_current: float = 0.0
     pair: bool = False
+    reset_optimizer: bool = True
+    weight_norm: str = "max"
+    # Compressed replay: store the output of the first ``latent`` hidden blocks instead of the
+    # input, and replay it through the layers above; those blocks freeze after the first task
+    # so the stored codes stay valid (latent replay, Pellegrini et al. 2020).
+    latent: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -71,6 +78,12 @@ class TrainConfig:
         for name in ("hidden", "iters", "batch", "buffer_size", "replay_batch"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.latent not in (0, 1, 2):
+            raise ValueError(f"latent: expected 0, 1 or 2 hidden blocks, got {self.latent}")
+        if self.latent and (self.pair or self.strategy == "ours+ewc"):
+            raise ValueError("latent: compressed replay is not combined with --pair or EWC")
+        if self.latent and self.storage == "uint8":
+            raise ValueError("storage: uint8 assumes inputs in [0, 1]; hidden codes need float16")
 
 
 @dataclass
@@ -165,6 +178,9 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
     fast = mlp(stream.n_inputs, cfg.hidden, stream.n_outputs).to(device)
     pair = FastSlowPair(fast) if cfg.pair else None
     evaluated: nn.Module = pair.slow if pair is not None else fast
+    # Below the replayed representation (empty = the raw input is stored) and above it.
+    encoder, upper = fast[: 2 * cfg.latent], fast[2 * cfg.latent :]
+    replayed: nn.Module = upper if cfg.latent else evaluated
     optimizer = torch.optim.Adam(fast.parameters(), lr=cfg.lr)
     heads = Heads(stream, device)
     n_tasks = len(stream)
@@ -187,7 +203,7 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
         sleep = Sleep(
             SleepConfig(schedule=cfg.schedule, every=cfg.sleep_every, steps=cfg.sleep_steps,
                         lr=cfg.sleep_lr, batch=cfg.replay_batch, sampling="uniform",
-                        current_fraction=cfg.sleep_current),
+                        current_fraction=cfg.sleep_current, weight_norm=cfg.weight_norm),
             buffer, stream.n_outputs, signals=signals, ewc=ewc, logits_fn=heads,
             recombine=cfg.recombine, seed=seed,
         )
@@ -209,9 +225,9 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
                 mode = "prioritized" if signals is not None else "uniform"
                 beta = anneal_beta(step / total_steps)
                 rb = buffer.sample(cfg.replay_batch, mode, beta=beta, device=device)
-                r_logits = heads(fast, rb.x, rb.task)
+                r_logits = heads(upper, rb.x, rb.task)
                 r_loss = F.cross_entropy(r_logits, rb.y, reduction="none")
-                loss = loss + (rb.weights * r_loss).mean()
+                loss = loss + (normalise_weights(rb.weights, cfg.weight_norm) * r_loss).mean()
                 if pair is not None:
                     with torch.no_grad():
                         s_logits = heads(pair.slow, rb.x, rb.task)
@@ -229,21 +245,26 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
             if buffer is not None:
                 with torch.no_grad():
                     correct = (logits.argmax(-1) == y).float()
+                    stored = encoder(x)
                 meta = {}
                 if ours:
                     meta = dict(novelty=per_item.detach().cpu(), reward=correct.cpu(),
-                                salience=_atypicality(x, y).cpu())
-                buffer.add(x.cpu(), y.cpu(), t.cpu(), **meta)
+                                salience=_atypicality(stored, y).cpu())
+                buffer.add(stored.cpu(), y.cpu(), t.cpu(), **meta)
             step += 1
             boundary = it == cfg.iters - 1
-            if sleep is not None and sleep.tick(evaluated, boundary=boundary):
+            if sleep is not None and sleep.tick(replayed, boundary=boundary):
                 pick = torch.randint(task.n_train, (2048,), generator=gen)
                 cx, cy = task.train_batch(pick)
+                with torch.no_grad():
+                    cx = encoder(cx.to(device)).cpu()
                 current = (cx, cy, torch.full((cx.shape[0],), task.index))
-                sleep.sleep(evaluated, current, teacher=fast if pair is not None else None)
-                if pair is None:
+                sleep.sleep(replayed, current, teacher=fast if pair is not None else None)
+                if pair is None and cfg.reset_optimizer:
                     # The sleep optimiser moved the weights; wake Adam's moments are stale.
                     optimizer = torch.optim.Adam(fast.parameters(), lr=cfg.lr)
+        if cfg.latent and task.index == 0:
+            encoder.requires_grad_(False)
         if cfg.strategy == "ewc":
             assert ewc is not None
             pick = torch.randint(task.n_train, (ewc.samples,), generator=gen)

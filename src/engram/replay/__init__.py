@@ -15,6 +15,7 @@ from engram.replay.sleep import (
     Sleep,
     SleepConfig,
     SleepReport,
+    normalise_weights,
     plain_logits,
     soft_cross_entropy,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "anneal_beta",
     "fisher_diagonal",
     "fisher_diagonal_loop",
+    "normalise_weights",
     "plain_logits",
     "soft_cross_entropy",
 ]

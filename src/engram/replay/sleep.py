@@ -24,6 +24,7 @@ from engram.replay.graph import MemoryGraph
 from engram.replay.priority import PrioritySignals
 
 SCHEDULES = ("boundary", "every", "adaptive")
+WEIGHT_NORMS = ("max", "mean")
 LogitsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -41,6 +42,20 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * log_p.masked_fill(~torch.isfinite(log_p), 0.0)).sum(-1)
 
 
+def normalise_weights(weights: torch.Tensor, how: str = "max") -> torch.Tensor:
+    """Importance weights scaled to batch max 1 (``"max"``) or to batch mean 1 (``"mean"``).
+
+    Dividing by the max (Schaul et al. 2016) shrinks the whole replay term as priorities
+    spread — with β near 1 the mean weight falls to a fraction — so against an unweighted
+    current-task or dream loss, replay loses its share; the mean keeps its share fixed.
+    """
+    if how == "max":
+        return weights / weights.max()
+    if how == "mean":
+        return weights / weights.mean()
+    raise ValueError(f"how: expected one of {list(WEIGHT_NORMS)}, got {how!r}")
+
+
 @dataclass(frozen=True)
 class SleepConfig:
     """How and when to consolidate.
@@ -48,6 +63,8 @@ class SleepConfig:
     ``schedule``: ``"boundary"`` (after each task), ``"every"`` (every ``every`` wake steps,
     and at boundaries), or ``"adaptive"`` (when probe accuracy falls ``threshold`` below its
     level after the last sleep; checked every ``probe_every`` steps, and at boundaries).
+    ``weight_norm``: importance weights divided by their batch maximum (Schaul et al.) or by
+    their batch mean (see :func:`normalise_weights`).
     """
 
     schedule: str = "boundary"
@@ -66,8 +83,13 @@ class SleepConfig:
     threshold: float = 0.05
     unfinished_threshold: float = 0.5
     beta: float = 0.4
+    weight_norm: str = "max"
 
     def __post_init__(self) -> None:
+        if self.weight_norm not in WEIGHT_NORMS:
+            raise ValueError(
+                f"weight_norm: expected one of {list(WEIGHT_NORMS)}, got {self.weight_norm!r}"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {list(SCHEDULES)}, got {self.schedule!r}")
         for name in ("every", "steps", "batch", "probe_size", "probe_every", "graph_k"):
@@ -213,7 +235,8 @@ class Sleep:
                     soft = self.logits_fn(teacher, batch.x, batch.task).softmax(-1)
                 target = 0.5 * F.one_hot(batch.y, logits.shape[-1]).float() + 0.5 * soft
             per_item = soft_cross_entropy(logits, target)
-            loss = (batch.weights * per_item).mean() * n_replay
+            weights = normalise_weights(batch.weights, cfg.weight_norm)
+            loss = (weights * per_item).mean() * n_replay
             if n_dream:
                 dx, dy, dtask = self._dreams(n_dream, device)
                 loss = loss + soft_cross_entropy(self.logits_fn(model, dx, dtask), dy).sum()
