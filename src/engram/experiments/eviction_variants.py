@@ -206,7 +206,8 @@ def power_plan(study: VariantConfig, main: MainRun, family_size: int) -> dict[st
     effects = {m: main.d[m] for m in study.power_from if m in main.d}
     if not effects:
         raise ValueError(f"power_from: none of {study.power_from} is in the main run's tests")
-    d = min(min(abs(x) for x in effects.values()), 4.0)
+    finite = [abs(x) for x in effects.values() if np.isfinite(x) and x != 0]
+    d = min([*finite, 4.0])  # an undefined d (no spread at all) counts as beyond the cap
     level = study.alpha / family_size
     need = stats.samples_for_power(d, power=study.power, alpha=level)
     return {
