@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import scipy.stats
+import torch
 
 from engram import stats
 from engram.data.recall_tasks import min_query_distance
@@ -332,6 +333,9 @@ def _train(study: VariantConfig, cfg: ev.Config, jobs: list[ev.Job], out: Path) 
 
 def run(study: VariantConfig, folder: RunFolder) -> dict[str, Any]:
     """Plan (written before any model), train, analyse; each step resumes from the folder."""
+    # One torch thread, as in the main run's workers: on a shared CPU, extra intra-op threads
+    # only wait for cores that other processes hold.
+    torch.set_num_threads(1)
     main = load_main(study.main_run)
     cfg = study_config(study, main)
     family = hypotheses(study, cfg)
