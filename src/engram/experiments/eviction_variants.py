@@ -69,8 +69,7 @@ class VariantConfig:
             unknown = [c for c in conditions if c not in ev.CONDITIONS]
             if unknown or not conditions:
                 raise ValueError(
-                    f"cells[{variant!r}]: expected conditions from {tuple(ev.CONDITIONS)}, "
-                    f"got {conditions}"
+                    f"cells[{variant!r}]: expected conditions from {tuple(ev.CONDITIONS)}, got {conditions}"
                 )
             if variant not in ("base", "in_window") and BASELINE not in conditions:
                 raise ValueError(f"cells[{variant!r}]: expected {BASELINE!r} among {conditions}")
@@ -86,9 +85,7 @@ def _stop_time(text: str) -> dt.datetime:
     """Today's UTC datetime at ``HH:MM``."""
     try:
         hour, minute = (int(x) for x in text.split(":"))
-        return dt.datetime.now(dt.timezone.utc).replace(
-            hour=hour, minute=minute, second=0, microsecond=0
-        )
+        return dt.datetime.now(dt.timezone.utc).replace(hour=hour, minute=minute, second=0, microsecond=0)
     except ValueError as error:
         raise ValueError(f"stop_at: expected 'HH:MM' (UTC), got {text!r}") from error
 
@@ -175,13 +172,19 @@ def hypotheses(study: VariantConfig, cfg: ev.Config) -> list[dict[str, Any]]:
                 add(variant, m, BASELINE, f"{m} recalls evicted {what} better than {BASELINE}", True)
         pairs = {
             "far": [
-                ("knn", "knn_unbounded", "the bounded kNN, which must drop entries, differs from "
-                 "the unbounded one"),
+                (
+                    "knn",
+                    "knn_unbounded",
+                    "the bounded kNN, which must drop entries, differs from the unbounded one",
+                ),
                 ("knn", "matrix", "at equal state size, kNN and the matrix differ"),
             ],
             "overwrite": [
-                ("matrix_delta", "matrix", "on overwritten keys the delta rule and the additive "
-                 "matrix differ"),
+                (
+                    "matrix_delta",
+                    "matrix",
+                    "on overwritten keys the delta rule and the additive matrix differ",
+                ),
             ],
         }.get(variant, [])
         for a, b, claim in pairs:
@@ -195,9 +198,7 @@ def ranking_pairs(study: VariantConfig) -> list[tuple[str, str, str]]:
     out = []
     for variant, conditions in study.cells.items():
         memories = [c for c in conditions if c in ev.MEMORIES]
-        out += [
-            (variant, a, b) for i, a in enumerate(memories) for b in memories[i + 1 :]
-        ]
+        out += [(variant, a, b) for i, a in enumerate(memories) for b in memories[i + 1 :]]
     return out
 
 
@@ -222,15 +223,9 @@ def power_plan(study: VariantConfig, main: MainRun, family_size: int) -> dict[st
     }
 
 
-def _preregistration(
-    study: VariantConfig, cfg: ev.Config, family: list[dict], plan: dict[str, Any]
-) -> str:
-    cells = "\n".join(
-        f"- `{v}` ({_task_line(cfg, v)}): {', '.join(cs)}" for v, cs in study.cells.items()
-    )
-    hyp = "\n".join(
-        f"- **{h['id']}** [{h['variant']}, score `{h['score']}`]: {h['claim']}" for h in family
-    )
+def _preregistration(study: VariantConfig, cfg: ev.Config, family: list[dict], plan: dict[str, Any]) -> str:
+    cells = "\n".join(f"- `{v}` ({_task_line(cfg, v)}): {', '.join(cs)}" for v, cs in study.cells.items())
+    hyp = "\n".join(f"- **{h['id']}** [{h['variant']}, score `{h['score']}`]: {h['claim']}" for h in family)
     last = ev.MAIN_SEED0 + plan["n_seeds"] - 1
     lrs = ", ".join(f"`{c}` {lr:g}" for c, lr in cfg.lr_by_condition.items())
     stop = f"no model starts after {study.stop_at} UTC" if study.stop_at else "none"
@@ -267,7 +262,7 @@ study. Nothing below changes once a model has been trained.
   the share of overwritten keys answered with their old value, seeds at ≥ 0.75.
 
 ## Sample size
-Power {study.power} for the smallest main-run effect among {list(plan['main_run_d'])}
+Power {study.power} for the smallest main-run effect among {list(plan["main_run_d"])}
 (d = {", ".join(f"{k} {v:.2f}" for k, v in plan["main_run_d"].items())}; capped at 4), at the
 strictest Holm step α/m = {study.alpha}/{plan["family_size"]} = {plan["alpha_per_test"]:.4f}:
 **{plan["n_needed"]} seeds** per cell{_override(plan)}.
@@ -361,14 +356,10 @@ def _complete_seeds(jobs: list[ev.Job], done: dict[str, dict]) -> list[int]:
     return [s for s in seeds if all(j.key in done for j in jobs if j.seed == s)]
 
 
-def _cell_scores(
-    rows: list[dict], variant: str, condition: str, seeds: list[int], score: str
-) -> list[float]:
+def _cell_scores(rows: list[dict], variant: str, condition: str, seeds: list[int], score: str) -> list[float]:
     by_seed = {r["seed"]: r for r in rows if r["variant"] == variant and r["condition"] == condition}
     if condition == "projection_frozen":
-        by_seed = {
-            r["seed"]: r for r in rows if r["variant"] == variant and r["condition"] == BASELINE
-        }
+        by_seed = {r["seed"]: r for r in rows if r["variant"] == variant and r["condition"] == BASELINE}
         return [by_seed[s]["projection_frozen"]["accuracy"] for s in seeds if s in by_seed]
     return [float(by_seed[s][score]) for s in seeds if s in by_seed]
 
@@ -423,9 +414,7 @@ def analyse(
     }
     seeds = _complete_seeds(jobs, done)
     if len(seeds) < 2:
-        raise RuntimeError(
-            f"variants: fewer than 2 seeds complete in every cell ({seeds}); resume the run"
-        )
+        raise RuntimeError(f"variants: fewer than 2 seeds complete in every cell ({seeds}); resume the run")
     rows = list(done.values())
     base_seeds = sorted({r["seed"] for r in main.rows})
 
@@ -484,13 +473,16 @@ def analyse(
                 "a": a,
                 "b": b,
                 **ev._compare(scores(variant, a, score), scores(variant, b, score)),
+                **_escapes(scores(variant, a, score), scores(variant, b, score)),
             }
         )
     _corrected(ranking, study.alpha)
     post_hoc = _main_ranking(main, study.alpha)
 
+    costs = _far_costs(cfg, study.cells.get("far", ()))
     summary = {
         "seeds": seeds,
+        "far_costs": costs,
         "n_seeds_planned": len({j.seed for j in jobs}),
         "cells": cells,
         "tests": tests,
@@ -502,6 +494,7 @@ def analyse(
     folder.write_csv("cells.csv", cells)
     folder.write_csv("tests.csv", tests)
     folder.write_csv("ranking.csv", ranking + post_hoc)
+    folder.write_csv("far_costs.csv", costs)
     folder.write_csv(
         "models.csv",
         [{k: v for k, v in r.items() if k != "projection_frozen"} for r in rows],
@@ -509,6 +502,12 @@ def analyse(
     _plots(cfg, folder, cells, main, scores)
     folder.write_report(_report(summary))
     return summary
+
+
+def _far_costs(cfg: ev.Config, conditions: tuple[str, ...]) -> list[dict[str, Any]]:
+    """State bytes and tokens/s at the far task's length, where the bounded kNN is full."""
+    far = dataclasses.replace(cfg, n_filler=cfg.task("far").n_filler)
+    return [ev._throughput(far, c) for c in conditions]
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -522,12 +521,31 @@ def _main_ranking(main: MainRun, alpha: float) -> list[dict]:
     names = [c for c in main.cfg.conditions if c in ev.MEMORIES or c == "full"]
     by = {c: [float(r["accuracy"]) for r in main.rows if r["condition"] == c] for c in names}
     rows = [
-        {"family": "main run, post hoc", "variant": "base", "a": a, "b": b, **ev._compare(by[a], by[b])}
+        {
+            "family": "main run, post hoc",
+            "variant": "base",
+            "a": a,
+            "b": b,
+            **ev._compare(by[a], by[b]),
+            **_escapes(by[a], by[b]),
+        }
         for i, a in enumerate(names)
         for b in names[i + 1 :]
     ]
     _corrected(rows, alpha)
     return rows
+
+
+def _escapes(a: list[float], b: list[float], threshold: float = 0.75) -> dict[str, Any]:
+    """Seeds at ≥ ``threshold`` in each group and Fisher's exact test on those counts: with
+    bimodal seeds, how often a memory escapes the 1/N plateau is the quantity that differs."""
+    ka, kb = int(np.sum(np.asarray(a) >= threshold)), int(np.sum(np.asarray(b) >= threshold))
+    table = [[ka, len(a) - ka], [kb, len(b) - kb]]
+    return {
+        "escaped_a": f"{ka}/{len(a)}",
+        "escaped_b": f"{kb}/{len(b)}",
+        "fisher_p": float(scipy.stats.fisher_exact(table).pvalue),
+    }
 
 
 def _plots(cfg: ev.Config, folder: RunFolder, cells: list[dict], main: MainRun, scores) -> None:
@@ -549,9 +567,11 @@ def _plots(cfg: ev.Config, folder: RunFolder, cells: list[dict], main: MainRun, 
                 if v == "base":
                     acc = [float(r["accuracy"]) for r in main.rows if r["condition"] == c]
                 else:
-                    acc = [x for x in scores(v, c)] if any(
-                        x["variant"] == v and x["condition"] == c for x in cells
-                    ) else []
+                    acc = (
+                        [x for x in scores(v, c)]
+                        if any(x["variant"] == v and x["condition"] == c for x in cells)
+                        else []
+                    )
                 if not acc:
                     continue
                 ci = stats.mean_ci(acc)
@@ -583,10 +603,44 @@ def _plots(cfg: ev.Config, folder: RunFolder, cells: list[dict], main: MainRun, 
 
 
 def _report(summary: dict[str, Any]) -> str:
-    keep = ("id", "variant", "a", "b", "score", "n_a", "mean_a", "mean_b", "diff", "d", "d_low",
-            "d_high", "h", "welch_p", "perm_p", "holm_p", "bh_p", "supported")
-    rank = ("family", "variant", "a", "b", "mean_a", "mean_b", "diff", "d", "d_low", "d_high",
-            "welch_p", "holm_p", "supported")
+    keep = (
+        "id",
+        "variant",
+        "a",
+        "b",
+        "score",
+        "n_a",
+        "mean_a",
+        "mean_b",
+        "diff",
+        "d",
+        "d_low",
+        "d_high",
+        "h",
+        "welch_p",
+        "perm_p",
+        "holm_p",
+        "bh_p",
+        "supported",
+    )
+    rank = (
+        "family",
+        "variant",
+        "a",
+        "b",
+        "mean_a",
+        "mean_b",
+        "diff",
+        "d",
+        "d_low",
+        "d_high",
+        "welch_p",
+        "holm_p",
+        "supported",
+        "escaped_a",
+        "escaped_b",
+        "fisher_p",
+    )
     return (
         "# Eviction variants — report\n\n"
         f"Measured on a shared 2-core CPU. Seeds complete in every cell: {summary['seeds']} "
@@ -599,6 +653,8 @@ def _report(summary: dict[str, Any]) -> str:
         + markdown_table([{k: t[k] for k in rank} for t in summary["ranking"]])
         + "\n## Main run ranking (post hoc, Holm within)\n\n"
         + markdown_table([{k: t[k] for k in rank} for t in summary["main_ranking_post_hoc"]])
+        + "\n## Costs at the far task's length\n\n"
+        + markdown_table(summary["far_costs"])
     )
 
 
