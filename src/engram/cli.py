@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engram.store.cli",
     "engram.experiments.lab_cli",
     "engram.experiments.eviction_recall",
+    "engram.experiments.eviction_variants",
     "engram.experiments.lm_cli",
     "engram.experiments.continual",
 )

@@ -108,13 +108,16 @@ def min_query_distance(cfg: RecallTaskConfig) -> int:
 @dataclass
 class RecallBatch:
     """tokens, targets (B, T) (targets −100 except at queries); masks (B, T) of the final
-    queries, the in-window rehearsal queries, and the final queries of overwritten keys."""
+    queries, the in-window rehearsal queries, and the final queries of overwritten keys;
+    ``stale_targets`` holds the value an overwritten key had first (−100 elsewhere), to count
+    answers that return the old binding instead of the new one."""
 
     tokens: torch.Tensor
     targets: torch.Tensor
     final_queries: torch.Tensor
     rehearsal_queries: torch.Tensor
     overwritten_queries: torch.Tensor
+    stale_targets: torch.Tensor
 
 
 def make_batch(cfg: RecallTaskConfig, batch_size: int, generator: torch.Generator) -> RecallBatch:
@@ -162,8 +165,10 @@ def make_batch(cfg: RecallTaskConfig, batch_size: int, generator: torch.Generato
     targets[:, query_slice] = current[rows, order]
     final[:, query_slice] = True
     over[:, query_slice] = overwritten[rows, order]
+    stale = torch.full_like(tokens, IGNORE)
+    stale[:, query_slice] = torch.where(overwritten, values, IGNORE)[rows, order]
     if cfg.rehearsal:
         rehearsal_slice = slice(start_rehearsal, start_rehearsal + N)
         targets[:, rehearsal_slice] = current
         rehearsal[:, rehearsal_slice] = True
-    return RecallBatch(tokens, targets, final, rehearsal, over)
+    return RecallBatch(tokens, targets, final, rehearsal, over, stale)

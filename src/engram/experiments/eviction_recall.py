@@ -207,10 +207,14 @@ class Job:
         return f"{self.phase}__{self.condition}__{self.variant}__s{self.seed}__lr{self.lr:g}"
 
 
-def _accuracy(model: StreamingTransformer, batch, mask: torch.Tensor) -> float:
+def _predict(model: StreamingTransformer, batch) -> torch.Tensor:
     with torch.no_grad():
-        pred = model(batch.tokens).argmax(-1)
-    hits = (pred == batch.targets)[mask]
+        return model(batch.tokens).argmax(-1)
+
+
+def _accuracy(pred: torch.Tensor, batch, mask: torch.Tensor, targets=None) -> float:
+    """Share of positions under ``mask`` where ``pred`` equals the targets (nan if none)."""
+    hits = (pred == (batch.targets if targets is None else targets))[mask]
     return float(hits.float().mean()) if hits.numel() else float("nan")
 
 
@@ -249,13 +253,17 @@ def train_and_test(cfg: Config, job: Job) -> dict[str, Any]:
     model.eval()
     test = make_batch(task, cfg.test_size, torch.Generator().manual_seed(TEST_SEED))
     valid = make_batch(task, cfg.test_size, torch.Generator().manual_seed(VALIDATION_SEED))
+    # One forward pass per model and set; every score below reads the same predictions.
+    pred, pred_valid = _predict(model, test), _predict(model, valid)
     result: dict[str, Any] = {
         **dataclasses.asdict(job),
         "key": job.key,
-        "accuracy": _accuracy(model, test, test.final_queries),
-        "valid_accuracy": _accuracy(model, valid, valid.final_queries),
-        "rehearsal_accuracy": _accuracy(model, test, test.rehearsal_queries),
-        "overwritten_accuracy": _accuracy(model, test, test.overwritten_queries),
+        "accuracy": _accuracy(pred, test, test.final_queries),
+        "valid_accuracy": _accuracy(pred_valid, valid, valid.final_queries),
+        "rehearsal_accuracy": _accuracy(pred, test, test.rehearsal_queries),
+        "overwritten_accuracy": _accuracy(pred, test, test.overwritten_queries),
+        # overwritten keys answered with their first (old) value instead of the new one
+        "stale_rate": _accuracy(pred, test, test.overwritten_queries, test.stale_targets),
         "final_loss": float(np.mean(losses[-20:])),
         "train_seconds": train_seconds,
         "chance": task.chance,
@@ -264,19 +272,17 @@ def train_and_test(cfg: Config, job: Job) -> dict[str, Any]:
     if job.condition == BASELINE:
         # The source's method: rank-1 writes into the frozen model's projections at test,
         # with the rate chosen on the validation set (0 = no writes, always a candidate).
-        scores = {0.0: result["valid_accuracy"]}
+        scores, at_rates = {0.0: result["valid_accuracy"]}, {0.0: result["accuracy"]}
         for rate in cfg.projection_rates:
-            scores[rate] = _accuracy(_set_projection(model, rate), valid, valid.final_queries)
+            written = _set_projection(model, rate)
+            scores[rate] = _accuracy(_predict(written, valid), valid, valid.final_queries)
+            at_rates[rate] = _accuracy(_predict(written, test), test, test.final_queries)
         best = max(scores, key=lambda r: (scores[r], r == 0))  # ties: no writes
-        chosen = _set_projection(model, best if best > 0 else None)
         result["projection_frozen"] = {
             "rate": best,
             "valid_by_rate": {str(k): v for k, v in scores.items()},
-            "accuracy": _accuracy(chosen, test, test.final_queries),
-            "accuracy_at_rates": {
-                str(r): _accuracy(_set_projection(model, r), test, test.final_queries)
-                for r in cfg.projection_rates
-            },
+            "accuracy": at_rates[best],
+            "accuracy_at_rates": {str(r): at_rates[r] for r in cfg.projection_rates},
         }
     return result
 
@@ -879,8 +885,8 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``experiment eviction`` (creating the ``experiment`` group if it is not there)."""
+def experiment_group(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The subparsers of the ``experiment`` command group, created if it is not there yet."""
     group = subparsers.choices.get("experiment")
     if group is None:
         group = subparsers.add_parser("experiment", help="run a registered experiment")
@@ -888,6 +894,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         group._engram_experiments = group.get_default("experiments")
     experiments = group._engram_experiments
     experiments.required = True
+    return experiments
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``experiment eviction`` (creating the ``experiment`` group if it is not there)."""
+    experiments = experiment_group(subparsers)
     parser = experiments.add_parser(
         "eviction", help="recall after eviction: streaming attention with eviction memories"
     )
@@ -907,4 +919,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_command)
 
 
-__all__ = ["CONDITIONS", "Config", "Job", "quick_config", "register", "run", "train_and_test"]
+__all__ = [
+    "CONDITIONS",
+    "Config",
+    "Job",
+    "experiment_group",
+    "quick_config",
+    "register",
+    "run",
+    "train_and_test",
+]

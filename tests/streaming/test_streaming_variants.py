@@ -1,0 +1,113 @@
+import json
+
+import pytest
+import torch
+
+from engram.cli import main
+from engram.data.recall_tasks import IGNORE, RecallTaskConfig, make_batch
+from engram.experiments import eviction_recall as ev
+from engram.experiments import eviction_variants as evv
+from engram.runs import RunFolder
+
+
+def test_overwrite_batch_marks_the_old_value_of_each_overwritten_key():
+    task = RecallTaskConfig(n_pairs=3, n_filler=2, key_vocab=8, value_vocab=8, n_overwrite=2)
+    batch = make_batch(task, 64, torch.Generator().manual_seed(0))
+    over = batch.overwritten_queries
+    assert over.sum() == 2 * 64  # two of three keys re-bound in every sequence
+    assert (batch.stale_targets[~over] == IGNORE).all()
+    assert (batch.stale_targets[over] != batch.targets[over]).all()
+    for row in range(64):
+        tokens = batch.tokens[row].tolist()
+        for t in over[row].nonzero().flatten().tolist():
+            key = tokens[t]
+            bound = [tokens[i + 1] for i in range(1, len(tokens) - 1) if tokens[i] == key][:2]
+            # the key's first binding is the stale value, its second the target
+            assert bound == [batch.stale_targets[row, t].item(), batch.targets[row, t].item()]
+
+
+def test_far_variant_makes_the_equal_state_knn_drop_entries():
+    cfg = ev.Config()
+    capacity = cfg.model("knn", cfg.task().vocab_size).equal_state_capacity()
+    evicted = {v: cfg.task(v).length - cfg.n_sink - cfg.window for v in ("base", "far")}
+    assert evicted["base"] <= capacity < evicted["far"]
+
+
+def test_variant_config_rejects_bad_input_with_the_field_named():
+    with pytest.raises(ValueError, match="cells"):
+        evv.VariantConfig(main_run="x", cells={"nonsense": ("window_sinks",)})
+    with pytest.raises(ValueError, match="window_sinks"):
+        evv.VariantConfig(main_run="x", cells={"far": ("matrix",)})
+    with pytest.raises(ValueError, match="stop_at"):
+        evv.VariantConfig(main_run="x", stop_at="half past nine")
+    with pytest.raises(FileNotFoundError, match="main_run"):
+        evv.load_main(__import__("pathlib").Path(__file__).parent)
+
+
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory, data_dir):
+    cfg = ev.Config(
+        steps=2,
+        batch_size=4,
+        lrs=(1e-2,),
+        test_size=16,
+        conditions=("window_sinks", "matrix", "knn"),
+        projection_rates=(1e-2,),
+        min_seeds=2,
+        max_seeds=2,
+        variants=(),
+        lm_steps=1,
+        lm_length=16,
+        lm_conditions=("window_sinks",),
+        cost_batch=2,
+        workers=1,
+    )
+    folder = RunFolder.create(tmp_path_factory.mktemp("main"), "eviction", config=cfg, seed=0)
+    ev.run(cfg, folder)
+    return folder.path
+
+
+def test_variant_study_preregisters_first_balances_seeds_and_resumes(main_run, tmp_path):
+    cells = {
+        "far": ("window_sinks", "knn", "knn_unbounded"),
+        "overwrite": ("window_sinks", "matrix"),
+        "in_window": ("window_sinks",),
+    }
+    study = evv.VariantConfig(main_run=str(main_run), cells=cells, seeds=2)
+    family = evv.hypotheses(study, evv.study_config(study, evv.load_main(main_run)))
+    claims = {(h["variant"], h["a"], h["b"]) for h in family}
+    assert ("far", "knn", "knn_unbounded") in claims and ("in_window", "window_sinks", None) in claims
+    assert {h["score"] for h in family if h["variant"] == "overwrite"} == {"overwritten_accuracy"}
+
+    folder = RunFolder.create(tmp_path, "eviction-variants", config=study, seed=100)
+    summary = evv.run(study, folder)
+    prereg = folder.file("preregistration-variants.md")
+    jobs = sorted((folder.path / "jobs").glob("variant__*.json"))
+    assert len(jobs) == 2 * 6 and all(prereg.stat().st_mtime_ns <= p.stat().st_mtime_ns for p in jobs)
+    assert "V1" in prereg.read_text() and "Stopping rule" in prereg.read_text()
+    assert summary["seeds"] == [100, 101]
+    assert [t["id"] for t in summary["tests"]] == [h["id"] for h in family]
+    assert all(0 <= t["holm_p"] <= 1 and t["holm_p"] >= t["welch_p"] for t in summary["tests"])
+    # the main run's ranking uses its own seeds: 3 memories/full → knn vs matrix only here
+    assert {(r["a"], r["b"]) for r in summary["main_ranking_post_hoc"]} == {("matrix", "knn")}
+    for name in ("report.md", "cells.csv", "accuracy_vs_distance.png", "accuracy_vs_pairs.png"):
+        assert folder.file(name).exists()
+    overwrite = [c for c in summary["cells"] if c["variant"] == "overwrite" and c["condition"] == "matrix"]
+    assert 0 <= overwrite[0]["stale_rate"] <= 1
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in jobs}
+    args = ["experiment", "eviction-variants", "--resume", str(folder.path)]
+    assert main(args) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in jobs} == stamps
+
+
+def test_a_deadline_in_the_past_starts_no_model(main_run, tmp_path):
+    study = evv.VariantConfig(
+        main_run=str(main_run), cells={"in_window": ("window_sinks",)}, seeds=2, stop_at="00:00"
+    )
+    folder = RunFolder.create(tmp_path, "eviction-variants", config=study, seed=100)
+    with pytest.raises(RuntimeError, match="fewer than 2 seeds"):
+        evv.run(study, folder)
+    assert folder.file("preregistration-variants.md").exists()
+    assert not list((folder.path / "jobs").glob("*.json"))
+    assert json.loads(folder.file("power.json").read_text())["override"]
