@@ -13,6 +13,7 @@ import time
 import torch
 
 from engram.lm.model import GPT, PARTS, GPTConfig
+from engram.lm.train import TrainConfig, build_optimizer
 
 VARIANTS = {"baseline": (), **{p: (p,) for p in PARTS}, "all": PARTS}
 
@@ -36,7 +37,7 @@ def main() -> None:
             vocab_size=len(vocab), block_size=64, n_layer=4, n_head=4, n_embd=128, parts=parts
         )
         models[name] = GPT(cfg, vocab)
-        opts[name] = torch.optim.AdamW(models[name].optimizer_groups(0.1), lr=1e-3)
+        opts[name] = build_optimizer(models[name], TrainConfig())  # as training builds it
 
     def step(name: str) -> None:
         loss = models[name](x, y).loss
