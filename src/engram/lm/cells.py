@@ -195,7 +195,8 @@ class TimeCells(nn.Module):
     whose width grows with τ_i (scale invariance, as in hippocampal time cells and Howard &
     Shankar's inverse-Laplace model). Computed as a fixed causal depthwise convolution; for
     windows up to ``n_positions`` tokens as one matrix product with the banded (Toeplitz) form
-    of the fields, which is faster on a CPU for short windows.
+    of the fields, which is faster on a CPU for short windows (and for every cached decoding
+    step, whose window is at most ``max_lag`` tokens).
     """
 
     def __init__(
@@ -223,7 +224,7 @@ class TimeCells(nn.Module):
         self.register_buffer("kernel", kernel, persistent=False)
         # band[t', s, t] = field_s(t − t'): the matrix product costs n/L times the convolution's
         # arithmetic, so it is used only for windows up to 4·max_lag
-        n = n_positions if n_positions <= 4 * max_lag else 0
+        n = min(n_positions, 4 * max_lag)
         lag = torch.arange(n)[None] - torch.arange(n)[:, None]
         band = fields[:, lag.clamp(0, max_lag - 1)] * ((lag >= 0) & (lag < max_lag))
         self.register_buffer("band", band.transpose(0, 1).contiguous(), persistent=False)
