@@ -341,12 +341,11 @@ class GPT(nn.Module):
         if self.theta_gamma is not None:
             position_terms.append(self.theta_gamma(start, start + T))
         x = tok + sum(position_terms) if position_terms else tok
-        if (self.grid is not None and self.grid.source == "path") or self.time is not None:
-            history_emb = self.wte(history) if start else tok
-        if self.grid is not None and self.grid.source == "path":
-            x = x + self.grid(history_emb, start)
-        if self.time is not None:
-            x = x + self.time(history_emb, start)
+        if self.grid is not None and self.grid.source == "path":  # integrates the whole history
+            x = x + self.grid(self.wte(history) if start else tok, start)
+        if self.time is not None:  # sees only the last time_max_lag − 1 tokens of the history
+            first = max(0, start - self.time.max_lag + 1)
+            x = x + self.time(self.wte(history[:, first:]) if start else tok, start - first)
         gains = None
         if self.rhythm is not None:
             log_gain = self.prosody(self.rhythm(history, start).to(x.dtype))
