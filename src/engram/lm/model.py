@@ -349,9 +349,11 @@ class GPT(nn.Module):
         gains = None
         if self.rhythm is not None:
             log_gain = self.prosody(self.rhythm(history, start).to(x.dtype))
-            # laid out once as (layer, B, head, T, 1): each layer takes a view that
-            # broadcasts straight onto its (B, head, T, head_dim) queries
-            gains = torch.exp(log_gain).view(B, T, c.n_layer, c.n_head).permute(2, 0, 3, 1)[..., None]
+            # laid out once as (layer, B, head, T, 1) and unbound (one backward node, not a
+            # zero-filled gradient per layer): each layer's view broadcasts straight onto its
+            # (B, head, T, head_dim) queries
+            gains = torch.exp(log_gain).view(B, T, c.n_layer, c.n_head).permute(2, 0, 3, 1)
+            gains = gains[..., None].unbind(0)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             if self.place is not None and i == c.place_layer:
