@@ -1,7 +1,10 @@
 """Hippocampal overhead: training tokens per second of each variant against the plain GPT,
 measured side by side in one process (interleaved rounds, median of rounds).
 
-    python benchmarks/lm_overhead.py [--rounds 5] [--steps 10] [--threads 1]
+    python benchmarks/lm_overhead.py [--rounds 5] [--steps 10] [--threads 1] [--size 1m|10m]
+
+``--size 10m`` measures the GPU configuration (6 layers, 6 heads, 384 wide, block 256) on the
+CPU, where the parts' fixed costs weigh less against the larger matrix products.
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ import time
 import torch
 
 from engram.lm.model import GPT, PARTS, GPTConfig
+from engram.lm.train import TrainConfig, build_optimizer
 
 VARIANTS = {"baseline": (), **{p: (p,) for p in PARTS}, "all": PARTS}
+SIZES = {
+    "1m": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64},
+    "10m": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256},
+}
 
 
 def main() -> None:
@@ -23,20 +31,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--size", choices=tuple(SIZES), default="1m")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="baseline is always run")
     args = parser.parse_args()
+    names = ["baseline"] + [v for v in args.variants.split(",") if v and v != "baseline"]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {unknown}; expected names from {list(VARIANTS)}")
+    size = SIZES[args.size]
+    block = size["block_size"]
     torch.set_num_threads(args.threads)
     vocab = [chr(32 + i) for i in range(64)] + ["\n"]
     gen = torch.Generator().manual_seed(0)
-    x = torch.randint(len(vocab), (args.batch, 64), generator=gen)
-    y = torch.randint(len(vocab), (args.batch, 64), generator=gen)
+    x = torch.randint(len(vocab), (args.batch, block), generator=gen)
+    y = torch.randint(len(vocab), (args.batch, block), generator=gen)
     models, opts = {}, {}
-    for name, parts in VARIANTS.items():
+    for name in names:
         torch.manual_seed(0)
-        cfg = GPTConfig(
-            vocab_size=len(vocab), block_size=64, n_layer=4, n_head=4, n_embd=128, parts=parts
-        )
+        cfg = GPTConfig(vocab_size=len(vocab), parts=VARIANTS[name], **size)
         models[name] = GPT(cfg, vocab)
-        opts[name] = torch.optim.AdamW(models[name].optimizer_groups(0.1), lr=1e-3)
+        opts[name] = build_optimizer(models[name], TrainConfig())  # as training builds it
 
     def step(name: str) -> None:
         loss = models[name](x, y).loss
@@ -44,21 +58,22 @@ def main() -> None:
         opts[name].step()
         opts[name].zero_grad(set_to_none=True)
 
-    for name in VARIANTS:  # warm-up
+    for name in names:  # warm-up
         for _ in range(3):
             step(name)
-    wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds):
-        for name in VARIANTS:
+        for name in names:
             tic, tic_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 step(name)
             wall[name].append((time.perf_counter() - tic) / args.steps)
             cpu[name].append((time.process_time() - tic_cpu) / args.steps)
-    tokens = args.batch * 64
+    tokens = args.batch * block
+    shape = f"{size['n_layer']}x{size['n_embd']}"
     print(
-        f"training tokens/s, 4x128 model, batch {args.batch}x64, {args.threads} thread(s), "
+        f"training tokens/s, {shape} model, batch {args.batch}x{block}, {args.threads} thread(s), "
         f"median of {args.rounds} interleaved rounds x {args.steps} steps; "
         "by wall clock and by process CPU time"
     )
@@ -67,7 +82,7 @@ def main() -> None:
         f"{'CPU tok/s':>12}{'overhead':>10}"
     )
     base_wall, base_cpu = statistics.median(wall["baseline"]), statistics.median(cpu["baseline"])
-    for name in VARIANTS:
+    for name in names:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
         print(
             f"{name:<12}{models[name].num_params():>10,}{tokens / w:>12,.0f}"

@@ -110,3 +110,25 @@ def test_rhythm_features_come_from_the_text():
     assert since_space.tolist() == [1, 2, 3, 0, 1, 2, 3, 4, 5, 6]
     # the same history gives the same features for the later positions
     torch.testing.assert_close(rhythm(ids, 4), feats[None, 4:])
+
+
+def test_time_cells_banded_product_matches_the_convolution():
+    torch.manual_seed(0)
+    conv = TimeCells(8, n_cells=4, dim=3, max_lag=8)  # no table: the convolution
+    banded = TimeCells(8, n_cells=4, dim=3, max_lag=8, n_positions=20)
+    banded.load_state_dict(conv.state_dict())
+    assert conv.band.shape[0] == 0 and banded.band.shape[0] == 20
+    emb = torch.randn(2, 20, 8)
+    for start in (0, 5, 19):  # the whole window, a continuation, one cached step
+        torch.testing.assert_close(banded(emb, start), conv(emb, start))
+
+
+def test_position_code_tables_match_codes_computed_on_the_fly():
+    torch.manual_seed(0)
+    for make in (GridCells, ThetaGammaCode):
+        plain, tabled = make(8), make(8, n_positions=16)
+        tabled.load_state_dict(plain.state_dict())
+        code = tabled.position_code if make is GridCells else tabled
+        reference = plain.position_code if make is GridCells else plain
+        torch.testing.assert_close(code(3, 16), reference(3, 16))  # from the table
+        torch.testing.assert_close(code(10, 20), reference(10, 20))  # beyond it

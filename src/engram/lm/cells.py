@@ -28,8 +28,11 @@ class _ThresholdMask(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         u, threshold, scale = ctx.saved_tensors
-        z = torch.sigmoid((u - threshold) / scale)
-        d = grad * z * (1 - z) / scale
+        # the reciprocal is taken on the (..., 1) scale, not on every unit; sigmoid_backward
+        # forms grad·z·(1 − z) in one kernel
+        inverse = scale.reciprocal()
+        z = torch.sigmoid((u - threshold) * inverse)
+        d = torch.ops.aten.sigmoid_backward(grad, z) * inverse
         return d, -d.sum(-1, keepdim=True), None
 
 
@@ -39,8 +42,9 @@ def soft_threshold_kwta(
     """k-winners-take-all along the last axis at a fractional, differentiable coding level.
 
     The threshold interpolates linearly between the ⌊k⌋-th and ⌈k⌉-th largest value
-    (k = level·N), read from ``topk`` values through equality masks, so there is no scatter in
-    the forward or backward pass (``topk`` values are detached; its backward would scatter).
+    (k = level·N), read from ``topk`` values by ``index_select`` at the rank, so there is no
+    scatter in the forward or backward pass (``topk`` values are detached; its backward would
+    scatter).
     The forward mask is the hard k-WTA mask; gradients reach ``u`` and ``level`` through a
     sigmoid surrogate whose width is a tenth of the spread of the top values.
 
@@ -52,9 +56,10 @@ def soft_threshold_kwta(
     position = (level * n).clamp(1.0, k_max - 1.0) - 1.0  # index of the k-th largest
     low = position.detach().floor()
     frac = position - low  # carries the gradient with respect to the level
-    slots = torch.arange(k_max, device=u.device, dtype=u.dtype)
-    at_low = (top * (slots == low)).sum(-1, keepdim=True)
-    at_high = (top * (slots == low + 1)).sum(-1, keepdim=True)
+    # the two ranks around k as an index tensor: no host sync for the level on a GPU
+    ranks = low.to(torch.long).reshape(1) + torch.arange(2, device=u.device)
+    pair = top.index_select(-1, ranks)  # (..., 2): the values at ranks ⌊k⌋ and ⌈k⌉
+    at_low, at_high = pair[..., :1], pair[..., 1:]
     threshold = at_low + frac * (at_high - at_low)
     scale = ((top[..., :1] - top[..., -1:]) * 0.1).clamp_min(1e-6)
     mask = _ThresholdMask.apply(u, threshold, scale)
@@ -110,7 +115,8 @@ class GridCells(nn.Module):
     whose rate is the mean of three cosines with wave vectors 60° apart, at different spatial
     phases. The location is either the token position laid on a line through the plane
     (``source='position'``) or a learned path: the running sum of a 2-D velocity predicted
-    from each token's embedding (``source='path'``, path integration).
+    from each token's embedding (``source='path'``, path integration). Rates of the first
+    ``n_positions`` positions depend on nothing learned and are computed once, as a table.
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class GridCells(nn.Module):
         min_scale: float = 3.0,
         source: str = "position",
         bias: bool = False,
+        n_positions: int = 0,
     ):
         super().__init__()
         if source not in ("position", "path"):
@@ -145,6 +152,9 @@ class GridCells(nn.Module):
         if source == "path":
             self.velocity = nn.Linear(n_embd, 2, bias=bias)
         self.readout = nn.Linear(n_modules * cells_per_module, n_embd, bias=bias)
+        n_table = n_positions if source == "position" else 0
+        table = self.rates(self.position_location(torch.arange(n_table)))
+        self.register_buffer("position_rates", table, persistent=False)  # (n_table, M·C)
 
     def rates(self, location: torch.Tensor) -> torch.Tensor:
         """Firing rates in [−0.5, 1] of all cells at ``location`` (..., 2) → (..., M·C)."""
@@ -152,26 +162,30 @@ class GridCells(nn.Module):
         proj = torch.einsum("...mcd,mjd->...mcj", rel, self.wave)
         return torch.cos(proj).mean(-1).flatten(-2)
 
-    def location(self, tok_emb: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
-        if self.source == "position":
-            return positions.to(self.direction.dtype)[:, None] * self.direction
-        assert tok_emb is not None
-        step = torch.tanh(self.velocity(tok_emb))
-        return torch.cumsum(step, dim=1)
+    def position_location(self, positions: torch.Tensor) -> torch.Tensor:
+        """(T, 2): the positions laid on a line through the plane."""
+        return positions.to(self.direction.dtype)[:, None] * self.direction
 
-    def position_code(self, positions: torch.Tensor) -> torch.Tensor:
-        """(T, n_embd) read-out of the rates at the positions (``source='position'``)."""
-        rates = self.rates(self.location(None, positions))
+    def path_location(self, tok_emb: torch.Tensor) -> torch.Tensor:
+        """(B, T, 2): the path integrated from a 2-D velocity predicted from each token."""
+        return torch.cumsum(torch.tanh(self.velocity(tok_emb)), dim=1)
+
+    def position_code(self, start: int, stop: int) -> torch.Tensor:
+        """(stop − start, n_embd) read-out at positions start … stop−1 (``source='position'``),
+        from the table where it reaches."""
+        if stop <= self.position_rates.shape[0]:
+            rates = self.position_rates[start:stop]
+        else:
+            positions = torch.arange(start, stop, device=self.direction.device)
+            rates = self.rates(self.position_location(positions))
         return self.readout(rates.to(self.readout.weight.dtype))
 
-    def forward(
-        self, history_emb: torch.Tensor, positions: torch.Tensor, start: int
-    ) -> torch.Tensor:
-        """history_emb: (B, start+T, C) token embeddings; positions: (T,) of the new tokens."""
+    def forward(self, history_emb: torch.Tensor, start: int) -> torch.Tensor:
+        """Path code: history_emb (B, start+T, C) token embeddings → (B, T, n_embd) for the T
+        new positions."""
         if self.source == "position":
-            return self.position_code(positions)[None]
-        loc = self.location(history_emb, positions)[:, start:]
-        return self.readout(self.rates(loc))
+            raise ValueError("grid_source: forward() codes a path; use position_code() here")
+        return self.readout(self.rates(self.path_location(history_emb)[:, start:]))
 
 
 class TimeCells(nn.Module):
@@ -179,7 +193,10 @@ class TimeCells(nn.Module):
 
     Cell i responds to a (projected) token seen τ_i steps ago, with a Gaussian field in log-lag
     whose width grows with τ_i (scale invariance, as in hippocampal time cells and Howard &
-    Shankar's inverse-Laplace model). Computed as a fixed causal depthwise convolution.
+    Shankar's inverse-Laplace model). Computed as a fixed causal depthwise convolution; for
+    windows up to ``n_positions`` tokens as one matrix product with the banded (Toeplitz) form
+    of the fields, which is faster on a CPU for short windows (and for every cached decoding
+    step, whose window is at most ``max_lag`` tokens).
     """
 
     def __init__(
@@ -190,6 +207,7 @@ class TimeCells(nn.Module):
         max_lag: int = 32,
         width: float = 0.35,
         bias: bool = False,
+        n_positions: int = 0,
     ):
         super().__init__()
         self.n_cells, self.dim, self.max_lag = n_cells, dim, max_lag
@@ -204,6 +222,12 @@ class TimeCells(nn.Module):
         # conv1d correlates, so the kernel runs from the oldest lag to lag 0
         kernel = fields.flip(-1).repeat(dim, 1)[:, None, :]  # (dim·S, 1, L)
         self.register_buffer("kernel", kernel, persistent=False)
+        # band[t', s, t] = field_s(t − t'): the matrix product costs n/L times the convolution's
+        # arithmetic, so it is used only for windows up to 4·max_lag
+        n = min(n_positions, 4 * max_lag)
+        lag = torch.arange(n)[None] - torch.arange(n)[:, None]
+        band = fields[:, lag.clamp(0, max_lag - 1)] * ((lag >= 0) & (lag < max_lag))
+        self.register_buffer("band", band.transpose(0, 1).contiguous(), persistent=False)
 
     def fields(self) -> torch.Tensor:
         """The receptive fields (n_cells, max_lag), indexed by lag."""
@@ -213,9 +237,15 @@ class TimeCells(nn.Module):
         """history_emb: (B, start+T, C) → (B, T, n_embd) for the T new positions."""
         first = max(0, start - self.max_lag + 1)
         z = self.project(history_emb[:, first:]).transpose(1, 2)  # (B, dim, T')
-        z = F.pad(z, (self.max_lag - 1, 0))
-        traces = F.conv1d(z, self.kernel.to(z.dtype), groups=self.dim)  # (B, dim·S, T')
-        traces = traces[:, :, start - first :].transpose(1, 2)
+        B, window, offset = z.shape[0], z.shape[2], start - first
+        if window <= self.band.shape[0]:
+            band = self.band[:window, :, offset:window].reshape(window, -1)  # (T', S·T)
+            traces = (z @ band.to(z.dtype)).view(B, self.dim, self.n_cells, window - offset)
+            traces = traces.permute(0, 3, 1, 2).flatten(2)  # (B, T, dim·S), as the conv's
+        else:
+            z = F.pad(z, (self.max_lag - 1, 0))
+            traces = F.conv1d(z, self.kernel.to(z.dtype), groups=self.dim)  # (B, dim·S, T')
+            traces = traces[:, :, offset:].transpose(1, 2)
         return self.readout(traces)
 
 
@@ -224,7 +254,8 @@ class ThetaGammaCode(nn.Module):
 
     Each token occupies one gamma cycle; ``gamma_per_theta`` (about 5–7) of them make a theta
     cycle. A position is coded by gamma-slot cells with von Mises tuning to theta phase (which
-    slot of the current theta cycle) and by the theta cycle count on a few slower clocks.
+    slot of the current theta cycle) and by the theta cycle count on a few slower clocks. The
+    code of the first ``n_positions`` positions is computed once, as a table.
     """
 
     def __init__(
@@ -234,6 +265,7 @@ class ThetaGammaCode(nn.Module):
         n_theta_scales: int = 4,
         concentration: float = 2.0,
         bias: bool = False,
+        n_positions: int = 0,
     ):
         super().__init__()
         if not 2.0 <= gamma_per_theta <= 16.0:
@@ -246,6 +278,7 @@ class ThetaGammaCode(nn.Module):
         periods = 2.0 ** torch.arange(1, n_theta_scales + 1, dtype=torch.float32)
         self.register_buffer("periods", periods, persistent=False)
         self.readout = nn.Linear(self.n_slots + 2 * n_theta_scales, n_embd, bias=bias)
+        self.register_buffer("table", self.code(torch.arange(n_positions)), persistent=False)
 
     def code(self, positions: torch.Tensor) -> torch.Tensor:
         p = positions.to(torch.float32)
@@ -257,14 +290,21 @@ class ThetaGammaCode(nn.Module):
         clock = 2 * math.pi * cycle[:, None] / self.periods
         return torch.cat([slots, torch.cos(clock), torch.sin(clock)], -1)
 
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        """(T, n_embd) read-out of the code of ``positions`` (T,)."""
-        return self.readout(self.code(positions).to(self.readout.weight.dtype))
+    def forward(self, start: int, stop: int) -> torch.Tensor:
+        """(stop − start, n_embd) read-out of the code of positions start … stop−1, from the
+        table where it reaches."""
+        if stop <= self.table.shape[0]:
+            code = self.table[start:stop]
+        else:
+            code = self.code(torch.arange(start, stop, device=self.preferred.device))
+        return self.readout(code.to(self.readout.weight.dtype))
 
 
 RHYTHM_STATIC = ("newline", "sentence_end", "clause_punct", "space", "capital", "length")
 RHYTHM_DYNAMIC = ("chars_since_space", "chars_since_newline", "chars_since_sentence")
 N_RHYTHM = len(RHYTHM_STATIC) + len(RHYTHM_DYNAMIC)
+# the static flags that end what each dynamic feature counts: space, newline, sentence end
+_BOUNDARIES = [RHYTHM_STATIC.index(name) for name in ("space", "newline", "sentence_end")]
 
 
 def rhythm_table(token_strings: list[str]) -> torch.Tensor:
@@ -282,14 +322,6 @@ def rhythm_table(token_strings: list[str]) -> torch.Tensor:
             ]
         )
     return torch.tensor(rows, dtype=torch.float32)
-
-
-def _chars_since(flag: torch.Tensor, chars: torch.Tensor) -> torch.Tensor:
-    """Characters since the last token with ``flag`` set (the whole history when none)."""
-    total = torch.cumsum(chars, dim=1)
-    marks = torch.where(flag > 0, total, torch.zeros_like(total))
-    last = torch.cummax(marks, dim=1).values
-    return total - last
 
 
 class RhythmFeatures(nn.Module):
@@ -316,11 +348,10 @@ class RhythmFeatures(nn.Module):
     def forward(self, history: torch.Tensor, start: int) -> torch.Tensor:
         """history: (B, start+T) token ids → (B, T, N_RHYTHM) features of the new positions."""
         static = self.table[history]
-        chars = self.chars[history]
-        dynamic = [
-            _chars_since(static[..., 3], chars),
-            _chars_since(static[..., 0], chars),
-            _chars_since(static[..., 1], chars),
-        ]
-        dyn = torch.log1p(torch.stack(dynamic, -1)) / math.log(65.0)
-        return torch.cat([static, dyn], -1)[:, start:]
+        total = torch.cumsum(self.chars[history], dim=1)[..., None]  # characters so far
+        # characters since the last space, newline and sentence end (the whole history when
+        # none), all three boundaries in one pass: the running maximum of the marked totals
+        marks = torch.where(static[..., _BOUNDARIES] > 0, total, 0.0)
+        since = total - torch.cummax(marks, dim=1).values
+        dyn = torch.log1p(since[:, start:]) / math.log(65.0)
+        return torch.cat([static[:, start:], dyn], -1)

@@ -167,7 +167,7 @@ class CausalSelfAttention(nn.Module):
         cache: KVCache | None,
         layer: int,
     ) -> torch.Tensor:
-        """``gain`` (B, T, n_head): the prosody gain of each head's queries, or None."""
+        """``gain`` (B, n_head, T, 1): the prosody gain of each head's queries, or None."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
@@ -175,7 +175,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if gain is not None:
             # a gain on the query is a per-head, per-token attention temperature
-            q = q * gain.transpose(1, 2)[..., None].to(q.dtype)
+            q = q * gain.to(q.dtype)
         start = 0
         if cache is not None:
             start = cache.length
@@ -247,18 +247,32 @@ class GPT(nn.Module):
         )
         self.grid = (
             GridCells(
-                c.n_embd, c.grid_modules, c.grid_cells_per_module, source=c.grid_source, bias=c.bias
+                c.n_embd,
+                c.grid_modules,
+                c.grid_cells_per_module,
+                source=c.grid_source,
+                bias=c.bias,
+                n_positions=c.block_size,
             )
             if c.has("grid")
             else None
         )
         self.time = (
-            TimeCells(c.n_embd, c.time_cells, c.time_dim, c.time_max_lag, bias=c.bias)
+            TimeCells(
+                c.n_embd,
+                c.time_cells,
+                c.time_dim,
+                c.time_max_lag,
+                bias=c.bias,
+                n_positions=c.block_size,
+            )
             if c.has("time")
             else None
         )
         self.theta_gamma = (
-            ThetaGammaCode(c.n_embd, c.gamma_per_theta, c.theta_scales, bias=c.bias)
+            ThetaGammaCode(
+                c.n_embd, c.gamma_per_theta, c.theta_scales, bias=c.bias, n_positions=c.block_size
+            )
             if c.has("theta_gamma")
             else None
         )
@@ -323,25 +337,28 @@ class GPT(nn.Module):
         if self.wpe is not None:
             position_terms.append(self.wpe(positions))
         if self.grid is not None and self.grid.source == "position":
-            position_terms.append(self.grid.position_code(positions))
+            position_terms.append(self.grid.position_code(start, start + T))
         if self.theta_gamma is not None:
-            position_terms.append(self.theta_gamma(positions))
+            position_terms.append(self.theta_gamma(start, start + T))
         x = tok + sum(position_terms) if position_terms else tok
-        if (self.grid is not None and self.grid.source == "path") or self.time is not None:
-            history_emb = self.wte(history) if start else tok
-        if self.grid is not None and self.grid.source == "path":
-            x = x + self.grid(history_emb, positions, start)
-        if self.time is not None:
-            x = x + self.time(history_emb, start)
+        if self.grid is not None and self.grid.source == "path":  # integrates the whole history
+            x = x + self.grid(self.wte(history) if start else tok, start)
+        if self.time is not None:  # sees only the last time_max_lag − 1 tokens of the history
+            first = max(0, start - self.time.max_lag + 1)
+            x = x + self.time(self.wte(history[:, first:]) if start else tok, start - first)
         gains = None
         if self.rhythm is not None:
             log_gain = self.prosody(self.rhythm(history, start).to(x.dtype))
-            gains = torch.exp(log_gain).view(B, T, c.n_layer, c.n_head)
+            # laid out once as (layer, B, head, T, 1) and unbound (one backward node, not a
+            # zero-filled gradient per layer): each layer's view broadcasts straight onto its
+            # (B, head, T, head_dim) queries
+            gains = torch.exp(log_gain).view(B, T, c.n_layer, c.n_head).permute(2, 0, 3, 1)
+            gains = gains[..., None].unbind(0)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             if self.place is not None and i == c.place_layer:
                 x = x + self.place(x)
-            gain = gains[:, :, i] if gains is not None else None
+            gain = gains[i] if gains is not None else None
             if c.gradient_checkpointing and self.training and cache is None:
                 x = checkpoint(block, x, gain, None, i, use_reentrant=False)
             else:

@@ -87,6 +87,18 @@ class TrainConfig:
         return GPTConfig.from_dict({**self.model, "vocab_size": vocab_size})
 
 
+def build_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with decoupled weight decay on matrices only; the fused kernel on CPU and CUDA
+    (one pass per parameter instead of a dozen elementwise ops, which weighs in a small model)."""
+    device = next(model.parameters()).device
+    return torch.optim.AdamW(
+        model.optimizer_groups(cfg.weight_decay),
+        lr=cfg.learning_rate,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=device.type in ("cpu", "cuda"),
+    )
+
+
 def learning_rate(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up to ``learning_rate`` then cosine decay to ``min_lr`` at ``max_steps``."""
     if step < cfg.warmup_steps:
@@ -237,12 +249,7 @@ def train(
         corpus = TextCorpus.open(corpus_dir)
     mcfg = cfg.model_config(corpus.tokenizer.vocab_size)
     model = GPT(mcfg, corpus.tokenizer.token_strings()).to(device)
-    optimizer = torch.optim.AdamW(
-        model.optimizer_groups(cfg.weight_decay),
-        lr=cfg.learning_rate,
-        betas=(cfg.beta1, cfg.beta2),
-        fused=device.type == "cuda",
-    )
+    optimizer = build_optimizer(model, cfg)
     start_step, history = 0, []
     if resume:
         ckpt = load_checkpoint(folder / CHECKPOINT, str(device))
