@@ -103,13 +103,19 @@ def test_rhythm_features_come_from_the_text():
     rhythm.set_vocabulary(vocab)
     text = "Tab ab.\nab"
     ids = torch.tensor([[vocab.index(c) for c in text]])
-    feats = rhythm(ids, 0)[0]
+    feats = rhythm(ids)[0][0]
     assert feats[0, 4] == 1.0  # capital
     assert feats[6, 1] == 1.0 and feats[7, 0] == 1.0  # sentence end, newline
     since_space = torch.expm1(feats[:, 6] * math.log(65.0)).round()
     assert since_space.tolist() == [1, 2, 3, 0, 1, 2, 3, 4, 5, 6]
-    # the same history gives the same features for the later positions
-    torch.testing.assert_close(rhythm(ids, 4), feats[None, 4:])
+    since_newline = torch.expm1(feats[:, 7] * math.log(65.0)).round()
+    assert since_newline.tolist() == [1, 2, 3, 4, 5, 6, 7, 0, 1, 2]
+    # carrying the state over the first tokens gives the features of counting the whole text
+    _, state = rhythm(ids[:, :4])
+    torch.testing.assert_close(rhythm(ids[:, 4:], state)[0], feats[None, 4:])
+    for t in range(4, ids.shape[1]):  # one token at a time, as cached decoding does
+        step, state = rhythm(ids[:, t : t + 1], state)
+        torch.testing.assert_close(step[0, 0], feats[t])
 
 
 def test_time_cells_banded_product_matches_the_convolution():

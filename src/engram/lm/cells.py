@@ -336,6 +336,7 @@ class RhythmFeatures(nn.Module):
         super().__init__()
         self.register_buffer("table", torch.zeros(vocab_size, len(RHYTHM_STATIC)))
         self.register_buffer("chars", torch.ones(vocab_size))
+        self.register_buffer("boundaries", torch.tensor(_BOUNDARIES), persistent=False)
 
     def set_vocabulary(self, token_strings: list[str]) -> None:
         if len(token_strings) != self.table.shape[0]:
@@ -345,13 +346,28 @@ class RhythmFeatures(nn.Module):
         self.table.copy_(rhythm_table(token_strings))
         self.chars.copy_(torch.tensor([max(len(s), 1) for s in token_strings], dtype=torch.float32))
 
-    def forward(self, history: torch.Tensor, start: int) -> torch.Tensor:
-        """history: (B, start+T) token ids → (B, T, N_RHYTHM) features of the new positions."""
-        static = self.table[history]
-        total = torch.cumsum(self.chars[history], dim=1)[..., None]  # characters so far
+    def forward(
+        self, tokens: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens: (B, T) new token ids; ``state`` (B, 4): the counts after the tokens before
+        them (None at the start of a sequence). Returns the (B, T, N_RHYTHM) features and the
+        state after ``tokens``, so that a KV-cached decoder pays per new token, not per token
+        of the history.
+
+        The state holds the characters so far and the totals at the last space, newline and
+        sentence end; the counts are whole numbers, exact in floating point, so carrying them
+        gives the features that counting over the whole history gives.
+        """
+        static = self.table[tokens]
+        total = torch.cumsum(self.chars[tokens], dim=1)[..., None]  # characters so far
+        last = torch.zeros_like(total[:, :1, :1]).expand(-1, 1, len(_BOUNDARIES))
+        if state is not None:
+            total = total + state[:, None, :1]
+            last = state[:, None, 1:]
         # characters since the last space, newline and sentence end (the whole history when
         # none), all three boundaries in one pass: the running maximum of the marked totals
-        marks = torch.where(static[..., _BOUNDARIES] > 0, total, 0.0)
-        since = total - torch.cummax(marks, dim=1).values
-        dyn = torch.log1p(since[:, start:]) / math.log(65.0)
-        return torch.cat([static[:, start:], dyn], -1)
+        marks = torch.where(static.index_select(-1, self.boundaries) > 0, total, last)
+        last = torch.cummax(marks, dim=1).values
+        dyn = torch.log1p(total - last) / math.log(65.0)
+        new_state = torch.cat([total[:, -1], last[:, -1]], -1)
+        return torch.cat([static, dyn], -1), new_state

@@ -119,7 +119,7 @@ class KVCache:
     """Keys and values of every layer for the tokens seen so far, preallocated to the block size.
 
     It also keeps the token history, which the history-dependent codes (time cells, the grid
-    path, rhythm features) read so that cached and uncached forward passes agree.
+    path) read, and the running rhythm counts, so that cached and uncached forward passes agree.
     """
 
     def __init__(self, config: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype):
@@ -130,6 +130,7 @@ class KVCache:
             torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)
         ]
         self.tokens = torch.zeros(batch, 0, dtype=torch.long, device=device)
+        self.rhythm: torch.Tensor | None = None  # (batch, 4) counts, see RhythmFeatures
         self.length = 0
 
     @property
@@ -142,6 +143,7 @@ class KVCache:
         new.keys = [k.index_select(0, index) for k in self.keys]
         new.values = [v.index_select(0, index) for v in self.values]
         new.tokens = self.tokens.index_select(0, index)
+        new.rhythm = None if self.rhythm is None else self.rhythm.index_select(0, index)
         new.length = self.length
         return new
 
@@ -348,7 +350,10 @@ class GPT(nn.Module):
             x = x + self.time(self.wte(history[:, first:]) if start else tok, start - first)
         gains = None
         if self.rhythm is not None:
-            log_gain = self.prosody(self.rhythm(history, start).to(x.dtype))
+            features, rhythm_state = self.rhythm(idx, cache.rhythm if cache is not None else None)
+            if cache is not None:
+                cache.rhythm = rhythm_state
+            log_gain = self.prosody(features.to(x.dtype))
             # laid out once as (layer, B, head, T, 1) and unbound (one backward node, not a
             # zero-filled gradient per layer): each layer's view broadcasts straight onto its
             # (B, head, T, head_dim) queries
