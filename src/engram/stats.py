@@ -6,6 +6,7 @@ the same way; nothing here re-implements what those libraries already do well.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -104,8 +105,10 @@ def cohens_d(
     if not np.isfinite(point):
         return Interval(point, point, point, level)
     # with few samples some resamples have zero pooled variance and an infinite d; the
-    # percentile interval then shows an unbounded side instead of raising a warning
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # interval then has an infinite side, or is NaN where +inf and -inf resamples meet
+    # (undefined, reported as such rather than as a warning)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", _sp.DegenerateDataWarning)
         result = _sp.bootstrap(
             (x, y),
             d,
