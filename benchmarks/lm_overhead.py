@@ -94,6 +94,17 @@ def main() -> None:
             f"{(w / base[0] - 1) * 100:>9.1f}%{tokens / c:>12,.0f}"
             f"{(c / base[1] - 1) * 100:>9.1f}%{tokens / b:>15,.0f}{(b / base[2] - 1) * 100:>9.1f}%"
         )
+    if "all" in names and MATCHED in names:
+        ratios = [
+            statistics.median(wall["all"]) / statistics.median(wall[MATCHED]),
+            statistics.median(cpu["all"]) / statistics.median(cpu[MATCHED]),
+            min(cpu["all"]) / min(cpu[MATCHED]),
+        ]
+        print(
+            f"all vs {MATCHED} (equal parameters): wall {(ratios[0] - 1) * 100:+.1f}%, "
+            f"CPU {(ratios[1] - 1) * 100:+.1f}%, best-step CPU {(ratios[2] - 1) * 100:+.1f}%"
+        )
+
 
 if __name__ == "__main__":
     main()
