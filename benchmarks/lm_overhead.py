@@ -4,6 +4,8 @@ that load from other processes falls on all of them alike; median over every tim
 
     python benchmarks/lm_overhead.py [--rounds 5] [--steps 10] [--threads 1] [--size 1m|10m]
 
+``baseline-matched`` (the plain GPT with its MLP widened to the all-parts parameter count,
+as in the ablation) gives the overhead of all parts at equal parameters as well.
 ``--size 10m`` measures the GPU configuration (6 layers, 6 heads, 384 wide, block 256) on the
 CPU, where the parts' fixed costs weigh less against the larger matrix products.
 """
@@ -16,10 +18,11 @@ import time
 
 import torch
 
+from engram.experiments.lm_ablation import MATCHED, variant_model
 from engram.lm.model import GPT, PARTS, GPTConfig
 from engram.lm.train import TrainConfig, build_optimizer
 
-VARIANTS = {"baseline": (), **{p: (p,) for p in PARTS}, "all": PARTS}
+VARIANTS = {"baseline": (), **{p: (p,) for p in PARTS}, "all": PARTS, MATCHED: ()}
 SIZES = {
     "1m": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64},
     "10m": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256},
@@ -49,7 +52,7 @@ def main() -> None:
     models, opts = {}, {}
     for name in names:
         torch.manual_seed(0)
-        cfg = GPTConfig(vocab_size=len(vocab), parts=VARIANTS[name], **size)
+        cfg = GPTConfig(**variant_model({**size, "vocab_size": len(vocab)}, name))
         models[name] = GPT(cfg, vocab)
         opts[name] = build_optimizer(models[name], TrainConfig())  # as training builds it
 
@@ -78,7 +81,7 @@ def main() -> None:
         "by wall clock and by process CPU time (median and fastest step)"
     )
     print(
-        f"{'variant':<12}{'params':>10}{'wall tok/s':>12}{'overhead':>10}"
+        f"{'variant':<17}{'params':>10}{'wall tok/s':>12}{'overhead':>10}"
         f"{'CPU tok/s':>12}{'overhead':>10}{'best-step CPU':>15}{'overhead':>10}"
     )
     # the fastest step is the least disturbed by other processes: a second, load-robust view
@@ -87,10 +90,21 @@ def main() -> None:
     for name in names:
         w, c, b = statistics.median(wall[name]), statistics.median(cpu[name]), min(cpu[name])
         print(
-            f"{name:<12}{models[name].num_params():>10,}{tokens / w:>12,.0f}"
+            f"{name:<17}{models[name].num_params():>10,}{tokens / w:>12,.0f}"
             f"{(w / base[0] - 1) * 100:>9.1f}%{tokens / c:>12,.0f}"
             f"{(c / base[1] - 1) * 100:>9.1f}%{tokens / b:>15,.0f}{(b / base[2] - 1) * 100:>9.1f}%"
         )
+    if "all" in names and MATCHED in names:
+        ratios = [
+            statistics.median(wall["all"]) / statistics.median(wall[MATCHED]),
+            statistics.median(cpu["all"]) / statistics.median(cpu[MATCHED]),
+            min(cpu["all"]) / min(cpu[MATCHED]),
+        ]
+        print(
+            f"all vs {MATCHED} (equal parameters): wall {(ratios[0] - 1) * 100:+.1f}%, "
+            f"CPU {(ratios[1] - 1) * 100:+.1f}%, best-step CPU {(ratios[2] - 1) * 100:+.1f}%"
+        )
+
 
 if __name__ == "__main__":
     main()

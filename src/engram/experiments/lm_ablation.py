@@ -1,6 +1,8 @@
 """Ablation: the plain GPT against each hippocampal part on its own and all parts together,
 same data, optimiser, step budget and seeds; validation loss over the whole validation split,
-intervals over seeds and Holm-corrected Welch tests against the baseline.
+intervals over seeds and Holm-corrected Welch tests against the baseline. ``baseline-matched``
+is the plain GPT with its MLP widened to the all-parts model's parameter count, so that all
+parts can also be judged at equal parameters.
 """
 
 from __future__ import annotations
@@ -18,11 +20,29 @@ import numpy as np
 from engram.lm.model import PARTS
 from engram.runs import RunFolder, markdown_table
 
+MATCHED = "baseline-matched"
 VARIANTS: dict[str, tuple[str, ...]] = {
     "baseline": (),
     **{part: (part,) for part in PARTS},
     "all": PARTS,
+    MATCHED: (),
 }
+
+
+def variant_model(model: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The model config of one variant: the shared ``model`` with the variant's parts, and for
+    ``baseline-matched`` the MLP width that gives the plain GPT the all-parts parameter count.
+
+    The width does not depend on the vocabulary: both models hold the same tied embedding.
+    """
+    from engram.lm.model import GPT, GPTConfig, matched_mlp_hidden
+
+    out = {**model, "parts": VARIANTS[variant]}
+    if variant == MATCHED:
+        full = GPTConfig.from_dict({**model, "parts": PARTS})
+        target = GPT(full, token_strings=[" "] * full.vocab_size).num_params()
+        out["mlp_hidden"] = matched_mlp_hidden(full, target).mlp_hidden
+    return out
 
 
 def _default_model() -> dict[str, Any]:
@@ -71,7 +91,7 @@ def _train_one(job: tuple[Config, str, int, str]) -> dict[str, Any]:
     os.environ["ENGRAM_QUIET"] = "1"
     tcfg = TrainConfig(
         data=cfg.data or TrainConfig().data,
-        model={**cfg.model, "parts": VARIANTS[variant]},
+        model=variant_model(cfg.model, variant),
         batch_size=cfg.batch_size,
         max_steps=cfg.steps,
         learning_rate=cfg.learning_rate,
@@ -168,6 +188,36 @@ def summarise(rows: list[dict[str, Any]], variants: tuple[str, ...]) -> list[dic
     return table
 
 
+def equal_parameter_comparison(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """All parts against the plain GPT of equal parameter count (``baseline-matched``): the
+    difference of mean losses, Welch's test, Cohen's d (all − matched) with a bootstrap
+    interval, and whether the all-parts mean lies at or below the top of the matched interval.
+    None unless both have at least two seeds."""
+    from engram.stats import cohens_d, mean_ci, welch_test
+
+    full = np.array([r["val_loss"] for r in rows if r["variant"] == "all"])
+    matched = np.array([r["val_loss"] for r in rows if r["variant"] == MATCHED])
+    if len(full) < 2 or len(matched) < 2:
+        return None
+    ci = mean_ci(matched)
+    d = cohens_d(full, matched)
+    params = {r["variant"]: r["params"] for r in rows if r["variant"] in ("all", MATCHED)}
+    return {
+        "params_all": params["all"],
+        "params_matched": params[MATCHED],
+        "matched_val_loss": ci.estimate,
+        "matched_ci_low": ci.low,
+        "matched_ci_high": ci.high,
+        "all_val_loss": float(full.mean()),
+        "diff": float(full.mean() - matched.mean()),
+        "p_welch": welch_test(full, matched).p_value,
+        "cohens_d": d.estimate,
+        "d_ci_low": d.low,
+        "d_ci_high": d.high,
+        "no_worse": bool(full.mean() <= ci.high),
+    }
+
+
 def _figure(rows: list[dict[str, Any]], variants: tuple[str, ...]):
     import matplotlib
 
@@ -214,11 +264,18 @@ def run(cfg: Config, run_folder: RunFolder) -> list[dict[str, Any]]:
     else:
         rows += [_train_one(job) for job in jobs]
     table = summarise(rows, cfg.variants)
+    equal = equal_parameter_comparison([r for r in rows if r["variant"] in cfg.variants])
     samples = _samples(cfg, rows)
     run_folder.write_csv("runs.csv", [{k: v for k, v in r.items() if k != "curve"} for r in rows])
     run_folder.write_json(
         "results.json",
-        {"config": dataclasses.asdict(cfg), "table": table, "runs": rows, "samples": samples},
+        {
+            "config": dataclasses.asdict(cfg),
+            "table": table,
+            "equal_parameters": equal,
+            "runs": rows,
+            "samples": samples,
+        },
     )
     run_folder.save_figure("curves.png", _figure(rows, cfg.variants))
     columns = [
@@ -241,6 +298,19 @@ def run(cfg: Config, run_folder: RunFolder) -> list[dict[str, Any]]:
         "Validation loss in nats per character over the whole validation split (last 10%);",
         "interval: 95% Student-t over seeds; p: Welch vs baseline, Holm-corrected.\n",
         markdown_table(table, columns),
+    ]
+    if equal is not None:
+        lines += [
+            "\n## All parts vs the plain GPT of equal parameters\n",
+            f"{MATCHED}: MLP widened to {equal['params_matched']:,} parameters against "
+            f"{equal['params_all']:,} with all parts; loss {equal['matched_val_loss']:.4f} "
+            f"[{equal['matched_ci_low']:.4f}, {equal['matched_ci_high']:.4f}]. All parts "
+            f"{equal['all_val_loss']:.4f}, difference {equal['diff']:+.4f}, Welch p = "
+            f"{equal['p_welch']:.4g}, Cohen's d = {equal['cohens_d']:.2f} "
+            f"[{equal['d_ci_low']:.2f}, {equal['d_ci_high']:.2f}] (bootstrap). All parts no "
+            f"worse than the matched interval: {'yes' if equal['no_worse'] else 'no'}.",
+        ]
+    lines += [
         "\n![curves](curves.png)\n",
         "## Samples (seed 0, temperature 0.8, top-k 40)\n",
     ]

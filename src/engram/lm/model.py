@@ -47,6 +47,7 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = False
+    mlp_hidden: int | None = None  # MLP hidden width; None = nanoGPT's 4 * n_embd
     parts: tuple[str, ...] = ()
     position_codes: str = "join"
     place_cells: int = 128
@@ -74,6 +75,14 @@ class GPTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if self.mlp_hidden is not None and (
+            isinstance(self.mlp_hidden, bool)
+            or not isinstance(self.mlp_hidden, int)
+            or self.mlp_hidden < 1
+        ):
+            raise ValueError(
+                f"mlp_hidden: expected a positive integer or None, got {self.mlp_hidden!r}"
+            )
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd: expected a multiple of n_head={self.n_head}, got {self.n_embd}"
@@ -107,6 +116,10 @@ class GPTConfig:
 
     def has(self, part: str) -> bool:
         return part in self.parts
+
+    @property
+    def mlp_width(self) -> int:
+        return 4 * self.n_embd if self.mlp_hidden is None else self.mlp_hidden
 
 
 class LMOutput(NamedTuple):
@@ -201,8 +214,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_width, bias=config.bias)
+        self.c_proj = nn.Linear(config.mlp_width, config.n_embd, bias=config.bias)
         self.dropout = _dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -396,3 +409,30 @@ class GPT(nn.Module):
     def estimate_mfu(self, tokens_per_second: float, peak_flops: float) -> float:
         """Model FLOPs utilisation: achieved training FLOPs over the device's peak."""
         return self.flops_per_token() * tokens_per_second / peak_flops
+
+
+class MatchedWidth(NamedTuple):
+    mlp_hidden: int
+    params: int
+    residual: int  # params - target
+
+
+def matched_mlp_hidden(config: GPTConfig, target: int) -> MatchedWidth:
+    """The MLP hidden width at which the plain GPT of ``config`` (parts off) has the parameter
+    count closest to ``target``, for comparing a model with parts against a baseline of equal
+    size. Parameters are linear in the width, so two counts fix the line."""
+    if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+        raise ValueError(f"target: expected a positive parameter count, got {target!r}")
+    plain = dataclasses.replace(config, parts=(), mlp_hidden=1, gradient_checkpointing=False)
+    smallest = GPT(plain).num_params()
+    # each hidden unit adds a row of c_fc, a column of c_proj and, with biases, one c_fc bias
+    per_unit = config.n_layer * (2 * config.n_embd + int(config.bias))
+    if target < smallest:
+        raise ValueError(
+            f"target: a plain GPT of this config has at least {smallest} parameters "
+            f"(MLP width 1), got {target}"
+        )
+    low = 1 + (target - smallest) // per_unit
+    best = min((low, low + 1), key=lambda h: abs(smallest + (h - 1) * per_unit - target))
+    params = GPT(dataclasses.replace(plain, mlp_hidden=best)).num_params()
+    return MatchedWidth(best, params, params - target)
