@@ -807,28 +807,12 @@ def _plots(
     folder.save_figure("accuracy_vs_state.png", fig)
 
 
+# the effect-size and test columns every hypothesis table reports, in this order
+EFFECT_COLUMNS = ("diff", "d", "d_low", "d_high", "h", "welch_p", "perm_p", "holm_p", "bh_p", "supported")
+
+
 def _report(cfg: Config, summary: dict[str, Any]) -> str:
-    tests = [
-        {
-            k: t[k]
-            for k in (
-                "id",
-                "a",
-                "b",
-                "diff",
-                "d",
-                "d_low",
-                "d_high",
-                "h",
-                "welch_p",
-                "perm_p",
-                "holm_p",
-                "bh_p",
-                "supported",
-            )
-        }
-        for t in summary["tests"]
-    ]
+    tests = [{k: t[k] for k in ("id", "a", "b", *EFFECT_COLUMNS)} for t in summary["tests"]]
     return (
         "# Memory after eviction — report\n\n"
         "Measured on a shared 2-core CPU; see preregistration.md for the plan.\n\n"

@@ -603,44 +603,9 @@ def _plots(cfg: ev.Config, folder: RunFolder, cells: list[dict], main: MainRun, 
 
 
 def _report(summary: dict[str, Any]) -> str:
-    keep = (
-        "id",
-        "variant",
-        "a",
-        "b",
-        "score",
-        "n_a",
-        "mean_a",
-        "mean_b",
-        "diff",
-        "d",
-        "d_low",
-        "d_high",
-        "h",
-        "welch_p",
-        "perm_p",
-        "holm_p",
-        "bh_p",
-        "supported",
-    )
-    rank = (
-        "family",
-        "variant",
-        "a",
-        "b",
-        "mean_a",
-        "mean_b",
-        "diff",
-        "d",
-        "d_low",
-        "d_high",
-        "welch_p",
-        "holm_p",
-        "supported",
-        "escaped_a",
-        "escaped_b",
-        "fisher_p",
-    )
+    keep = ("id", "variant", "a", "b", "score", "n_a", "mean_a", "mean_b", *ev.EFFECT_COLUMNS)
+    rank = ("family", "variant", "a", "b", "mean_a", "mean_b", "diff", "d", "d_low", "d_high",
+            "welch_p", "holm_p", "supported", "escaped_a", "escaped_b", "fisher_p")
     return (
         "# Eviction variants — report\n\n"
         f"Measured on a shared 2-core CPU. Seeds complete in every cell: {summary['seeds']} "
