@@ -401,6 +401,9 @@ def _ddp_gradient_worker(rank: int, world: int, config: dict, x, y, seed: int, o
         buffer = io.BytesIO()
         torch.save(grads, buffer)
         atomic_write_bytes(out, buffer.getvalue())
+    # both ranks finish all traffic before either tears gloo down: a peer closing its pairs
+    # while the other still holds them can abort the process (seen on CI)
+    dist.barrier()
     dist.destroy_process_group()
 
 
