@@ -125,3 +125,40 @@ def test_compressed_storage_saves_memory_and_stays_close():
     small.add(x, torch.zeros(64))
     assert small.memory_bytes < 0.3 * full.memory_bytes
     assert float((small.x - x).abs().max()) <= 0.5 / 255 + 1e-6
+
+
+def test_stored_responses_travel_with_their_items_and_through_save(tmp_path):
+    buf = EpisodicBuffer(capacity=8, seed=1)
+    x = torch.rand(30, 4)
+    y = torch.arange(30) % 3
+    logits = torch.randn(30, 3)
+    for start in range(0, 30, 10):
+        sl = slice(start, start + 10)
+        buf.add(x[sl], y[sl], task=0, response=logits[sl])
+    batch = buf.sample(20)
+    assert batch.response is not None
+    # Each sampled item carries the response it was stored with (matched by its input).
+    for xi, ri in zip(batch.x, batch.response, strict=True):
+        source = int(torch.nonzero((x == xi).all(1))[0, 0])
+        assert torch.equal(ri, logits[source])
+    back = EpisodicBuffer.load(buf.save(tmp_path / "b.safetensors"))
+    assert torch.equal(back.state_dict()["response"], buf.state_dict()["response"])
+    plain = EpisodicBuffer(capacity=8, seed=1)
+    plain.add(x[:8], y[:8])
+    assert buf.memory_bytes - plain.memory_bytes == 8 * 3 * 4
+
+
+def test_responses_are_kept_for_every_item_or_for_none():
+    buf = EpisodicBuffer(capacity=4)
+    buf.add(torch.rand(2, 4), torch.zeros(2), response=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="response: this buffer keeps"):
+        buf.add(torch.rand(2, 4), torch.zeros(2))
+    with pytest.raises(ValueError, match="expected 3 outputs"):
+        buf.add(torch.rand(2, 4), torch.zeros(2), response=torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"expected shape \(2, n_outputs\)"):
+        buf.add(torch.rand(2, 4), torch.zeros(2), response=torch.zeros(3, 3))
+    bare = EpisodicBuffer(capacity=4)
+    bare.add(torch.rand(2, 4), torch.zeros(2))
+    assert bare.sample(2).response is None
+    with pytest.raises(ValueError, match="filled without responses"):
+        bare.add(torch.rand(2, 4), torch.zeros(2), response=torch.zeros(2, 3))

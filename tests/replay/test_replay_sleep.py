@@ -9,7 +9,14 @@ from torch import nn
 
 from engram.data.streams import Stream, Task
 from engram.experiments.continual_train import TrainConfig, train_stream
-from engram.replay import EpisodicBuffer, FastSlowPair, Sleep, SleepConfig, normalise_weights
+from engram.replay import (
+    EpisodicBuffer,
+    FastSlowPair,
+    Sleep,
+    SleepConfig,
+    normalise_weights,
+    response_distance,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -146,10 +153,45 @@ def test_importance_weights_normalised_by_max_or_mean():
 
 @pytest.mark.parametrize("variant", [{"pair": True}, {"strategy": "ours+ewc"},
                                      {"schedule": "adaptive"},
-                                     {"weight_norm": "mean", "reset_optimizer": False}])
+                                     {"weight_norm": "mean", "reset_optimizer": False},
+                                     {"distill": 0.5}, {"strategy": "replay", "distill": 0.5}])
 def test_every_variant_of_ours_keeps_the_first_task(variant):
     variant = {"strategy": "ours", **variant}
     strategy = variant.pop("strategy")
     finetune = np.mean([final_first_task("finetune", s) for s in range(2)])
     kept = np.mean([final_first_task(strategy, s, **variant) for s in range(2)])
     assert kept > finetune + 0.4
+
+
+def test_response_distance_leaves_masked_outputs_out():
+    inf = float("inf")
+    logits = torch.tensor([[1.0, 2.0, -inf], [0.0, 0.0, 0.0]])
+    stored = torch.tensor([[0.0, 2.0, 5.0], [1.0, -inf, 3.0]])
+    assert torch.allclose(response_distance(logits, stored), torch.tensor([0.5, 5.0]))
+
+
+def test_sleep_with_responses_pulls_outputs_back_to_what_was_stored():
+    def distance_after(distill):
+        torch.manual_seed(0)
+        model, _, task = fitted()
+        buf = EpisodicBuffer(200, seed=0)
+        with torch.no_grad():
+            buf.add(task.x_train[:200], task.y_train[:200], response=model(task.x_train[:200]))
+            model[2].weight.add_(0.3 * torch.randn_like(model[2].weight))  # damage
+        cfg = SleepConfig(steps=100, lr=3e-3, batch=64, current_fraction=0.0, distill=distill)
+        Sleep(cfg, buf, 4, recombine=False, seed=0).sleep(model)
+        stored = buf.state_dict()["response"][: len(buf)]
+        with torch.no_grad():
+            return float(response_distance(model(buf.x), stored).mean())
+
+    # Labels alone fix the answers but not the outputs; the stored responses fix both.
+    assert distance_after(1.0) < 0.1 * distance_after(0.0)
+
+
+def test_response_replay_needs_a_replaying_strategy_and_a_non_negative_weight():
+    with pytest.raises(ValueError, match="distill: needs a replaying strategy"):
+        TrainConfig(strategy="finetune", distill=0.5)
+    with pytest.raises(ValueError, match="distill"):
+        TrainConfig(distill=-1.0)
+    with pytest.raises(ValueError, match="distill"):
+        SleepConfig(distill=-1.0)

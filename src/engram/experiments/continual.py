@@ -297,8 +297,10 @@ def _config(args: argparse.Namespace, variants: dict[str, dict[str, Any]]) -> Co
         buffer_size=args.buffer, replay_batch=args.batch, ewc_lambda=args.ewc_lambda,
         storage=args.storage, schedule=args.schedule, sleep_steps=args.sleep_steps,
         sleep_lr=args.sleep_lr, sleep_current=args.sleep_current, pair=args.pair,
+        pair_decay=args.pair_decay,
         sampling=args.sampling, weight_norm=args.weight_norm, recombine=not args.no_recombine,
-        reset_optimizer=not args.keep_optimizer, latent=args.latent, device=args.device,
+        reset_optimizer=not args.keep_optimizer, latent=args.latent, distill=args.distill,
+        device=args.device,
     )
     path = args.data
     if path is None and args.benchmark != "split-digits":
@@ -358,6 +360,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="share of each sleep batch from the current task's data, on top "
                         "of its items already in the buffer")
     parser.add_argument("--pair", action="store_true", help="fast/slow pair for 'ours'")
+    parser.add_argument("--pair-decay", type=float, default=0.999,
+                        help="the slow learner's EMA decay per wake step (with --pair)")
     parser.add_argument("--sampling", default="prioritized", choices=("prioritized", "uniform"),
                         help="how 'ours' samples its replay (wake and sleep)")
     parser.add_argument("--weight-norm", default="max", choices=("max", "mean"),
@@ -368,6 +372,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="compressed replay: store hidden block 1 or 2 instead of the input")
     parser.add_argument("--keep-optimizer", action="store_true",
                         help="keep the wake Adam state across sleeps instead of resetting it")
+    parser.add_argument("--distill", type=float, default=0.0,
+                        help="response replay: weight of the distance to each replayed item's "
+                             "logits at storage time (DER++; 0 = off)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1, help="processes (1 thread each)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")

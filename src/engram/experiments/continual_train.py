@@ -7,6 +7,8 @@ steps per task; they differ only in what else each step sees:
 - ``ewc``: plus an online-EWC penalty, its Fisher taken after each task.
 - ``replay``: plus a uniform batch from a reservoir buffer of the stream (experience replay).
 - ``joint``: batches from every task so far (the upper bound; it breaks the sequential rule).
+- ``replay`` with ``distill`` > 0: each stored item also keeps the network's output at storage
+  time, and replay pulls today's output toward it (dark experience replay, DER++).
 - ``ours``: plus a prioritized, importance-weighted replay batch, priorities from the replay
   signals; and sleep phases that interleave replay, recombined dreams and current data at a
   low learning rate. ``ours+ewc`` adds online EWC, consolidated in each sleep.
@@ -32,6 +34,7 @@ from engram.replay import (
     SleepConfig,
     anneal_beta,
     normalise_weights,
+    response_distance,
 )
 
 STRATEGIES = ("finetune", "ewc", "replay", "joint", "ours", "ours+ewc")
@@ -60,8 +63,12 @@ class TrainConfig:
     sleep_lr: float = 3e-4
     sleep_current: float = 0.0
     pair: bool = False
+    pair_decay: float = 0.999
     reset_optimizer: bool = True
     weight_norm: str = "max"
+    # Response replay: weight of the distance between a replayed item's logits and those the
+    # network gave it when it was stored (0 = off; replay strategies only).
+    distill: float = 0.0
     # Compressed replay: store the output of the first ``latent`` hidden blocks instead of the
     # input, and replay it through the layers above; those blocks freeze after the first task
     # so the stored codes stay valid (latent replay, Pellegrini et al. 2020).
@@ -78,6 +85,10 @@ class TrainConfig:
         for name in ("hidden", "iters", "batch", "buffer_size", "replay_batch"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.distill < 0:
+            raise ValueError(f"distill: expected a weight ≥ 0, got {self.distill}")
+        if self.distill and self.strategy not in _REPLAYING:
+            raise ValueError(f"distill: needs a replaying strategy, got {self.strategy!r}")
         if self.latent not in (0, 1, 2):
             raise ValueError(f"latent: expected 0, 1 or 2 hidden blocks, got {self.latent}")
         if self.latent and (self.pair or self.strategy == "ours+ewc"):
@@ -176,7 +187,7 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
     device = torch.device(cfg.device)
     start = time.perf_counter()
     fast = mlp(stream.n_inputs, cfg.hidden, stream.n_outputs).to(device)
-    pair = FastSlowPair(fast) if cfg.pair else None
+    pair = FastSlowPair(fast, decay=cfg.pair_decay) if cfg.pair else None
     evaluated: nn.Module = pair.slow if pair is not None else fast
     # Below the replayed representation (empty = the raw input is stored) and above it.
     encoder, upper = fast[: 2 * cfg.latent], fast[2 * cfg.latent :]
@@ -203,7 +214,8 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
         sleep = Sleep(
             SleepConfig(schedule=cfg.schedule, every=cfg.sleep_every, steps=cfg.sleep_steps,
                         lr=cfg.sleep_lr, batch=cfg.replay_batch, sampling="uniform",
-                        current_fraction=cfg.sleep_current, weight_norm=cfg.weight_norm),
+                        current_fraction=cfg.sleep_current, weight_norm=cfg.weight_norm,
+                        distill=cfg.distill),
             buffer, stream.n_outputs, signals=signals, ewc=ewc, logits_fn=heads,
             recombine=cfg.recombine, seed=seed,
         )
@@ -227,7 +239,10 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
                 rb = buffer.sample(cfg.replay_batch, mode, beta=beta, device=device)
                 r_logits = heads(upper, rb.x, rb.task)
                 r_loss = F.cross_entropy(r_logits, rb.y, reduction="none")
-                loss = loss + (normalise_weights(rb.weights, cfg.weight_norm) * r_loss).mean()
+                r_total = r_loss
+                if cfg.distill and rb.response is not None:
+                    r_total = r_loss + cfg.distill * response_distance(r_logits, rb.response)
+                loss = loss + (normalise_weights(rb.weights, cfg.weight_norm) * r_total).mean()
                 if pair is not None:
                     with torch.no_grad():
                         s_logits = heads(pair.slow, rb.x, rb.task)
@@ -250,6 +265,8 @@ def train_stream(stream: Stream, cfg: TrainConfig, seed: int) -> RunResult:
                 if ours:
                     meta = dict(novelty=per_item.detach().cpu(), reward=correct.cpu(),
                                 salience=_atypicality(stored, y).cpu())
+                if cfg.distill:
+                    meta["response"] = logits.detach().cpu()
                 buffer.add(stored.cpu(), y.cpu(), t.cpu(), **meta)
             step += 1
             boundary = it == cfg.iters - 1

@@ -17,6 +17,7 @@ from engram.replay.sleep import (
     SleepReport,
     normalise_weights,
     plain_logits,
+    response_distance,
     soft_cross_entropy,
 )
 
@@ -36,5 +37,6 @@ __all__ = [
     "fisher_diagonal_loop",
     "normalise_weights",
     "plain_logits",
+    "response_distance",
     "soft_cross_entropy",
 ]

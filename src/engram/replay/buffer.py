@@ -35,6 +35,7 @@ class ReplayBatch:
     task: torch.Tensor
     indices: torch.Tensor
     weights: torch.Tensor
+    response: torch.Tensor | None = None
 
 
 def _check_positive_int(name: str, value: object) -> int:
@@ -99,6 +100,8 @@ class EpisodicBuffer:
         self.meta = {name: torch.zeros(self.capacity) for name in METADATA}
         self.unfinished = torch.zeros(self.capacity, dtype=torch.bool)
         self.priority = torch.ones(self.capacity)
+        # The model's output when each item was stored (for response replay), if kept.
+        self._response: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ storage
     def __len__(self) -> int:
@@ -118,6 +121,8 @@ class EpisodicBuffer:
             return 0
         per_item = self._x[0].numel() * self._x.element_size()
         per_item += 3 * 8 + len(METADATA) * 4 + 1 + 4  # y, task, step; metadata; flag; priority
+        if self._response is not None:
+            per_item += self._response[0].numel() * self._response.element_size()
         return per_item * self.size
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,12 +154,16 @@ class EpisodicBuffer:
         novelty: float | torch.Tensor = 0.0,
         unfinished: bool | torch.Tensor = False,
         priority: float | torch.Tensor | None = None,
+        response: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Offer a batch of experiences; returns the slot of each (−1 where not kept).
 
         ``novelty`` is measured by the caller at storage time (e.g. the item's loss) and also
         seeds the current ``loss``; ``priority`` defaults to the buffer's highest so far, so new
-        items are replayed at least once (as in prioritized experience replay).
+        items are replayed at least once (as in prioritized experience replay). ``response``
+        [B, C] is the model's output for each item now, replayed later as a target the network
+        should still give (dark experience replay, Buzzega et al. 2020); a buffer keeps it for
+        every item or for none.
         """
         x = torch.as_tensor(x).detach().cpu()
         if x.ndim < 2:
@@ -172,6 +181,7 @@ class EpisodicBuffer:
                 f"got {tuple(x.shape[1:])}"
             )
         y = self._as_column("y", y, n, torch.long)
+        response = self._check_response(response, n)
         tasks = self._as_column("task", task, n, torch.long)
         columns = {
             "reward": self._as_column("reward", reward, n, torch.float32),
@@ -203,7 +213,33 @@ class EpisodicBuffer:
             self.meta[name][dst] = col[src]
         self.unfinished[dst] = flags[src]
         self.priority[dst] = prio[src]
+        if response is not None:
+            assert self._response is not None
+            self._response[dst] = response[src]
         return slots
+
+    def _check_response(self, response: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """Validate ``response`` [n, C] against what is stored; allocate on the first add."""
+        first = self.seen == 0
+        if response is None:
+            if self._response is not None:
+                raise ValueError("response: this buffer keeps a response per item, got none")
+            return None
+        if not first and self._response is None:
+            raise ValueError("response: this buffer was filled without responses, got one")
+        response = torch.as_tensor(response).detach().cpu().float()
+        if response.ndim != 2 or response.shape[0] != n:
+            raise ValueError(
+                f"response: expected shape ({n}, n_outputs), got {tuple(response.shape)}"
+            )
+        if self._response is None:
+            self._response = torch.zeros(self.capacity, response.shape[1])
+        elif response.shape[1] != self._response.shape[1]:
+            raise ValueError(
+                f"response: expected {self._response.shape[1]} outputs like those stored, "
+                f"got {response.shape[1]}"
+            )
+        return response
 
     def _slots_for(self, prio: torch.Tensor) -> torch.Tensor:
         """Slot of each offered item (−1: not kept), advancing ``seen`` and ``size``."""
@@ -277,11 +313,13 @@ class EpisodicBuffer:
             task=self.task[idx].clone(),
             indices=idx,
             weights=weights,
+            response=self._response[idx] if self._response is not None else None,
         )
         if device is None:
             return batch
+        response = batch.response.to(device) if batch.response is not None else None
         return ReplayBatch(*(t.to(device) for t in (batch.x, batch.y, batch.task)), idx,
-                           weights.to(device))
+                           weights.to(device), response)
 
     def update_priorities(self, indices: torch.Tensor, priorities: torch.Tensor) -> None:
         """Set the priorities of the given slots (e.g. from the replay loss)."""
@@ -322,6 +360,8 @@ class EpisodicBuffer:
         tensors.update({f"meta.{k}": v for k, v in self.meta.items()})
         if self._x is not None:
             tensors["x"] = self._x
+        if self._response is not None:
+            tensors["response"] = self._response
         return tensors
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -357,6 +397,7 @@ class EpisodicBuffer:
         buf.seen, buf.size = header["seen"], header["size"]
         buf.item_shape = tuple(header["item_shape"]) if header["item_shape"] else None
         buf._x = tensors.get("x")
+        buf._response = tensors.get("response")
         buf.y, buf.task, buf.step = tensors["y"], tensors["task"], tensors["step"]
         buf.unfinished, buf.priority = tensors["unfinished"], tensors["priority"]
         buf.meta = {k: tensors[f"meta.{k}"] for k in METADATA}

@@ -42,6 +42,17 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * log_p.masked_fill(~torch.isfinite(log_p), 0.0)).sum(-1)
 
 
+def response_distance(logits: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean squared difference between logits and a stored response [B, C].
+
+    Masked (−inf) outputs on either side are left out, so a class-incremental response
+    stored before later classes were live compares only the outputs it had.
+    """
+    finite = torch.isfinite(logits) & torch.isfinite(stored)
+    diff = (logits - stored).masked_fill(~finite, 0.0)
+    return (diff**2).sum(-1) / finite.sum(-1).clamp_min(1)
+
+
 def normalise_weights(weights: torch.Tensor, how: str = "max") -> torch.Tensor:
     """Importance weights scaled to batch max 1 (``"max"``) or to batch mean 1 (``"mean"``).
 
@@ -64,7 +75,9 @@ class SleepConfig:
     and at boundaries), or ``"adaptive"`` (when probe accuracy falls ``threshold`` below its
     level after the last sleep; checked every ``probe_every`` steps, and at boundaries).
     ``weight_norm``: importance weights divided by their batch maximum (Schaul et al.) or by
-    their batch mean (see :func:`normalise_weights`).
+    their batch mean (see :func:`normalise_weights`). ``distill``: weight of the distance to
+    each replayed item's stored response (see :func:`response_distance`), when the buffer
+    keeps one.
     """
 
     schedule: str = "boundary"
@@ -84,8 +97,11 @@ class SleepConfig:
     unfinished_threshold: float = 0.5
     beta: float = 0.4
     weight_norm: str = "max"
+    distill: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.distill < 0:
+            raise ValueError(f"distill: expected a weight ≥ 0, got {self.distill}")
         if self.weight_norm not in WEIGHT_NORMS:
             raise ValueError(
                 f"weight_norm: expected one of {list(WEIGHT_NORMS)}, got {self.weight_norm!r}"
@@ -235,6 +251,8 @@ class Sleep:
                     soft = self.logits_fn(teacher, batch.x, batch.task).softmax(-1)
                 target = 0.5 * F.one_hot(batch.y, logits.shape[-1]).float() + 0.5 * soft
             per_item = soft_cross_entropy(logits, target)
+            if cfg.distill and batch.response is not None:
+                per_item = per_item + cfg.distill * response_distance(logits, batch.response)
             weights = normalise_weights(batch.weights, cfg.weight_norm)
             loss = (weights * per_item).mean() * n_replay
             if n_dream:
