@@ -162,3 +162,11 @@ def test_responses_are_kept_for_every_item_or_for_none():
     assert bare.sample(2).response is None
     with pytest.raises(ValueError, match="filled without responses"):
         bare.add(torch.rand(2, 4), torch.zeros(2), response=torch.zeros(2, 3))
+
+
+def test_a_rejected_first_add_leaves_no_trace_of_its_responses():
+    buf = EpisodicBuffer(capacity=4)
+    with pytest.raises(ValueError, match="task"):
+        buf.add(torch.rand(2, 4), torch.zeros(2), task=torch.zeros(3), response=torch.zeros(2, 3))
+    buf.add(torch.rand(2, 4), torch.zeros(2))  # the buffer is still free to keep no responses
+    assert buf.sample(2).response is None

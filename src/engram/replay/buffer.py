@@ -214,27 +214,25 @@ class EpisodicBuffer:
         self.unfinished[dst] = flags[src]
         self.priority[dst] = prio[src]
         if response is not None:
-            assert self._response is not None
+            if self._response is None:
+                self._response = torch.zeros(self.capacity, response.shape[1])
             self._response[dst] = response[src]
         return slots
 
     def _check_response(self, response: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        """Validate ``response`` [n, C] against what is stored; allocate on the first add."""
-        first = self.seen == 0
+        """Validate ``response`` [n, C] against what is stored (every item keeps one, or none)."""
         if response is None:
             if self._response is not None:
                 raise ValueError("response: this buffer keeps a response per item, got none")
             return None
-        if not first and self._response is None:
+        if self.seen > 0 and self._response is None:
             raise ValueError("response: this buffer was filled without responses, got one")
         response = torch.as_tensor(response).detach().cpu().float()
         if response.ndim != 2 or response.shape[0] != n:
             raise ValueError(
                 f"response: expected shape ({n}, n_outputs), got {tuple(response.shape)}"
             )
-        if self._response is None:
-            self._response = torch.zeros(self.capacity, response.shape[1])
-        elif response.shape[1] != self._response.shape[1]:
+        if self._response is not None and response.shape[1] != self._response.shape[1]:
             raise ValueError(
                 f"response: expected {self._response.shape[1]} outputs like those stored, "
                 f"got {response.shape[1]}"
