@@ -42,15 +42,22 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * log_p.masked_fill(~torch.isfinite(log_p), 0.0)).sum(-1)
 
 
+def _finite_squared_difference(
+    a: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a − b)² with 0 where either side is masked (±inf), and the mask of finite pairs."""
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    return (a - b).masked_fill(~finite, 0.0) ** 2, finite
+
+
 def response_distance(logits: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
     """Per-sample mean squared difference between logits and a stored response [B, C].
 
     Masked (−inf) outputs on either side are left out, so a class-incremental response
     stored before later classes were live compares only the outputs it had.
     """
-    finite = torch.isfinite(logits) & torch.isfinite(stored)
-    diff = (logits - stored).masked_fill(~finite, 0.0)
-    return (diff**2).sum(-1) / finite.sum(-1).clamp_min(1)
+    squared, finite = _finite_squared_difference(logits, stored)
+    return squared.sum(-1) / finite.sum(-1).clamp_min(1)
 
 
 def normalise_weights(weights: torch.Tensor, how: str = "max") -> torch.Tensor:
@@ -326,7 +333,6 @@ class FastSlowPair(nn.Module):
     def consistency_loss(
         self, fast_logits: torch.Tensor, slow_logits: torch.Tensor
     ) -> torch.Tensor:
-        """Mean squared difference of logits, weighted by ``consistency``."""
-        finite = torch.isfinite(fast_logits) & torch.isfinite(slow_logits)
-        diff = (fast_logits - slow_logits).masked_fill(~finite, 0.0)
-        return self.consistency * (diff**2).mean()
+        """Mean squared difference of logits (masked outputs count 0), times ``consistency``."""
+        squared, _ = _finite_squared_difference(fast_logits, slow_logits)
+        return self.consistency * squared.mean()
