@@ -60,6 +60,18 @@ class IndexRows:
     kinds: list[str] = field(default_factory=list)
     stability: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n,) seconds
     last_access: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n,) Unix time
+    damaged: list[str] = field(default_factory=list)  # ids left out: their vector failed its check
+
+
+class StoreError(OSError):
+    """The store's files cannot be read or written as they are: damaged, inconsistent or unwritable.
+
+    The message names the store and what to do; ``errno`` is the cause's, when there was one.
+    """
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
 
 
 class StorageBackend(ABC):

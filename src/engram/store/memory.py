@@ -187,6 +187,7 @@ class MemoryStore:
         timestamp = now if timestamp is None else _finite_float(timestamp, "timestamp")
         reward = _finite_float(reward, "reward")
         salience = _finite_float(salience, "salience")
+        tags = tags if isinstance(tags, str) else tuple(tags)  # a generator would be spent by the check
         if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
             raise TypeError(f"tags: expected a list of strings, got {tags!r}")
         if not isinstance(unfinished, (bool, np.bool_)):
