@@ -153,7 +153,8 @@ def consolidate(store: MemoryStore, config: SleepConfig) -> SleepReport:
     store._index.sync(backend, space)
     rng = np.random.default_rng([config.seed, progress["number"]])
 
-    for phase in PHASES[PHASES.index(progress["phase"]):]:
+    # "done": a crash came after the last phase and before the sleep was closed; only close it.
+    for phase in PHASES[PHASES.index(progress["phase"]):] if progress["phase"] in PHASES else ():
         if phase == "replay":
             progress["replayed"] = _replay(store, recent, config, report)
         elif phase == "link":
