@@ -12,6 +12,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -337,3 +338,116 @@ def test_every_durability_step_of_every_write_survives_crash_power_loss_and_io_e
     print(f"\ncrash harness, {name}: {len(trace)} durability steps ({' '.join(trace)}); "
           f"{cases['crash']} crashes, {cases['power']} power losses, {cases['faults']} faults injected; "
           f"totals so far {HARNESS}")
+
+
+# ---------------------------------------------------------------- readers beside a writer
+
+def _known(i: int) -> np.ndarray:
+    """Episode i's embedding: never zero, different for every i."""
+    return (np.arange(DIM, dtype=np.float32) * 0.01 + i + 1).astype(np.float32)
+
+
+def _writer(path, log, seconds: float) -> None:
+    """Add, delete, rewrite a prototype and compact at random, logging each write: a deletion or a
+    rewrite before it starts, an addition once it is acknowledged."""
+    rng = np.random.default_rng(7)
+    backend = SQLiteBackend(path, durable=False)
+    live: list[int] = []
+    next_id, version, deadline = 0, 0, time.monotonic() + seconds
+    with open(log, "a", buffering=1) as out:
+        while time.monotonic() < deadline:
+            choice = rng.random()
+            if choice < 0.45 or len(live) < 50:
+                ids = list(range(next_id, next_id + int(rng.integers(5, 40))))
+                next_id = ids[-1] + 1
+                backend.insert("r", [Episode(id=f"e{i}", embedding=_known(i), payload={}, timestamp=0.0)
+                                     for i in ids])
+                live += ids
+                out.write("A " + " ".join(map(str, ids)) + "\n")
+            elif choice < 0.8:
+                doomed = [live.pop(int(rng.integers(len(live)))) for _ in range(int(rng.integers(1, 30)))]
+                out.write("D " + " ".join(map(str, doomed)) + "\n")
+                backend.delete("r", [f"e{i}" for i in doomed])
+            elif choice < 0.93:
+                version += 1
+                out.write(f"U {version}\n")
+                backend.upsert_semantic("r", Episode(id="p", embedding=_known(-version - 2), payload={},
+                                                     timestamp=0.0, kind="semantic"))
+                out.write(f"u {version}\n")
+            else:
+                backend.compact("r")
+    backend.close()
+
+
+def _log(log) -> tuple[set[int], set[int], int, int]:
+    """(acknowledged additions, deletions started, prototype version acknowledged, version started)."""
+    added, deleting, done, started = set(), set(), 0, 0
+    with open(log) as handle:
+        lines = handle.read().splitlines()
+    for line in lines:
+        kind, *values = line.split()
+        if kind == "A":
+            added.update(map(int, values))
+        elif kind == "D":
+            deleting.update(map(int, values))
+        elif kind == "U":
+            started = int(values[0])
+        elif kind == "u":
+            done = int(values[0])
+    return added, deleting, done, started
+
+
+def _one_read(backend: SQLiteBackend, log, kind: int, rng: np.random.Generator) -> tuple[list, list]:
+    """Read while the writer runs; (wrong vectors, acknowledged episodes missing) in that read."""
+    added, _, done, _ = _log(log)
+    pool = sorted(added)
+    if kind == 0:  # the whole space, as the recall index loads it
+        rows = backend.index_rows("r")
+        found = dict(zip(rows.ids, rows.embeddings, strict=True))
+        wanted = set(pool)
+    else:  # a few ids (read row by row) or many (through the memory map)
+        size = min(len(pool), 30 if kind == 1 else 150)
+        wanted = {pool[i] for i in rng.choice(len(pool), size=size, replace=False)} if pool else set()
+        found = {eid: e.embedding for eid, e in backend.get("r", [f"e{i}" for i in wanted] + ["p"]).items()}
+    _, deleting, _, started = _log(log)
+    wrong = [eid for eid, embedding in found.items() if not (
+        any(np.array_equal(embedding, _known(-v - 2)) for v in range(done, started + 1)) if eid == "p"
+        else np.array_equal(embedding, _known(int(eid[1:]))))]
+    missing = [i for i in wanted - deleting if f"e{i}" not in found] + ([] if "p" in found else ["p"])
+    return wrong, missing
+
+
+def test_readers_in_another_process_see_only_acknowledged_vectors_while_a_writer_churns(tmp_path):
+    path, log = tmp_path / "s", tmp_path / "log"
+    backend = SQLiteBackend(path, dim=DIM)
+    backend.ensure_space("r")
+    backend.upsert_semantic("r", Episode(id="p", embedding=_known(-2), payload={}, timestamp=0.0,
+                                         kind="semantic"))
+    log.write_text("")
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _writer(path, log, seconds=6.0)
+        except BaseException:  # the child reports and exits, never returns into pytest
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    reads, wrong, missing, errors = 0, [], [], []
+    rng = np.random.default_rng(1)
+    while True:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            break
+        try:
+            bad, absent = _one_read(backend, log, reads % 3, rng)
+            wrong += bad
+            missing += absent
+        except Exception as error:  # every exception counts: a reader must never see one
+            errors.append(repr(error))
+        reads += 1
+    backend.close()
+    print(f"\nconcurrent reader: {reads} reads beside the writer; {len(wrong)} wrong vectors, "
+          f"{len(missing)} acknowledged episodes missing, {len(errors)} exceptions")
+    assert os.waitstatus_to_exitcode(status) == 0, "the writer failed"
+    assert (wrong, missing, errors[:3]) == ([], [], []) and reads > 20
