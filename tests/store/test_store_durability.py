@@ -300,3 +300,25 @@ def test_tags_given_as_a_generator_are_stored(tmp_path):
         eid = store.add(vec(0), tags=(t for t in ["a", "b"]))
         assert store.get(eid).tags == ("a", "b")
 
+
+
+def test_reading_never_creates_a_vector_file(tmp_path):
+    backend = SQLiteBackend(tmp_path / "s", dim=DIM)
+    backend.ensure_space("s")
+    assert backend.get("s", ["e0"]) == {} and len(backend.index_rows("s").ids) == 0
+    assert backend.check("s") == [] and list((tmp_path / "s" / "vectors").iterdir()) == []
+    backend.close()
+
+
+def test_a_space_whose_vector_file_vanished_is_reported_not_recreated(tmp_path):
+    filled(tmp_path / "s", 5)
+    _vector_file(tmp_path / "s").unlink()
+    backend = SQLiteBackend(tmp_path / "s")
+    assert backend.check("s") == [f"e{i}: the vector file s.0.f32 is missing" for i in range(5)]
+    with pytest.raises(OSError, match=r"'e0': the vector file s.0.f32 is missing"):
+        backend.get("s", ["e0"])
+    assert list((tmp_path / "s" / "vectors").iterdir()) == []
+    assert backend.repair("s") == [f"e{i}" for i in range(5)] and backend.check("s") == []
+    backend.insert("s", episodes(10, 2))  # the repaired space takes new writes
+    backend.close()
+    assert_intact(tmp_path / "s", {10, 11})

@@ -115,6 +115,8 @@ _SQLITE_HINTS = {
     "permission, or a read-only file system)",
     "attempt to write a readonly database": "the database is read-only (attempt to write a "
     "readonly database)",
+    "disk I/O error": "the disk reported an I/O error (SQLite: disk I/O error; a full disk, a file "
+    "size limit or failing hardware)",
     "database is locked": "another connection held the write lock for over a minute "
     "(database is locked)",
 }
@@ -310,8 +312,7 @@ class SQLiteBackend(StorageBackend):
             errno.EPERM: "permission denied",
         }
         reason = reasons.get(error.errno or -1, error.strerror or str(error))
-        return StoreError(f"store {self.path}: {reason} while {doing}; nothing of it was committed",
-                          error.errno)
+        return StoreError(f"store {self.path}: {reason} while {doing}", error.errno)
 
     def _sqlite_error(self, error: sqlite3.Error, doing: str) -> StoreError:
         message = str(error)
@@ -506,7 +507,9 @@ class SQLiteBackend(StorageBackend):
         except OSError as error:
             # After a failed write or fsync the descriptor's state is unknown: start afresh.
             self._forget(self._writers, space)
-            raise self._os_error(error, f"writing {len(data)} bytes of vectors to {path}") from error
+            raise self._os_error(
+                error, f"writing {len(data)} bytes of vectors to {path}; nothing was committed"
+            ) from error
 
     def _write_generation(self, space: str, generation: int, vectors: np.ndarray) -> None:
         """A complete new vector file, written beside the old one and renamed into place."""
@@ -526,7 +529,7 @@ class SQLiteBackend(StorageBackend):
         except OSError as error:
             with contextlib.suppress(OSError):  # gone or renamed; compact removes leftovers anyway
                 os.unlink(partial)
-            raise self._os_error(error, f"writing {path}") from error
+            raise self._os_error(error, f"writing {path}; nothing was committed") from error
 
     # ------------------------------------------------------------------ spaces and state
 
