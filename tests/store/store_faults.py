@@ -48,6 +48,7 @@ class Injector(sqlite.FileOps):
         self.trace: list[str] = []
         self.injected = False
         self._full = False
+        self._paths: dict[int, Path] = {}  # descriptor → file, for what an fsync made durable
         self._entries = {p.name: p.stat().st_ino for p in vectors.iterdir()}
         self._images = {ino: (vectors / name).read_bytes() for name, ino in self._entries.items()}
 
@@ -91,6 +92,7 @@ class Injector(sqlite.FileOps):
         if self._enter("open"):
             raise self._error()
         fd = super().open(path, flags)
+        self._paths[fd] = Path(path)
         self._done()
         return fd
 
@@ -111,8 +113,7 @@ class Injector(sqlite.FileOps):
         if self._enter("fsync"):
             raise self._error()
         os.fsync(fd)
-        with open(f"/proc/self/fd/{fd}", "rb") as handle:  # fd itself may be write-only
-            self._images[os.fstat(fd).st_ino] = handle.read()
+        self._images[os.fstat(fd).st_ino] = self._paths[fd].read_bytes()  # fd may be write-only
         self._done()
 
     def fsync_dir(self, path: Path) -> None:

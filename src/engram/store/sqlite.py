@@ -315,10 +315,12 @@ class SQLiteBackend(StorageBackend):
         return StoreError(f"store {self.path}: {reason} while {doing}", error.errno)
 
     def _sqlite_error(self, error: sqlite3.Error, doing: str) -> StoreError:
+        """SQLite's terse error as one that names the store (and what the message usually means)."""
         message = str(error)
         return StoreError(f"store {self.path}: {_SQLITE_HINTS.get(message, message)} while {doing}")
 
     def _damaged(self, space: str, rows: Sequence[tuple], problems: dict[int, str], id_col: int) -> str:
+        """The message for damaged rows: the first few by id and reason, and what to do."""
         named = [f"episode {rows[i][id_col]!r}: {problems[i]}" for i in sorted(problems)[:3]]
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         return (f"store {self.path}: space {space!r}: {'; '.join(named)}{more}; check() lists every "
@@ -327,6 +329,8 @@ class SQLiteBackend(StorageBackend):
     # ------------------------------------------------------------------ transactions
 
     class _Txn:
+        """BEGIN IMMEDIATE … COMMIT (through ``_io``, so tests can stop there), ROLLBACK on error."""
+
         def __init__(self, backend: SQLiteBackend):
             self.backend = backend
 
@@ -410,6 +414,7 @@ class SQLiteBackend(StorageBackend):
         return self._readers[key]
 
     def _writer(self, space: str, generation: int) -> int:
+        """A read-write descriptor of the generation's file, created on the first write."""
         key = (space, generation)
         if key not in self._writers:
             self._forget(self._writers, space)
@@ -418,6 +423,7 @@ class SQLiteBackend(StorageBackend):
 
     @staticmethod
     def _forget(files: dict[tuple[str, int], int], space: str, keep: int | None = None) -> None:
+        """Close the cached descriptors of a space's files (but ``keep``'s generation)."""
         for key in [k for k in files if k[0] == space and k[1] != keep]:
             os.close(files.pop(key))
 
