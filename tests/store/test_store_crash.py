@@ -177,15 +177,21 @@ def _episodes(ids: range, kind: str = "episode") -> list[Episode]:
 
 
 def _base(path) -> None:
-    """Two spaces whose names share a prefix, a prototype, some deleted rows, a key and a sleep's worth."""
+    """Two spaces whose names share a prefix, a prototype, some deleted rows, a key, a sleep's
+    worth of episodes and a space with one damaged vector (for repair)."""
     backend = SQLiteBackend(path, dim=DIM)
-    for space in ("s", "s.x"):
+    for space, n in (("s", 40), ("s.x", 40), ("dmg", 6)):
         backend.ensure_space(space)
-        backend.insert(space, _episodes(range(40)))
+        backend.insert(space, _episodes(range(n)))
     backend.delete("s", [f"e{i}" for i in range(30, 40)])
     backend.upsert_semantic("s", Episode(id="proto", embedding=_vec(500), payload={}, timestamp=0.0,
                                          kind="semantic"))
     backend.update_state("s", {"key_hash": "old"})
+    with open(path / "vectors" / "dmg.0.f32", "r+b") as handle:  # one bit of e2's vector
+        handle.seek(2 * DIM * 4 + 1)
+        byte = handle.read(1)[0]
+        handle.seek(2 * DIM * 4 + 1)
+        handle.write(bytes([byte ^ 0x04]))
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((4, DIM))
     vectors = (centres[rng.integers(0, 4, 48)] + 0.2 * rng.standard_normal((48, DIM))).astype(np.float32)
@@ -210,10 +216,11 @@ OPERATIONS: dict[str, tuple[Callable[[SQLiteBackend], Any], int]] = {
     "insert": (lambda b: b.insert("s", _episodes(range(100, 120))), 0),
     "insert_new_space": (lambda b: (b.ensure_space("t"), b.insert("t", _episodes(range(5)))), -1),
     "delete": (lambda b: b.delete("s", [f"e{i}" for i in range(0, 20, 2)] + ["proto"]), 0),
-    "compact": (lambda b: b.compact(), 0),
+    "compact": (lambda b: (b.compact("s"), b.compact("s.x")), 0),
     "upsert_semantic": (lambda b: b.upsert_semantic("s", Episode(
         id="proto", embedding=_vec(501), payload={"v": 2}, timestamp=1.0, kind="semantic")), 0),
     "key_rotation": (_rotate_key, -1),
+    "repair": (lambda b: b.repair("dmg"), 0),
     "sleep": (_sleep, 0),
 }
 
@@ -224,8 +231,11 @@ def _observe(path) -> dict[str, Any]:
     try:
         seen: dict[str, Any] = {"key": backend.get_state("s").get("key_hash") == "old"}
         for space in backend.spaces():
-            assert backend.check(space) == [], space
             ids = [e.id for _, e in backend.scan(space)]
+            if space == "dmg":  # damaged on purpose until repaired: its problems are its state
+                seen["dmg"] = (backend.check(space), ids)
+                continue
+            assert backend.check(space) == [], space
             for eid, e in backend.get(space, ids).items():
                 if e.kind == "semantic" and space == "sleepy":
                     assert abs(float(np.linalg.norm(e.embedding)) - 1) < 1e-5, f"prototype {eid} corrupt"
@@ -238,8 +248,8 @@ def _observe(path) -> dict[str, Any]:
 
 def _recovers(path, before: dict[str, Any], name: str) -> None:
     """Deleted or replaced vectors are gone from the files; the store keeps working; a sleep resumes."""
-    kept = {v[0] for k, v in _observe(path).items() if k != "key"}
-    gone = {v[0] for k, v in before.items() if k != "key"} - kept
+    kept = {v[0] for k, v in _observe(path).items() if "/" in k}
+    gone = {v[0] for k, v in before.items() if "/" in k} - kept
     data = b"".join(p.read_bytes() for p in (path / "vectors").iterdir())
     assert not any(vector in data for vector in gone), "a deleted vector is still on disk"
     if name == "sleep":
@@ -248,6 +258,7 @@ def _recovers(path, before: dict[str, Any], name: str) -> None:
             assert store.backend.get_state("sleepy").get("sleep") is None
     backend = SQLiteBackend(path)
     backend.insert("s", _episodes(range(900, 902)))
+    backend.repair("dmg")
     backend.compact()
     names = sorted(p.name for p in (path / "vectors").iterdir())
     assert names == sorted(f"{s}.{backend._space_row(s)[1]}.f32" for s in backend.spaces()), names

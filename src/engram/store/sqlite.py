@@ -962,7 +962,7 @@ class SQLiteBackend(StorageBackend):
 
     def repair(self, space: str) -> list[str]:
         """Drop the rows (and their links) whose vector is missing or fails its CRC, so that the
-        space is consistent again; returns their ids. Their vectors were lost already."""
+        space is consistent again; returns their ids. What is left of their vectors is zeroed."""
         with self._transaction() as db:
             _, generation = self._space_row(space)
             rows = db.execute(
@@ -978,6 +978,10 @@ class SQLiteBackend(StorageBackend):
                     f"DELETE FROM links WHERE space = ? AND (src IN ({marks}) OR dst IN ({marks}))",
                     (space, *chunk, *chunk),
                 )
+            db.executemany("INSERT OR IGNORE INTO scrubs VALUES (?, ?, ?)",
+                           [(space, generation, rows[i][1]) for i in problems])
+        if damaged:
+            self._scrub(space)
         return damaged
 
     def close(self) -> None:
