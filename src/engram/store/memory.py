@@ -458,7 +458,7 @@ class MemoryStore:
             parts = self._index.cue_parts(list(texts) if texts is not None else [None] * len(cues))
             hidden = self._filter_mask(where, bounds)
             stages = self._run(cues, known, now, parts=parts, hidden=hidden)
-            features = pipeline.features(stages, parts, self.config.speaker_weight)
+            features = pipeline.features(stages, parts)
             confidence = self._gate.confidence(features)
             # Strength of the candidates only: O(B·C), not O(n), per query.
             rows = np.maximum(stages.rows, 0)
@@ -677,9 +677,7 @@ class MemoryStore:
         held_out = self._run(cues, known, time.time(), exclude_rows=sources)
         got = with_source.rows[np.arange(len(sources)), with_source.winner] == sources
         none = CueParts.none(len(sources))
-        weight = self.config.speaker_weight
-        features = np.concatenate([pipeline.features(with_source, none, weight),
-                                   pipeline.features(held_out, none, weight)])
+        features = np.concatenate([pipeline.features(with_source, none), pipeline.features(held_out, none)])
         labels = np.concatenate([got, np.zeros(len(sources), dtype=bool)])
         try:
             self._gate = fit_gate(features, labels)

@@ -84,9 +84,9 @@ class RecallConfig:
     graph: bool = True
     completion: bool = True
     gate: bool = True
-    lexical_weight: float = 0.5
-    speaker_weight: float = 0.1
-    graph_weight: float = 0.3
+    lexical_weight: float = 1.6
+    speaker_weight: float = 0.3
+    graph_weight: float = 0.4
     embed_speaker: bool = True
     strengthen_on_recall: bool = False
 
@@ -129,6 +129,12 @@ class Stages:
     scores: np.ndarray  # (B, C) final rank scores (after completion)
     lexical: np.ndarray  # (B, C) BM25 share of each candidate
     named: np.ndarray  # (B, C) the candidate's speaker is one the cue names
+    # Judged without the speaker bonus, over every row: how far the best episode by a named
+    # speaker trails the best episode by anyone (≤ 0), and the named speakers' share of the
+    # five best. Category-5 LoCoMo questions give one speaker what the other said: the
+    # memory's own best match then belongs to the other speaker.
+    speaker_gap: np.ndarray  # (B,)
+    speaker_share: np.ndarray  # (B,)
 
 
 @dataclass(frozen=True)
@@ -146,10 +152,10 @@ class CueParts:
 
 
 FEATURES = ("masked_cosine", "margin", "attention", "lexical", "coverage", "unknown_names",
-            "speaker_named", "speaker_agrees", "speaker_gap")
+            "speaker_named", "speaker_share", "speaker_gap")
 
 
-def features(stages: Stages, parts: CueParts, boost: float) -> np.ndarray:
+def features(stages: Stages, parts: CueParts) -> np.ndarray:
     """(B, len(FEATURES)) gate features of each cue's answer (see the module docstring)."""
     b = np.arange(len(stages.winner))
     w = stages.winner
@@ -159,16 +165,9 @@ def features(stages: Stages, parts: CueParts, boost: float) -> np.ndarray:
     best_other = others.max(1)
     margin = np.where(np.isfinite(best_other), stages.scores[b, w] - best_other, 1.0)
     named_any = np.array([len(s) > 0 for s in parts.speakers], dtype=float)
-    agrees = named_any * stages.named[b, w]
-    # How far the best episode by a named speaker trails the best episode by anyone, judged
-    # without the speaker bonus: an attribution the memory contradicts is strongly negative.
-    plain = np.where(valid, stages.scores - boost * stages.named, -np.inf)
-    by_named = np.where(stages.named & valid, plain, -np.inf).max(1)
-    gap = np.where(named_any > 0, np.maximum(by_named - plain.max(1), -1.0), 0.0)
-    gap = np.where(np.isfinite(gap), gap, -1.0)
     return np.stack([
         stages.masked_cos[b, w], margin, stages.attention[b, w], stages.lexical[b, w],
-        parts.coverage, parts.unknown_names, named_any, agrees, gap,
+        parts.coverage, parts.unknown_names, named_any, stages.speaker_share, stages.speaker_gap,
     ], axis=1).astype(np.float64)
 
 
@@ -241,18 +240,23 @@ def run(
         np.put_along_axis(dense, rows_c, np.where(candidates[0] >= 0, candidates[1], dense[0, 0]), 1)
     else:
         dense = queries @ unit.T
-    score = dense if config.dense else np.zeros_like(dense)
+    plain = dense if config.dense else np.zeros_like(dense)
     if config.lexical and lexical is not None:
-        score = score + config.lexical_weight * lexical
-    if named is not None:
-        score = score + config.speaker_weight * named
+        plain = plain + config.lexical_weight * lexical
     blocked = np.zeros((b, n), dtype=bool) if dead is None else np.broadcast_to(dead, (b, n)).copy()
     if exclude_rows is not None:
         hide = exclude_rows >= 0
         blocked[np.flatnonzero(hide), exclude_rows[hide]] = True
-    score = np.where(blocked, -np.inf, score)
-    if config.graph and (neighbours is not None or links is not None):
+    plain = np.where(blocked, -np.inf, plain)
+    score = plain if named is None else plain + config.speaker_weight * named
+    graph = config.graph and (neighbours is not None or links is not None)
+    if graph:
         score = score + config.graph_weight * _neighbour_best(score, neighbours, links)
+    gap, share = np.zeros(b), np.ones(b)
+    if named is not None:
+        if graph:
+            plain = plain + config.graph_weight * _neighbour_best(plain, neighbours, links)
+        gap, share = _speaker_agreement(plain, named)
     rows, search_scores = _top(score, config.candidates)
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
@@ -291,7 +295,21 @@ def run(
                 winner[i] = nearest
                 decided[i] = "separation"
     return Stages(rows, search_scores, masked_cos, attention, states, winner, decided, sep_conf,
-                  scores, lex_c, named_c)
+                  scores, lex_c, named_c, gap, share)
+
+
+def _speaker_agreement(plain: np.ndarray, named: np.ndarray, top: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(gap of the best named-speaker row to the best row, named share of the ``top`` best);
+    cues that name nobody get (0, 1)."""
+    b = len(plain)
+    asked = named.any(1)
+    best = plain.max(1)
+    by_named = np.where(named, plain, -np.inf).max(1)
+    gap = np.where(asked & np.isfinite(best), np.clip(by_named - best, -1.0, 0.0), 0.0)
+    t = min(top, plain.shape[1])
+    leaders = np.argpartition(-plain, t - 1, axis=1)[:, :t]
+    share = np.take_along_axis(named, leaders, 1).mean(1)
+    return gap, np.where(asked, share, np.ones(b))
 
 
 def _top(score: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
