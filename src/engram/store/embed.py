@@ -61,7 +61,10 @@ class SentenceTransformerEmbedder:
         self._model = SentenceTransformer(str(name_or_path), device=device)
         # A folder and the hub model it was saved from are the same embedder.
         self.name = f"sentence-transformers/{path.name if path.is_dir() else str(name_or_path)}"
-        dim = self._model.get_sentence_embedding_dimension()
+        # sentence-transformers ≥ 5 renamed the method; older versions only have the first name.
+        measure = getattr(self._model, "get_embedding_dimension", None) or \
+            self._model.get_sentence_embedding_dimension
+        dim = measure()
         if dim is None:
             raise ValueError(f"name_or_path: {name_or_path} does not declare an embedding dimension")
         self.dim = int(dim)

@@ -163,7 +163,8 @@ def features(stages: Stages, parts: CueParts) -> np.ndarray:
     others = np.where(valid, stages.scores, -np.inf)
     others[b, w] = -np.inf
     best_other = others.max(1)
-    margin = np.where(np.isfinite(best_other), stages.scores[b, w] - best_other, 1.0)
+    finite = np.isfinite(best_other)
+    margin = np.where(finite, stages.scores[b, w] - np.where(finite, best_other, 0.0), 1.0)
     named_any = np.array([len(s) > 0 for s in parts.speakers], dtype=float)
     return np.stack([
         stages.masked_cos[b, w], margin, stages.attention[b, w], stages.lexical[b, w],
