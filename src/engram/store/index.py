@@ -20,6 +20,16 @@ from engram.store.lexical import STOPWORDS, BM25Index, stem, tokens
 from engram.store.pipeline import CueParts
 
 _WORDS = re.compile(r"[A-Za-z]+")
+_FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|i'll|my|me|mine|we|our|us)\b")
+_SECOND_PERSON = re.compile(r"\b(you|your|you're|you've|yours)\b")
+
+
+def _person(text: str) -> float:
+    """+1 when a text speaks of its speaker (first person), −1 when it only addresses the
+    listener (second person), 0 otherwise: who a turn's news belongs to (English only)."""
+    lowered = text.lower()
+    first, second = bool(_FIRST_PERSON.search(lowered)), bool(_SECOND_PERSON.search(lowered))
+    return float(first) - float(second)
 
 
 class RecallIndex:
@@ -53,6 +63,9 @@ class RecallIndex:
         self._last_in_session: dict[int, int] = {}
         self.lexical = BM25Index()
         self.empty_prototype = np.zeros(0, dtype=bool)
+        self.person = np.zeros(0, dtype=np.float32)  # +1 first-person text, −1 second-person, 0
+        self._speaker_patterns: dict[int, re.Pattern[str]] = {}
+        self._speaker_words: set[str] = set()
         self._links: sparse.csr_matrix | None = None
 
     @property
@@ -141,16 +154,19 @@ class RecallIndex:
         self.lexical.append(texts)
         empty = np.array([k == "semantic" and not t for k, t in zip(kinds, texts, strict=True)], dtype=bool)
         self.empty_prototype = np.concatenate([self.empty_prototype, empty])
+        self.person = np.concatenate([self.person, np.array([_person(t) for t in texts], dtype=np.float32)])
         self._links = None
 
     def cue_parts(self, texts: list[str | None]) -> CueParts:
         """Lexical terms, named speakers, word coverage and unknown names of each text cue."""
         b = len(texts)
         parts = CueParts.none(b)
-        patterns = {code: re.compile(rf"\b{re.escape(name.lower())}\b")
-                    for name, code in self.speakers.items()}
+        if len(self._speaker_patterns) != len(self.speakers):
+            self._speaker_patterns = {code: re.compile(rf"\b{re.escape(name.lower())}\b")
+                                      for name, code in self.speakers.items()}
+            self._speaker_words = {w for name in self.speakers for w in tokens(name)}
+        patterns, speaker_words = self._speaker_patterns, self._speaker_words
         known_words = self.lexical.vocabulary
-        speaker_words = {w for name in self.speakers for w in tokens(name)}
         for i, text in enumerate(texts):
             if not text:
                 continue
@@ -164,7 +180,7 @@ class RecallIndex:
             # A capitalised word after the first is a name; one the space never saw is a stranger.
             names = {stem(w.lower()) for w in _WORDS.findall(text)[1:]
                      if w[0].isupper() and w.lower() not in STOPWORDS}
-            parts.unknown_names[i] = len(names - set(known_words) - speaker_words)
+            parts.unknown_names[i] = sum(w not in known_words and w not in speaker_words for w in names)
         return parts
 
     def content_free_prototypes(self) -> np.ndarray | None:

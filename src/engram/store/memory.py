@@ -40,6 +40,7 @@ from engram.store.sqlite import SQLiteBackend, check_space_name
 
 _ID_MAX = 128
 _FIELD_MAX = 128
+_CACHE_MAX = 50_000
 _WHERE_FIELDS = ("who", "session", "tags", "kind")
 # faiss is optional: without it, spaces above ``faiss_above`` keep the exact scan.
 _HAS_FAISS = importlib.util.find_spec("faiss") is not None
@@ -154,6 +155,9 @@ class MemoryStore:
         self._index.reload(self.backend, self.space)
         self._gate = self._load_gate()
         self._pending: dict[str, tuple[float, float, int]] = {}
+        # Recalled episodes as stored (payload, text, vector), so a recall reads no rows; any
+        # write that could change one (delete, compact, touch, sleep, another process) clears it.
+        self._recalled_cache: dict[str, Episode] = {}
         self._calibration_failed_at = 0
         self._last_flush = time.monotonic()
 
@@ -338,6 +342,7 @@ class MemoryStore:
         with self._lock:
             self._flush_touches()
             removed = self.backend.delete(self.space, ids)
+            self._recalled_cache.clear()
             self._index.remove(removed)
             self._index.sync(self.backend, self.space)
         return removed
@@ -347,6 +352,7 @@ class MemoryStore:
         with self._lock:
             self._flush_touches()
             report = self.backend.compact(self.space)
+            self._recalled_cache.clear()
             self._index.reload(self.backend, self.space)
         return report
 
@@ -443,6 +449,7 @@ class MemoryStore:
             if self._index.sync(self.backend, self.space):
                 # Another process may have recalibrated the gate (e.g. `engram sleep`).
                 self._gate = self._load_gate()
+                self._recalled_cache.clear()
             if self._index.live == 0:
                 return [RecallResult("insufficient_evidence", "search", 0.0, self._gate.calibrated, [],
                                      None, {"reason": "the space holds no episodes"}) for _ in cues]
@@ -531,13 +538,15 @@ class MemoryStore:
                 scores, ceiling = idx.lexical.scores(terms, idx.size)
                 lexical[i] = scores / ceiling if ceiling > 0 else 0.0
         if any(parts.speakers):
-            named = np.isin(idx.who[None, :], np.asarray(parts.speakers[0])) if len(cues) == 1 else np.stack(
-                [np.isin(idx.who, s) for s in parts.speakers])
+            named = np.zeros((len(cues), idx.size), dtype=bool)
+            for i, speakers in enumerate(parts.speakers):
+                for code in speakers:
+                    named[i] |= idx.who == code
         neighbours = (idx.prev, idx.next) if idx.sessions else None
         links = idx.links_matrix(self.backend, self.space) if self.config.graph else None
         return pipeline.run(idx.view(), cues, known, self.config, self._hopfield, self._separator,
                             candidates=candidates, dead=dead, exclude_rows=exclude_rows, lexical=lexical,
-                            named=named, neighbours=neighbours, links=links)
+                            named=named, neighbours=neighbours, links=links, person=idx.person)
 
     def _answer(self, stages: pipeline.Stages, features: np.ndarray, i: int, confidence: float,
                 strengths: np.ndarray, k: int) -> RecallResult:
@@ -584,7 +593,13 @@ class MemoryStore:
         wanted = {r.episode.id for result in results for r in result.episodes}
         if not wanted:
             return
-        stored = self.get_many(sorted(wanted))
+        cache = self._recalled_cache
+        missing = sorted(wanted - cache.keys())
+        if missing:
+            if len(cache) + len(missing) > _CACHE_MAX:
+                cache.clear()
+            cache.update(self.get_many(missing))
+        stored = {i: cache[i] for i in wanted if i in cache}
         for result in results:
             result.episodes[:] = [
                 Recalled(stored[r.episode.id], r.score, r.attention, r.masked_cosine, r.strength)
@@ -629,6 +644,7 @@ class MemoryStore:
 
     def _flush_touches(self) -> None:
         if self._pending:
+            self._recalled_cache.clear()
             self.backend.touch(self.space, [(eid, s, t, n) for eid, (s, t, n) in self._pending.items()])
             self._pending.clear()
         self._last_flush = time.monotonic()
@@ -710,6 +726,7 @@ class MemoryStore:
         with self._lock:
             self._flush_touches()
             report = consolidate(self, SleepConfig(**options))
+            self._recalled_cache.clear()
             self._index.sync(self.backend, self.space)
         return report
 

@@ -135,6 +135,11 @@ class Stages:
     # memory's own best match then belongs to the other speaker.
     speaker_gap: np.ndarray  # (B,)
     speaker_share: np.ndarray  # (B,)
+    # Who did it, as the best matches tell it: a speaker tells their own news in the first
+    # person ("I signed with…") and the other answers in the second ("congrats on your…").
+    # Each of the ten best rows (without the bonus) supports the named speaker (+1) or the
+    # other (−1) by its speaker and person; rank-weighted mean, 0 when nobody is named.
+    speaker_perspective: np.ndarray  # (B,)
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ class CueParts:
 
 
 FEATURES = ("masked_cosine", "margin", "attention", "lexical", "coverage", "unknown_names",
-            "speaker_named", "speaker_share", "speaker_gap")
+            "speaker_named", "speaker_share", "speaker_gap", "speaker_perspective")
 
 
 def features(stages: Stages, parts: CueParts) -> np.ndarray:
@@ -169,6 +174,7 @@ def features(stages: Stages, parts: CueParts) -> np.ndarray:
     return np.stack([
         stages.masked_cos[b, w], margin, stages.attention[b, w], stages.lexical[b, w],
         parts.coverage, parts.unknown_names, named_any, stages.speaker_share, stages.speaker_gap,
+        stages.speaker_perspective,
     ], axis=1).astype(np.float64)
 
 
@@ -223,13 +229,15 @@ def run(
     named: np.ndarray | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     links: sparse.csr_matrix | None = None,
+    person: np.ndarray | None = None,
 ) -> Stages:
     """Run the stages for cues (B, d) with known masks (B, d) over the n rows of ``unit``.
 
     ``candidates`` (rows, scores) replaces the exact dense scan (the faiss / sketch paths);
     ``dead`` (n,) or (B, n) hides rows (deleted, forgotten, filtered out); ``exclude_rows`` (B,)
     hides one row per cue; ``lexical`` (B, n) is the BM25 share, ``named`` (B, n) marks rows
-    whose speaker the cue names; ``neighbours`` (prev, next) and ``links`` form the graph.
+    whose speaker the cue names; ``neighbours`` (prev, next) and ``links`` form the graph;
+    ``person`` (n,) is +1 for a first-person text, −1 for a second-person one, 0 otherwise.
     """
     queries = masked_cues(cues, known)
     b, n = len(cues), unit.shape[0]
@@ -240,24 +248,26 @@ def run(
         rows_c = np.maximum(candidates[0], 0)
         np.put_along_axis(dense, rows_c, np.where(candidates[0] >= 0, candidates[1], dense[0, 0]), 1)
     else:
-        dense = queries @ unit.T
+        dense = (unit @ queries.T).T  # one pass over the rows: the memory-bound cost of recall
     plain = dense if config.dense else np.zeros_like(dense)
     if config.lexical and lexical is not None:
-        plain = plain + config.lexical_weight * lexical
-    blocked = np.zeros((b, n), dtype=bool) if dead is None else np.broadcast_to(dead, (b, n)).copy()
+        plain = plain + np.float32(config.lexical_weight) * lexical
     if exclude_rows is not None:
+        blocked = np.zeros((b, n), dtype=bool) if dead is None else np.broadcast_to(dead, (b, n)).copy()
         hide = exclude_rows >= 0
         blocked[np.flatnonzero(hide), exclude_rows[hide]] = True
-    plain = np.where(blocked, -np.inf, plain)
-    score = plain if named is None else plain + config.speaker_weight * named
+        plain = np.where(blocked, -np.inf, plain)
+    elif dead is not None:
+        plain = np.where(dead, -np.inf, plain)
+    score = plain if named is None else plain + np.float32(config.speaker_weight) * named
     graph = config.graph and (neighbours is not None or links is not None)
     if graph:
         score = score + config.graph_weight * _neighbour_best(score, neighbours, links)
-    gap, share = np.zeros(b), np.ones(b)
+    gap, share, perspective = np.zeros(b), np.ones(b), np.zeros(b)
     if named is not None:
         if graph:
             plain = plain + config.graph_weight * _neighbour_best(plain, neighbours, links)
-        gap, share = _speaker_agreement(plain, named)
+        gap, share, perspective = _speaker_agreement(plain, named, person)
     rows, search_scores = _top(score, config.candidates)
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
@@ -296,12 +306,13 @@ def run(
                 winner[i] = nearest
                 decided[i] = "separation"
     return Stages(rows, search_scores, masked_cos, attention, states, winner, decided, sep_conf,
-                  scores, lex_c, named_c, gap, share)
+                  scores, lex_c, named_c, gap, share, perspective)
 
 
-def _speaker_agreement(plain: np.ndarray, named: np.ndarray, top: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """(gap of the best named-speaker row to the best row, named share of the ``top`` best);
-    cues that name nobody get (0, 1)."""
+def _speaker_agreement(plain: np.ndarray, named: np.ndarray, person: np.ndarray | None,
+                       top: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gap of the best named-speaker row to the best row, named share of the five best,
+    perspective support of the ``top`` best); cues that name nobody get (0, 1, 0)."""
     b = len(plain)
     asked = named.any(1)
     best = plain.max(1)
@@ -309,8 +320,17 @@ def _speaker_agreement(plain: np.ndarray, named: np.ndarray, top: int = 5) -> tu
     gap = np.where(asked & np.isfinite(best), np.clip(by_named - best, -1.0, 0.0), 0.0)
     t = min(top, plain.shape[1])
     leaders = np.argpartition(-plain, t - 1, axis=1)[:, :t]
-    share = np.take_along_axis(named, leaders, 1).mean(1)
-    return gap, np.where(asked, share, np.ones(b))
+    order = np.argsort(-np.take_along_axis(plain, leaders, 1), axis=1, kind="stable")
+    leaders = np.take_along_axis(leaders, order, 1)
+    alive = np.isfinite(np.take_along_axis(plain, leaders, 1))
+    by_named_speaker = np.take_along_axis(named, leaders, 1)
+    share = by_named_speaker[:, :5].mean(1)
+    perspective = np.zeros(b)
+    if person is not None:
+        said = person[leaders] * np.where(by_named_speaker, 1.0, -1.0) * alive
+        weights = np.exp(-np.arange(t) / 2.0)
+        perspective = (said * weights).sum(1) / weights.sum()
+    return gap, np.where(asked, share, np.ones(b)), np.where(asked, perspective, 0.0)
 
 
 def _top(score: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -329,12 +349,12 @@ def _top(score: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
 def _neighbour_best(score: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray] | None,
                     links: sparse.csr_matrix | None) -> np.ndarray:
     """(B, n) the best positive score among each row's graph neighbours (0 for none)."""
-    positive = np.where(np.isfinite(score), np.maximum(score, 0.0), 0.0)
+    positive = np.maximum(score, 0.0)  # blocked rows (-inf) give nothing
     best = np.zeros_like(positive)
     if neighbours is not None:
-        for side in neighbours:
-            has = side >= 0
-            best[:, has] = np.maximum(best[:, has], positive[:, side[has]])
+        # A trailing zero column: the "no neighbour" index -1 reads it.
+        padded = np.concatenate([positive, np.zeros((len(positive), 1), positive.dtype)], axis=1)
+        best = np.maximum(padded[:, neighbours[0]], padded[:, neighbours[1]])
     if links is not None and links.nnz:
         # Link weights are ≤ 1; a row linked to a strong match gets up to that match's score.
         linked = (links @ positive.T).T / np.maximum(np.asarray(links.sum(1)).ravel(), 1.0)
@@ -346,6 +366,13 @@ def _complete(hopfield: ModernHopfield, patterns: np.ndarray, queries: np.ndarra
               valid: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Hopfield completion over the candidates with the known dimensions clamped:
     (completed cues (B, d), attention over the candidates (B, C))."""
+    if steps == 0 or known.all():
+        # With every dimension known the clamp restores the cue after each update, so the
+        # completed cue is the cue itself: only the attention needs computing.
+        logits = hopfield.beta.item() * np.einsum("bcd,bd->bc", patterns, queries)
+        logits = np.where(valid, logits - np.where(valid, logits, -np.inf).max(1, keepdims=True), -np.inf)
+        weights = np.exp(logits)
+        return queries.copy(), weights / np.maximum(weights.sum(1, keepdims=True), 1e-30)
     pat_t = torch.from_numpy(np.ascontiguousarray(patterns))
     cue_t = torch.from_numpy(np.ascontiguousarray(queries))[:, None, :]
     known_t = torch.from_numpy(known)[:, None, :]
