@@ -67,7 +67,7 @@ class GateModel:
     def confidence(self, features: np.ndarray) -> np.ndarray:
         """P(correct) for features (B, len(FEATURES))."""
         z = np.clip(features, -1e6, 1e6) @ np.asarray(self.coef) + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
 
 
 def fit_gate(features: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> GateModel:
