@@ -60,6 +60,8 @@ class RecallConfig:
         lexical_weight: weight of the [0, 1] BM25 score beside the dense cosine.
         speaker_weight: bonus for episodes whose speaker the cue names.
         graph_weight: share of the best neighbour's score an episode receives.
+        graph_links: the kinds of sleep's links the graph stage follows (LoCoMo: "similar"
+            links between look-alike turns lowered recall@10, entity links raised it).
         embed_speaker: embed "who: text" instead of the text when the store embeds an episode.
         strengthen_on_recall: an accepted recall strengthens its winner (off: recall is
             read-only and rankings never drift with query history).
@@ -87,6 +89,7 @@ class RecallConfig:
     lexical_weight: float = 1.6
     speaker_weight: float = 0.3
     graph_weight: float = 0.4
+    graph_links: tuple[str, ...] = ("temporal", "entity")
     embed_speaker: bool = True
     strengthen_on_recall: bool = False
 
@@ -110,6 +113,8 @@ class RecallConfig:
                 f"sketch_shortlist: expected an integer ≥ candidates ({self.candidates}), "
                 f"got {self.sketch_shortlist!r}"
             )
+        if not isinstance(self.graph_links, tuple) or not all(isinstance(k, str) for k in self.graph_links):
+            raise TypeError(f"graph_links: expected a tuple of link kinds, got {self.graph_links!r}")
         if self.faiss_above is not None and self.faiss_above < 1:
             raise ValueError(f"faiss_above: expected a positive size or None, got {self.faiss_above}")
 
