@@ -294,3 +294,22 @@ def test_sleep_links_episodes_naming_the_same_thing_and_recall_follows_them(tmp_
     # The other mention, sessions apart, gains a share of the match's score.
     assert after["beach"] > before["beach"] + 0.05
     assert unlinked["beach"] < before["beach"]
+
+
+def test_a_gate_shipped_for_the_embedder_is_used_until_the_space_has_its_own(tmp_path, monkeypatch):
+    import engram.store.gate as gate_module
+
+    shipped = GateModel(tuple(float(i) for i in range(len(FEATURES))), -3.0, True, 100, FEATURES, 0.25)
+    folder = tmp_path / "gates"
+    folder.mkdir()
+    name = HashingEmbedder(256).name
+    (folder / gate_module.gate_file_name(name)).write_text(json.dumps(shipped.to_state()))
+    monkeypatch.setattr(gate_module, "GATES", folder)
+    with text_store(tmp_path / "s") as s:
+        assert s.gate == shipped and s.recall("puppy").trace["threshold"] == 0.25
+        own = fit_gate(np.random.default_rng(0).standard_normal((50, len(FEATURES))), np.arange(50) % 2 == 0)
+        s.set_gate(own)
+    with MemoryStore(tmp_path / "s", space="chat") as s:
+        assert s.gate == own  # the space's own gate wins over the shipped one
+    with MemoryStore(tmp_path / "v", dim=8) as s:
+        assert not s.gate.calibrated  # a vector space without an embedder keeps the prior
