@@ -60,6 +60,11 @@ def test_text_and_fields_come_back_after_reopening(tmp_path):
         top = s.recall("Where is Ada's sister moving for her job?", k=3).episodes[0].episode
         assert top.id == "t6" and top.text == TURNS[6][2] and top.who == "Ada"
         assert {e.id for e, _ in s.search_text("lisbon")} == {"t6", "t7"}
+        assert s.export(tmp_path / "out.jsonl") == len(TURNS)
+        records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+        assert {(r["text"], r["who"], r["session"]) for r in records} == set(
+            (t, w, n) for w, n, t in TURNS)
+        assert s.stats()["embedder"]["dim"] == 256
 
 
 def test_a_space_refuses_another_embedder(tmp_path):
