@@ -421,6 +421,9 @@ class MemoryStore:
         ``since`` / ``until`` bound the episode's timestamp.
         """
         if isinstance(cue, str):
+            if text is not None or known is not None:
+                raise ValueError("text: a text cue is its own text (and has no known mask); give text= "
+                                 "and known= only with a vector cue")
             return self.recall_batch([cue], k=k, where=where, since=since, until=until, now=now)[0]
         cue = self._vectors(cue, "cue", one=True)
         return self.recall_batch(cue[None], k=k, known=None if known is None else self._known(
