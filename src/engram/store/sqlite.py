@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from engram.store.backend import Episode, IndexRows, Link, StorageBackend, StoreError
+from engram.store import lexical
+from engram.store.backend import Episode, EpisodeFields, IndexRows, Link, StorageBackend, StoreError
 
 SCHEMA_VERSION = 1
 DATABASE = "engram.sqlite3"
@@ -270,6 +271,7 @@ class SQLiteBackend(StorageBackend):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            lexical.create(self._db)
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
                 self.dim = 768 if dim is None else self._check_dim(dim)
@@ -644,6 +646,7 @@ class SQLiteBackend(StorageBackend):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            lexical.insert(db, space, episodes)
             db.execute(
                 "UPDATE spaces SET next_slot = ? WHERE name = ?", (next_slot + len(episodes), space)
             )
@@ -667,6 +670,8 @@ class SQLiteBackend(StorageBackend):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
+            lexical.delete(db, space, [episode.id])
+            lexical.insert(db, space, [episode])
             db.execute("UPDATE spaces SET next_slot = ? WHERE name = ?", (next_slot + 1, space))
         if old is not None:
             self._scrub(space)
@@ -714,6 +719,7 @@ class SQLiteBackend(StorageBackend):
                     f"SELECT id, slot FROM episodes WHERE space = ? AND id IN ({marks})", (space, *chunk)
                 ).fetchall()
                 db.execute(f"DELETE FROM episodes WHERE space = ? AND id IN ({marks})", (space, *chunk))
+                lexical.delete(db, space, chunk)
                 db.execute(
                     f"DELETE FROM links WHERE space = ? AND (src IN ({marks}) OR dst IN ({marks}))",
                     (space, *chunk, *chunk),
@@ -794,6 +800,7 @@ class SQLiteBackend(StorageBackend):
                     "UPDATE spaces SET next_slot = ?, generation = ? WHERE name = ?",
                     (len(rows), generation + 1, name),
                 )
+                lexical.rebuild(db)
             report[name] = next_slot - len(rows)
             self._remove_stale_vectors(name)
         with self._lock:
@@ -946,8 +953,15 @@ class SQLiteBackend(StorageBackend):
                     ).fetchall()
         return [Link(*row) for row in dict.fromkeys(rows)]
 
-    # ------------------------------------------------------------------ integrity
+    def episode_fields(self, space: str, ids: Sequence[str]) -> dict[str, EpisodeFields]:
+        with self._lock:
+            return lexical.episode_fields(self._db, space, ids)
 
+    def search_text(self, space: str, query: str, limit: int) -> list[tuple[str, float]]:
+        with self._lock:
+            return lexical.search(self._db, space, query, limit)
+
+    # ------------------------------------------------------------------ integrity
 
     def check(self, space: str) -> list[str]:
         """Problems found: rows whose vector is missing or fails its CRC (empty list: consistent)."""
@@ -958,7 +972,9 @@ class SQLiteBackend(StorageBackend):
             ).fetchall()
 
         rows, _, problems = self._read(space, fetch, slot_col=1, crc_col=2)
-        return [f"{rows[i][0]}: {problems[i]}" for i in sorted(problems)]
+        with self._lock:
+            text_problems = lexical.check(self._db, space)
+        return text_problems + [f"{rows[i][0]}: {problems[i]}" for i in sorted(problems)]
 
     def repair(self, space: str) -> list[str]:
         """Drop the rows (and their links) whose vector is missing or fails its CRC, so that the
@@ -974,6 +990,7 @@ class SQLiteBackend(StorageBackend):
             for chunk in _chunks(damaged):
                 marks = ",".join("?" * len(chunk))
                 db.execute(f"DELETE FROM episodes WHERE space = ? AND id IN ({marks})", (space, *chunk))
+                lexical.delete(db, space, chunk)
                 db.execute(
                     f"DELETE FROM links WHERE space = ? AND (src IN ({marks}) OR dst IN ({marks}))",
                     (space, *chunk, *chunk),
