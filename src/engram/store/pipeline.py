@@ -22,6 +22,7 @@ import torch
 
 from engram.ca3 import AttractorMemory, ModernHopfield
 from engram.codes import kwta
+from engram.store import arguments
 
 
 @dataclass(frozen=True)
@@ -61,27 +62,22 @@ class RecallConfig:
     min_calibration: int = 64
 
     def __post_init__(self) -> None:
-        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
-            raise ValueError(f"candidates: expected a positive integer, got {self.candidates!r}")
-        if not (self.beta > 0 and np.isfinite(self.beta)):
-            raise ValueError(f"beta: expected a positive finite value, got {self.beta}")
-        if not isinstance(self.completion_steps, int) or self.completion_steps < 0:
-            raise ValueError(f"completion_steps: expected an integer ≥ 0, got {self.completion_steps!r}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold: expected a value in [0, 1], got {self.threshold}")
-        if not 0.0 < self.dg_sparsity < 0.5:
-            raise ValueError(f"dg_sparsity: expected a value in (0, 0.5), got {self.dg_sparsity}")
-        if self.dg_units < 16:
-            raise ValueError(f"dg_units: expected at least 16, got {self.dg_units}")
-        if not isinstance(self.sketch_dim, int) or self.sketch_dim < 0:
-            raise ValueError(f"sketch_dim: expected an integer ≥ 0, got {self.sketch_dim!r}")
-        if not isinstance(self.sketch_shortlist, int) or self.sketch_shortlist < self.candidates:
-            raise ValueError(
-                f"sketch_shortlist: expected an integer ≥ candidates ({self.candidates}), "
-                f"got {self.sketch_shortlist!r}"
-            )
-        if self.faiss_above is not None and self.faiss_above < 1:
-            raise ValueError(f"faiss_above: expected a positive size or None, got {self.faiss_above}")
+        integer, real = arguments.integer, arguments.real
+        integer(self.candidates, "candidates", low=1)
+        real(self.beta, "beta", low=0.0, low_open=True)
+        integer(self.completion_steps, "completion_steps", low=0)
+        arguments.flag(self.separation, "separation")
+        integer(self.dg_units, "dg_units", low=16)
+        real(self.dg_sparsity, "dg_sparsity", low=0.0, high=0.5, low_open=True, high_open=True)
+        real(self.dg_threshold, "dg_threshold", low=0.0, high=1.0)
+        real(self.threshold, "threshold", low=0.0, high=1.0)
+        real(self.strength_weight, "strength_weight", low=0.0)
+        if self.faiss_above is not None:
+            integer(self.faiss_above, "faiss_above", low=1)
+        integer(self.faiss_nprobe, "faiss_nprobe", low=1)
+        integer(self.sketch_dim, "sketch_dim", low=0)
+        integer(self.sketch_shortlist, "sketch_shortlist", low=self.candidates)
+        integer(self.min_calibration, "min_calibration", low=1)
 
 
 @dataclass
