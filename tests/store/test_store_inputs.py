@@ -102,6 +102,7 @@ CASES: list[tuple[str, Any, str, Callable[[MemoryStore, Any], Any]]] = [
     ("config", "fast", "'fast'", lambda s, t: _new(t, config="fast")),
     ("decay", {}, "{}", lambda s, t: _new(t, decay={})),
     ("backend", "sqlite", "'sqlite'", lambda s, t: _new(t, backend="sqlite")),
+    ("reward", 1e300, "1e+300", lambda s, t: s.add(V, reward=1e300)),  # sleep's mean would overflow
     ("payloads", 5, "5", lambda s, t: s.add_batch([V, V], payloads=5)),
     ("ids", "ab", "'ab'", lambda s, t: s.add_batch([V, V], ids="ab")),
     ("ids[0]", ["a"], "['a']", lambda s, t: s.add_batch([V, V], ids=[["a"], ["b"]])),

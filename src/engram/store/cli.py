@@ -119,7 +119,8 @@ def _export(args: argparse.Namespace) -> int:
 def _key(args: argparse.Namespace) -> int:
     from engram.store.server import issue_key
 
-    print(issue_key(args.path, args.space, args.dim))
+    # flushed at once: a key committed but left in a buffer when the process dies is never seen
+    print(issue_key(args.path, args.space, args.dim, overlap=args.overlap), flush=True)
     return 0
 
 
@@ -186,6 +187,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     key = actions.add_parser("key", help="create a space if needed and print a new API key for it")
     _common(key)
+    key.add_argument("--overlap", type=float, default=3600.0,
+                     help="seconds the earlier keys keep working (default 3600; 0 revokes them now)")
     key.set_defaults(func=_key)
 
     _sleep_options(subparsers.add_parser("sleep", help="consolidate a memory space"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,12 @@ from engram.store.pipeline import RecallConfig, Separator
 from engram.store.sqlite import SQLiteBackend, check_space_name
 
 _ID_MAX = 128
+# An id names one URL path segment: no '/' or '\\', no control characters, and not '.' or '..'
+# (clients resolve those away). Written without look-arounds or surrogate escapes so JSON Schema
+# tools read it as Python does; lone surrogates (not text, no UTF-8 form) are refused apart.
+_ID_CHAR = r"[^/\\\x00-\x1f\x7f-\x9f]"
+ID_PATTERN = rf"^(?:{_ID_CHAR}*[^/\\\x00-\x1f\x7f-\x9f.]{_ID_CHAR}*|\.{{3,}})$"
+_ID_RULE = re.compile(ID_PATTERN)
 # float32 normalises a vector exactly only inside this norm range: above it the sum of squares
 # overflows, below it the index's 1e-12 floor keeps the stored direction short of unit norm.
 _NORMS = (1e-12, 1e18)
@@ -97,19 +104,28 @@ class CalibrationReport:
 
 
 def _finite_float(value: Any, name: str) -> float:
-    return arguments.real(value, name)
+    # float32's range: wide enough for any time or weight, narrow enough that sums and means of
+    # many of them (sleep averages rewards) stay finite
+    return arguments.real(value, name, low=-_FLOAT32_MAX, high=_FLOAT32_MAX)
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_episode_id(eid: Any, name: str = "id") -> str:
-    """The one id rule of every entry point: 1-128 printable characters, no '/' or '\\', not
-    '.' or '..', so that every stored id is also one path segment of the HTTP API."""
+    """The one id rule of every entry point (``ID_PATTERN``, at most 128 characters), so that
+    every stored id is also one path segment of the HTTP API."""
     if not isinstance(eid, str):
         raise TypeError(f"{name}: expected a string, got {type(eid).__name__} {eid!r}")
-    if (not 0 < len(eid) <= _ID_MAX or not eid.isprintable() or "/" in eid or "\\" in eid
-            or eid in (".", "..")):
+    if not 0 < len(eid) <= _ID_MAX or not _ID_RULE.match(eid) or not _is_text(eid):
         raise ValueError(
-            f"{name}: expected 1-{_ID_MAX} printable characters other than '/' and '\\', and not "
-            f"'.' or '..', got {eid!r}"
+            f"{name}: expected 1-{_ID_MAX} characters, none of them '/', '\\\\' or a control "
+            f"character, and not '.' or '..', got {eid!r}"
         )
     return eid
 
@@ -189,7 +205,9 @@ class MemoryStore:
             raise ValueError(f"{name}: contains NaN, infinite or beyond-float32 values (expected finite "
                              f"numbers within float32 range), got {float(wide[at])!r} at index "
                              f"{at[0] if one else at}")
-        norms = np.linalg.norm(wide, axis=-1, keepdims=not one)
+        narrow = wide.astype(np.float32)
+        # the norm of what will be stored (float32-rounded), computed without float32 overflow
+        norms = np.linalg.norm(narrow.astype(np.float64), axis=-1, keepdims=not one)
         outside = (norms < _NORMS[0]) | (norms > _NORMS[1])
         if outside.any():
             row = int(np.flatnonzero(outside)[0])
@@ -197,7 +215,7 @@ class MemoryStore:
             raise ValueError(f"{label}: expected a norm in [{_NORMS[0]:g}, {_NORMS[1]:g}], got "
                              f"{float(np.ravel(norms)[row]):.3g} (float32 cannot normalise it, so it "
                              "would never be found)")
-        return np.ascontiguousarray(wide, dtype=np.float32)
+        return np.ascontiguousarray(narrow)
 
     def _known(self, known: Any, shape: tuple[int, ...]) -> np.ndarray:
         if known is None:
@@ -270,7 +288,10 @@ class MemoryStore:
         if ids is not None:
             ids = [check_episode_id(eid, f"ids[{i}]") for i, eid in enumerate(ids)]
             if len(set(ids)) != n:
-                raise ValueError(f"ids: expected unique ids within the batch, got duplicates in {ids!r}")
+                seen: set[str] = set()
+                twice = sorted({eid for eid in ids if eid in seen or seen.add(eid)})
+                raise ValueError(f"ids: expected unique ids within the batch, got {twice[:5]!r} "
+                                 "more than once")
         now = time.time()
         episodes = []
         for i in range(n):
