@@ -18,7 +18,7 @@ from engram.store import MemoryStore  # noqa: E402
 from engram.store.server import create_app, issue_key  # noqa: E402
 
 DIM = 4
-EXAMPLES = 25  # per operation and mode: 10 operations × 2 modes × 25 ≈ 500 cases, well under 60 s
+EXAMPLES = 30  # per operation and mode: about 480 cases in all, 15-35 s
 
 
 @pytest.fixture(scope="module")
