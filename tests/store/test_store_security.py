@@ -197,12 +197,26 @@ def allowed(path: Path, key: str, space: str = "alice") -> bool:
     return status == 200
 
 
-def test_rotation_keeps_the_previous_key_for_the_overlap_only(store_path):
+class Clock:
+    """Stands in for the server module's ``time``: wall time moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+        self.perf_counter = time.perf_counter
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_rotation_keeps_the_previous_key_for_the_overlap_only(store_path, monkeypatch):
     path, keys = store_path
+    clock = Clock()
+    monkeypatch.setattr(server, "time", clock)
     old = keys["alice"]
-    new = issue_key(path, "alice", overlap=0.5)
+    new = issue_key(path, "alice", overlap=100)
+    clock.now += 99
     assert allowed(path, new) and allowed(path, old)
-    time.sleep(0.6)
+    clock.now += 2
     assert allowed(path, new) and not allowed(path, old)
     newer = issue_key(path, "alice", overlap=3600)
     newest = issue_key(path, "alice", overlap=0)  # overlap 0 revokes every earlier key at once
