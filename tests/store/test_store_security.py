@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from engram.store import server
@@ -39,7 +40,7 @@ def vec(seed: int) -> list[float]:
     return np.random.default_rng(seed).standard_normal(DIM).round(4).tolist()
 
 
-def call(app, path: str, chunks, headers: dict[str, str], method: str = "POST"):
+def call(app, path: str, chunks, headers: dict[str, str], method: str = "POST", root_path: str = ""):
     """Send a request whose body is the iterable ``chunks``; returns (status, body, bytes pulled)."""
     pulled = 0
     source = iter(chunks)
@@ -57,7 +58,7 @@ def call(app, path: str, chunks, headers: dict[str, str], method: str = "POST"):
         sent.append(message)
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": root_path,
              "scheme": "http", "server": ("test", 80), "client": ("test", 1),
              "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
     asyncio.run(app(scope, receive, send))
@@ -140,6 +141,21 @@ def test_a_wrong_key_never_opens_the_space(store_path, monkeypatch):
         assert opened == []
         assert client.get("/v1/spaces/alice/stats", headers={"X-API-Key": keys["alice"]}).status_code == 200
         assert opened == ["alice"]
+
+
+def test_the_key_is_required_however_the_app_is_mounted(store_path):
+    path, keys = store_path
+    parent = FastAPI()
+    parent.mount("/api", create_app(path))
+    with TestClient(parent) as client:
+        url = "/api/v1/spaces/alice/stats"
+        assert client.get(url).status_code == 401
+        assert client.get(url, headers={"X-API-Key": "x"}).status_code == 403
+        assert client.get(url, headers={"X-API-Key": keys["alice"]}).status_code == 200
+    # behind a proxy's root path the body is still never read without the key
+    status, _, pulled = call(create_app(path), "/api/v1/spaces/alice/episodes", [episode_body(10)], {},
+                             root_path="/api")
+    assert (status, pulled) == (401, 0)
 
 
 def test_absent_and_forbidden_spaces_get_the_same_answer(store_path):

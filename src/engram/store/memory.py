@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,8 +289,7 @@ class MemoryStore:
         if ids is not None:
             ids = [check_episode_id(eid, f"ids[{i}]") for i, eid in enumerate(ids)]
             if len(set(ids)) != n:
-                seen: set[str] = set()
-                twice = sorted({eid for eid in ids if eid in seen or seen.add(eid)})
+                twice = sorted(eid for eid, count in Counter(ids).items() if count > 1)
                 raise ValueError(f"ids: expected unique ids within the batch, got {twice[:5]!r} "
                                  "more than once")
         now = time.time()

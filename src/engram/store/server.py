@@ -13,7 +13,6 @@ route can answer is in the OpenAPI schema with its body (``Error``: one ``detail
 names the field); ``/metrics`` serves Prometheus text.
 """
 
-
 import hashlib
 import hmac
 import json
@@ -52,6 +51,8 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SPACE_ROUTE = re.compile(r"^/v1/spaces/([^/]*)(?:/|$)")
 # the id rule is checked by check_episode_id (one rule for every entry point); the schema states it
 _ID_SCHEMA = {"pattern": ID_PATTERN}
+_NO_KEY = "x-api-key: expected the space's API key in the X-API-Key header, got none"
+_WRONG_KEY = "x-api-key: the key does not open this space"
 # errors of the store that are not a malformed request: what their message says -> status
 _STATUS_OF = (("payload: expected at most", 413), ("already in space", 409),
               ("expected unique ids within the batch", 409))
@@ -176,11 +177,13 @@ class KeyCheck:
         self.allowed = allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = _SPACE_ROUTE.match(scope["path"]) if scope["type"] == "http" else None
+        path = scope["path"] if scope["type"] == "http" else ""
+        root = scope.get("root_path", "")
+        route = _SPACE_ROUTE.match(path[len(root):] if root and path.startswith(root) else path)
         if route is not None:
             key = _header(scope, b"x-api-key")
             if key is None:
-                await _reply(send, 401, "x-api-key: expected the space's API key in the X-API-Key header")
+                await _reply(send, 401, _NO_KEY)
                 return
             space = route.group(1)
             try:
@@ -189,7 +192,7 @@ class KeyCheck:
                 await _reply(send, 422, str(error))
                 return
             if not await anyio.to_thread.run_sync(self.allowed, space, key):
-                await _reply(send, 403, "x-api-key: the key does not open this space")
+                await _reply(send, 403, _WRONG_KEY)
                 return
         await self.app(scope, receive, send)
 
@@ -447,8 +450,12 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
     async def type_error(request: Request, error: TypeError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
-    def space_store(space: str) -> MemoryStore:
-        # KeyCheck has already admitted the key: only now is the space opened.
+    def space_store(space: str, key: str | None = Security(APIKeyHeader(name="X-API-Key", auto_error=False))
+                    ) -> MemoryStore:
+        # KeyCheck has admitted the key before the body was read; checked again here (one small
+        # read) so that no route runs without it, however the app is mounted
+        if key is None or not allowed(space, key):
+            raise HTTPException(401, _NO_KEY) if key is None else HTTPException(403, _WRONG_KEY)
         with opening:
             store = stores.get(space)
             if store is None:
@@ -473,8 +480,7 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    spaces = APIRouter(prefix="/v1/spaces/{space}", responses=_errors(401, 403, 422),
-                       dependencies=[Security(APIKeyHeader(name="X-API-Key", auto_error=False))])
+    spaces = APIRouter(prefix="/v1/spaces/{space}", responses=_errors(401, 403, 422))
 
     @spaces.post("/episodes", status_code=201, response_model=Added, responses=_errors(409))
     def add(body: bodies.EpisodeIn, store: MemoryStore = authorised) -> dict[str, str]:
