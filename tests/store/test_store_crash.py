@@ -91,7 +91,7 @@ def test_two_processes_and_threads_write_concurrently(tmp_path):
         try:
             with MemoryStore(path, space="shared", durable=False) as store:
                 for b in range(5):
-                    store.add_batch(np.full((4, DIM), t * 10 + b, dtype=np.float32),
+                    store.add_batch(np.full((4, DIM), t * 10 + b + 1, dtype=np.float32),
                                     ids=[f"t{t}-{b}-{j}" for j in range(4)])
         except BaseException as error:
             errors.append(error)
@@ -113,7 +113,7 @@ def test_two_processes_and_threads_write_concurrently(tmp_path):
             for b in range(5):
                 found = store.get_many([f"t{t}-{b}-{j}" for j in range(4)])
                 assert len(found) == 4
-                assert all((e.embedding == t * 10 + b).all() for e in found.values())
+                assert all((e.embedding == t * 10 + b + 1).all() for e in found.values())
 
 
 SLEEPER = textwrap.dedent(

@@ -11,10 +11,27 @@ from typing import Any
 import numpy as np
 
 
-def _open(args: argparse.Namespace):
-    from engram.store import MemoryStore
+def _open(args: argparse.Namespace, create: bool = False):
+    """The space ``--space`` of the store at ``--path``; only ``create`` commands may make either
+    (a typo in a path must not answer from a new, empty store)."""
+    from engram.store import MemoryStore, SQLiteBackend
 
-    return MemoryStore(args.path, space=args.space, dim=getattr(args, "dim", None))
+    dim = getattr(args, "dim", None)
+    if create:
+        return MemoryStore(args.path, space=args.space, dim=dim)
+    _require_store(args.path)
+    backend = SQLiteBackend(args.path, dim=dim)
+    if args.space not in backend.spaces():
+        known = ", ".join(backend.spaces()) or "none"
+        backend.close()
+        raise ValueError(f"--space: no memory space named {args.space!r} in {args.path} (spaces: {known})")
+    return MemoryStore(args.path, space=args.space, backend=backend)
+
+
+def _require_store(path: str) -> None:
+    if not (Path(path) / "engram.sqlite3").is_file():
+        raise FileNotFoundError(f"--path: no Engram store at {path} (create one with `engram store add` "
+                                "or `engram store key`)")
 
 
 def _print(value: Any) -> None:
@@ -43,7 +60,7 @@ def _add(args: argparse.Namespace) -> int:
     for i, record in enumerate(records):
         if not isinstance(record, dict) or "embedding" not in record:
             raise ValueError(f"record {i + 1}: expected an object with an 'embedding' list")
-    with _open(args) as store:
+    with _open(args, create=True) as store:
         ids = store.add_batch(
             np.asarray([r["embedding"] for r in records], dtype=np.float32),
             [r.get("payload") for r in records],
@@ -102,7 +119,8 @@ def _export(args: argparse.Namespace) -> int:
 def _key(args: argparse.Namespace) -> int:
     from engram.store.server import issue_key
 
-    print(issue_key(args.path, args.space, args.dim))
+    # flushed at once: a key committed but left in a buffer when the process dies is never seen
+    print(issue_key(args.path, args.space, args.dim, overlap=args.overlap), flush=True)
     return 0
 
 
@@ -111,10 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from engram.store.server import create_app
 
-    if not (Path(args.path) / "engram.sqlite3").is_file():
-        raise FileNotFoundError(
-            f"--path: no Engram store at {args.path} (create one with `engram store key`)"
-        )
+    _require_store(args.path)
     uvicorn.run(create_app(args.path), host=args.host, port=args.port, log_level="warning",
                 workers=1)
     return 0
@@ -172,6 +187,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     key = actions.add_parser("key", help="create a space if needed and print a new API key for it")
     _common(key)
+    key.add_argument("--overlap", type=float, default=3600.0,
+                     help="seconds the earlier keys keep working (default 3600; 0 revokes them now)")
     key.set_defaults(func=_key)
 
     _sleep_options(subparsers.add_parser("sleep", help="consolidate a memory space"))

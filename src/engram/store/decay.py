@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engram.store import arguments
+
 DAY = 86_400.0
 
 
@@ -31,17 +33,13 @@ class DecayPolicy:
     forget_below: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("base_stability", "max_stability"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name}: expected a positive number of seconds, got {value}")
+        real = arguments.real
+        real(self.base_stability, "base_stability", low=0.0, low_open=True)
+        real(self.max_stability, "max_stability", low=self.base_stability)
         for name in ("importance_gain", "recall_growth", "replay_growth"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name}: expected a non-negative value, got {getattr(self, name)}")
-        if not 0.0 <= self.floor < 1.0:
-            raise ValueError(f"floor: expected a value in [0, 1), got {self.floor}")
-        if not 0.0 <= self.forget_below < 1.0:
-            raise ValueError(f"forget_below: expected a value in [0, 1), got {self.forget_below}")
+            real(getattr(self, name), name, low=0.0)
+        real(self.floor, "floor", low=0.0, high=1.0, high_open=True)
+        real(self.forget_below, "forget_below", low=0.0, high=1.0, high_open=True)
 
     def initial_stability(self, salience: float, reward: float) -> float:
         boost = min(4.0, 1.0 + self.importance_gain * (max(salience, 0.0) + abs(reward)))

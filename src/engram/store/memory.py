@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import math
 import os
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from engram.ca3 import ModernHopfield
-from engram.store import pipeline
+from engram.store import arguments, pipeline
 from engram.store.backend import Episode, Link, StorageBackend
 from engram.store.decay import DecayPolicy, StrengthReport, explain
 from engram.store.embed import Embedder, HashingEmbedder, check_embeddings
@@ -42,6 +43,25 @@ _ID_MAX = 128
 _FIELD_MAX = 128
 _CACHE_MAX = 50_000
 _WHERE_FIELDS = ("who", "session", "tags", "kind")
+# An id names one URL path segment: no '/' or '\\', no control characters, and not '.' or '..'
+# (clients resolve those away). Written without look-arounds or surrogate escapes so JSON Schema
+# tools read it as Python does; lone surrogates (not text, no UTF-8 form) are refused apart.
+_ID_CHAR = r"[^/\\\x00-\x1f\x7f-\x9f]"
+ID_PATTERN = rf"^(?:{_ID_CHAR}*[^/\\\x00-\x1f\x7f-\x9f.]{_ID_CHAR}*|\.{{3,}})$"
+_ID_RULE = re.compile(ID_PATTERN)
+# float32 normalises a vector exactly only inside this norm range: above it the sum of squares
+# overflows, below it the index's 1e-12 floor keeps the stored direction short of unit norm.
+_NORMS = (1e-12, 1e18)
+_KINDS = {"c": "complex numbers", "U": "strings", "S": "bytes", "b": "booleans", "O": "Python objects",
+          "M": "datetimes", "m": "timedeltas", "V": "records"}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# the field an episode check names -> the add_batch column it came from
+_COLUMN_OF = {"payload": "payloads", "id": "ids", "timestamp": "timestamps", "reward": "rewards",
+              "salience": "saliences", "tags": "tags", "unfinished": "unfinished"}
+_EPISODE_KINDS = (None, "episode", "semantic")
+# the other way round, for add(): the add_batch column -> the argument of one episode
+_FIELD_OF = {**{column: field for field, column in _COLUMN_OF.items()}, "texts": "text",
+             "sessions": "session", "who": "who"}
 # faiss is optional: without it, spaces above ``faiss_above`` keep the exact scan.
 _HAS_FAISS = importlib.util.find_spec("faiss") is not None
 
@@ -98,11 +118,30 @@ class CalibrationReport:
 
 
 def _finite_float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value}")
-    return float(value)
+    # float32's range: wide enough for any time or weight, narrow enough that sums and means of
+    # many of them (sleep averages rewards) stay finite
+    return arguments.real(value, name, low=-_FLOAT32_MAX, high=_FLOAT32_MAX)
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_episode_id(eid: Any, name: str = "id") -> str:
+    """The one id rule of every entry point (``ID_PATTERN``, at most 128 characters), so that
+    every stored id is also one path segment of the HTTP API."""
+    if not isinstance(eid, str):
+        raise TypeError(f"{name}: expected a string, got {type(eid).__name__} {eid!r}")
+    if not 0 < len(eid) <= _ID_MAX or not _ID_RULE.match(eid) or not _is_text(eid):
+        raise ValueError(
+            f"{name}: expected 1-{_ID_MAX} characters, none of them '/', '\\\\' or a control "
+            f"character, and not '.' or '..', got {eid!r}"
+        )
+    return eid
 
 
 class MemoryStore:
@@ -136,15 +175,20 @@ class MemoryStore:
         embedder: Embedder | None = None,
     ):
         self.space = check_space_name(space)
+        config = RecallConfig() if config is None else arguments.instance(config, "config", RecallConfig)
+        decay = DecayPolicy() if decay is None else arguments.instance(decay, "decay", DecayPolicy)
+        seed = arguments.integer(seed, "seed")
         if embedder is not None:
             dim = _embedder_dim(embedder, dim)
-        self.backend = backend if backend is not None else SQLiteBackend(path, dim=dim, durable=durable)
+        if backend is None:
+            backend = SQLiteBackend(path, dim=dim, durable=arguments.flag(durable, "durable"))
+        self.backend = arguments.instance(backend, "backend", StorageBackend)
         self.dim = self.backend.dim
+        self.config = config
+        self.decay = decay
+        self.seed = seed
         self.backend.ensure_space(self.space)
         self.embedder = self._check_embedder(embedder)
-        self.config = config or RecallConfig()
-        self.decay = decay or DecayPolicy()
-        self.seed = int(seed)
         self._lock = threading.RLock()
         self._hopfield = ModernHopfield(self.dim, beta=self.config.beta, steps=1)
         self._separator = (
@@ -167,24 +211,45 @@ class MemoryStore:
         if isinstance(values, (str, bytes, dict)) or values is None:
             raise TypeError(f"{name}: expected an array of {self.dim} numbers, got {type(values).__name__}")
         try:
-            array = np.asarray(values, dtype=np.float32)
+            array = np.asarray(values)
         except (TypeError, ValueError) as error:
-            raise TypeError(f"{name}: expected an array of numbers, got {type(values).__name__}") from error
+            raise TypeError(f"{name}: expected an array of numbers, got {type(values).__name__} "
+                            f"({error})") from error
+        if array.dtype.kind not in "iuf":
+            # numpy would silently parse numeric strings or drop imaginary parts
+            raise TypeError(f"{name}: expected real numbers, got {_KINDS.get(array.dtype.kind, array.dtype)}")
         if one and array.shape != (self.dim,):
             raise ValueError(f"{name}: expected shape ({self.dim},), got {array.shape}")
         if not one and (array.ndim != 2 or array.shape[1] != self.dim):
             raise ValueError(f"{name}: expected shape (n, {self.dim}), got {array.shape}")
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name}: contains NaN or infinite values")
-        return np.ascontiguousarray(array)
+        wide = array.astype(np.float64)
+        bad = ~(np.abs(wide) <= _FLOAT32_MAX)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name}: contains NaN, infinite or beyond-float32 values (expected finite "
+                             f"numbers within float32 range), got {float(wide[at])!r} at index "
+                             f"{at[0] if one else at}")
+        narrow = wide.astype(np.float32)
+        # the norm of what will be stored (float32-rounded), computed without float32 overflow
+        norms = np.linalg.norm(narrow.astype(np.float64), axis=-1, keepdims=not one)
+        outside = (norms < _NORMS[0]) | (norms > _NORMS[1])
+        if outside.any():
+            row = int(np.flatnonzero(outside)[0])
+            label = name if one else f"{name}[{row}]"
+            raise ValueError(f"{label}: expected a norm in [{_NORMS[0]:g}, {_NORMS[1]:g}], got "
+                             f"{float(np.ravel(norms)[row]):.3g} (float32 cannot normalise it, so it "
+                             "would never be found)")
+        return np.ascontiguousarray(narrow)
 
     def _known(self, known: Any, shape: tuple[int, ...]) -> np.ndarray:
         if known is None:
             return np.ones(shape, dtype=bool)
         mask = np.asarray(known)
         if mask.dtype != bool:
-            if not np.isin(mask, (0, 1)).all():
-                raise ValueError("known: expected a boolean (or 0/1) mask of the cue's known dimensions")
+            if mask.dtype.kind not in "iuf" or not np.isin(mask, (0, 1)).all():
+                shown = known if mask.size <= 8 else f"{mask.dtype} array of shape {mask.shape}"
+                raise ValueError(f"known: expected a boolean (or 0/1) mask of the cue's known "
+                                 f"dimensions, got {shown!r}")
             mask = mask.astype(bool)
         if mask.shape == shape[-1:] and len(shape) == 2:
             mask = np.broadcast_to(mask, shape)
@@ -197,10 +262,7 @@ class MemoryStore:
     def _episode(self, embedding: np.ndarray, payload: Any, eid: Any, timestamp: Any, reward: Any,
                  salience: Any, tags: Any, unfinished: Any, now: float) -> Episode:
         """Check one episode's fields; the payload is encoded (and size-checked) by the backend."""
-        if eid is None:
-            eid = os.urandom(16).hex()
-        if not isinstance(eid, str) or not 0 < len(eid) <= _ID_MAX:
-            raise ValueError(f"id: expected a string of 1-{_ID_MAX} characters, got {eid!r}")
+        eid = os.urandom(16).hex() if eid is None else check_episode_id(eid)
         payload = {} if payload is None else payload
         if not isinstance(payload, dict):
             raise TypeError(f"payload: expected a JSON object (dict), got {type(payload).__name__}")
@@ -268,12 +330,19 @@ class MemoryStore:
         returns its id once it is durable."""
         if isinstance(embedding, str) and text is None and self.embedder is not None:
             embedding, text = None, embedding
-        return self.add_batch(
-            None if embedding is None else self._vectors(embedding, "embedding", one=True)[None],
-            [payload], texts=None if text is None else [text], ids=None if id is None else [id],
-            who=[who], sessions=[session], timestamps=None if timestamp is None else [timestamp],
-            rewards=[reward], saliences=[salience], tags=[tags], unfinished=[unfinished],
-        )[0]
+        try:
+            return self.add_batch(
+                None if embedding is None else self._vectors(embedding, "embedding", one=True)[None],
+                [payload], texts=None if text is None else [text], ids=None if id is None else [id],
+                who=[who], sessions=[session], timestamps=None if timestamp is None else [timestamp],
+                rewards=[reward], saliences=[salience], tags=[tags], unfinished=[unfinished],
+            )[0]
+        except (TypeError, ValueError) as error:
+            # add_batch names the column entry ("rewards[0]: ..."); here the argument is singular
+            column, bracket, rest = str(error).partition("[0]:")
+            if not bracket or column not in _FIELD_OF:
+                raise
+            raise type(error)(f"{_FIELD_OF[column]}:{rest}") from None
 
     def add_batch(self, embeddings: Any = None, payloads: Sequence[dict[str, Any] | None] | None = None, *,
                   texts: Sequence[str] | None = None, who: str | Sequence[str | None] | None = None,
@@ -298,29 +367,45 @@ class MemoryStore:
                    "saliences": saliences, "tags": tags, "unfinished": unfinished, "texts": texts,
                    "who": who, "sessions": sessions}
         for name, column in columns.items():
-            if column is not None and len(column) != n:
+            if column is None:
+                continue
+            if isinstance(column, (str, bytes, dict)) or not isinstance(column, Sequence | np.ndarray):
+                raise TypeError(f"{name}: expected a list of {n} entries (one per embedding), got "
+                                f"{type(column).__name__} {column!r}")
+            if len(column) != n:
                 raise ValueError(f"{name}: expected {n} entries (one per embedding), got {len(column)}")
-        if ids is not None and len(set(ids)) != n:
-            raise ValueError("ids: expected unique ids within the batch, got duplicates")
+        if ids is not None:
+            ids = [check_episode_id(eid, f"ids[{i}]") for i, eid in enumerate(ids)]
+            if len(set(ids)) != n:
+                twice = sorted(eid for eid, count in Counter(ids).items() if count > 1)
+                raise ValueError(f"ids: expected unique ids within the batch, got {twice[:5]!r} "
+                                 "more than once")
         speakers = [_field(w, "who", str) for w in who]
         session_of = [None] * n if sessions is None else [_field(v, "sessions", (int, str)) for v in sessions]
         now = time.time()
         # Check every field before embedding: a bad one costs no model time and stores nothing.
         vectors = given if given is not None else self._embed_episodes(list(texts), speakers)  # type: ignore[arg-type]
-        episodes = [
-            self._episode(
-                vectors[i],
-                payloads[i] if payloads is not None else None,
-                ids[i] if ids is not None else None,
-                timestamps[i] if timestamps is not None else None,
-                rewards[i] if rewards is not None else 0.0,
-                saliences[i] if saliences is not None else 0.0,
-                tags[i] if tags is not None else (),
-                unfinished[i] if unfinished is not None else False,
-                now,
-            )
-            for i in range(n)
-        ]
+        episodes = []
+        for i in range(n):
+            try:
+                episodes.append(self._episode(
+                    vectors[i],
+                    payloads[i] if payloads is not None else None,
+                    ids[i] if ids is not None else None,
+                    timestamps[i] if timestamps is not None else None,
+                    rewards[i] if rewards is not None else 0.0,
+                    saliences[i] if saliences is not None else 0.0,
+                    tags[i] if tags is not None else (),
+                    unfinished[i] if unfinished is not None else False,
+                    now,
+                ))
+            except (TypeError, ValueError) as error:
+                # _episode names the field ("reward: ..."); name the column entry instead
+                field_name, _, rest = str(error).partition(":")
+                column = _COLUMN_OF.get(field_name)
+                if column is None:
+                    raise
+                raise type(error)(f"{column}[{i}]:{rest}") from None
         episodes = [dataclasses.replace(e, text=texts[i] if texts is not None else "", who=speakers[i],
                                         session=session_of[i]) for i, e in enumerate(episodes)]
         self._write(episodes)
@@ -344,6 +429,8 @@ class MemoryStore:
     def delete(self, ids: str | Sequence[str]) -> list[str]:
         """Delete episodes and their links; returns the ids that existed. ``compact()`` then
         removes every trace from disk."""
+        if not isinstance(ids, str | Sequence | np.ndarray) or isinstance(ids, bytes):
+            raise TypeError(f"ids: expected a string or a list of strings, got {type(ids).__name__} {ids!r}")
         ids = [ids] if isinstance(ids, str) else list(ids)
         if not all(isinstance(i, str) for i in ids):
             raise TypeError(f"ids: expected a string or a list of strings, got {ids!r}")
@@ -373,7 +460,17 @@ class MemoryStore:
         return self._with_fields(self.backend.get(self.space, [id])).get(id)
 
     def get_many(self, ids: Sequence[str]) -> dict[str, Episode]:
-        return self._with_fields(self.backend.get(self.space, list(ids)))
+        """The episodes among ``ids`` that exist, by id."""
+        if isinstance(ids, str):
+            raise TypeError(f"ids: expected a list of id strings, got the string {ids!r} "
+                            "(get() takes one id)")
+        if not isinstance(ids, Sequence | np.ndarray | set | frozenset):
+            raise TypeError(f"ids: expected a list of id strings, got {type(ids).__name__} {ids!r}")
+        ids = list(ids)
+        for i, eid in enumerate(ids):
+            if not isinstance(eid, str):
+                raise TypeError(f"ids[{i}]: expected a string, got {type(eid).__name__} {eid!r}")
+        return self._with_fields(self.backend.get(self.space, ids))
 
     def _with_fields(self, found: dict[str, Episode]) -> dict[str, Episode]:
         """Episodes with their text, speaker and session (kept beside the row by the backend)."""
@@ -401,10 +498,15 @@ class MemoryStore:
 
     def iter_episodes(self, kind: str | None = None) -> Iterator[Episode]:
         """Every live episode (without embeddings), in insertion order."""
+        arguments.choice(kind, "kind", _EPISODE_KINDS)
         for _, episode in self.backend.scan(self.space, kind=kind):
             yield episode
 
     def links(self, id: str | None = None, kind: str | None = None) -> list[Link]:
+        """The links touching episode ``id`` (all links of the space when None), of one kind if given."""
+        for name, value in (("id", id), ("kind", kind)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name}: expected a string or None, got {type(value).__name__} {value!r}")
         return self.backend.links(self.space, None if id is None else [id], kind)
 
     # ------------------------------------------------------------------ recall
@@ -450,8 +552,13 @@ class MemoryStore:
             if len(texts) != len(cues):
                 raise ValueError(f"texts: expected {len(cues)} entries (one per cue), got {len(texts)}")
         known = self._known(known, cues.shape)
-        if not (np.abs(np.where(known, cues, 0.0)).sum(1) > 0).all():
-            raise ValueError("cue: the known dimensions of a cue are all zero, so there is no evidence")
+        known_norms = np.linalg.norm(np.where(known, cues, 0.0).astype(np.float64), axis=1)
+        if not (known_norms >= _NORMS[0]).all():
+            row = int(np.flatnonzero(known_norms < _NORMS[0])[0])
+            raise ValueError(
+                f"{'cue' if len(cues) == 1 else f'cues[{row}]'}: expected the known dimensions to have a "
+                f"norm of at least {_NORMS[0]:g}, got {known_norms[row]:.3g}, so there is no evidence"
+            )
         now = time.time() if now is None else _finite_float(now, "now")
         bounds = (None if since is None else _finite_float(since, "since"),
                   None if until is None else _finite_float(until, "until"))
@@ -663,21 +770,23 @@ class MemoryStore:
 
     def strength(self, id: str, now: float | None = None) -> StrengthReport:
         """Why an episode is as strong as it is and when (if ever) it will be forgotten."""
+        if not isinstance(id, str):
+            raise TypeError(f"id: expected a string, got {type(id).__name__} {id!r}")
+        now = time.time() if now is None else _finite_float(now, "now")
         with self._lock:
             self._flush_touches()
         episode = self.backend.get(self.space, [id], with_embeddings=False).get(id)
         if episode is None:
             raise KeyError(f"id: no episode {id!r} in space {self.space!r}")
-        now = time.time() if now is None else now
         return explain(self.decay, id, episode.stability, episode.last_access, episode.recalls,
                        episode.replays, episode.salience, episode.reward, now)
 
     def forget(self, now: float | None = None) -> list[str]:
         """Delete (truly, after ``compact``) every episode whose strength fell below
         ``decay.forget_below``; with the default policy nothing is ever forgotten."""
+        now = time.time() if now is None else _finite_float(now, "now")
         if self.decay.forget_below <= self.decay.floor:
             return []
-        now = time.time() if now is None else now
         with self._lock:
             self._flush_touches()
             self._index.sync(self.backend, self.space)
@@ -689,6 +798,8 @@ class MemoryStore:
 
     def calibrate(self, samples: int = 256, seed: int | None = None) -> CalibrationReport:
         """Fit the gate on cues made from this space's episodes (see ``engram.store.gate``)."""
+        samples = arguments.integer(samples, "samples", low=1)
+        seed = None if seed is None else arguments.integer(seed, "seed")
         with self._lock:
             self._index.sync(self.backend, self.space)
             return self._calibrate_locked(samples, self.seed if seed is None else seed)
@@ -765,6 +876,10 @@ class MemoryStore:
     def export(self, path: str | os.PathLike[str], embeddings: bool = True) -> int:
         """Write every episode (and its links) as JSON Lines; returns the number written."""
         from engram.runs import atomic_write_text
+
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path: expected a file path, got {type(path).__name__} {path!r}")
+        embeddings = arguments.flag(embeddings, "embeddings")
 
         lines = []
         ids = [e.id for e in self.iter_episodes()]

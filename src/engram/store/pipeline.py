@@ -32,6 +32,7 @@ from scipy import sparse
 
 from engram.ca3 import AttractorMemory, ModernHopfield
 from engram.codes import kwta
+from engram.store import arguments
 
 
 @dataclass(frozen=True)
@@ -94,29 +95,30 @@ class RecallConfig:
     strengthen_on_recall: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
-            raise ValueError(f"candidates: expected a positive integer, got {self.candidates!r}")
-        if not (self.beta > 0 and np.isfinite(self.beta)):
-            raise ValueError(f"beta: expected a positive finite value, got {self.beta}")
-        if not isinstance(self.completion_steps, int) or self.completion_steps < 0:
-            raise ValueError(f"completion_steps: expected an integer ≥ 0, got {self.completion_steps!r}")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold: expected a value in [0, 1], got {self.threshold}")
-        if not 0.0 < self.dg_sparsity < 0.5:
-            raise ValueError(f"dg_sparsity: expected a value in (0, 0.5), got {self.dg_sparsity}")
-        if self.dg_units < 16:
-            raise ValueError(f"dg_units: expected at least 16, got {self.dg_units}")
-        if not isinstance(self.sketch_dim, int) or self.sketch_dim < 0:
-            raise ValueError(f"sketch_dim: expected an integer ≥ 0, got {self.sketch_dim!r}")
-        if not isinstance(self.sketch_shortlist, int) or self.sketch_shortlist < self.candidates:
-            raise ValueError(
-                f"sketch_shortlist: expected an integer ≥ candidates ({self.candidates}), "
-                f"got {self.sketch_shortlist!r}"
-            )
+        integer, real = arguments.integer, arguments.real
+        integer(self.candidates, "candidates", low=1)
+        real(self.beta, "beta", low=0.0, low_open=True)
+        integer(self.completion_steps, "completion_steps", low=0)
+        arguments.flag(self.separation, "separation")
+        integer(self.dg_units, "dg_units", low=16)
+        real(self.dg_sparsity, "dg_sparsity", low=0.0, high=0.5, low_open=True, high_open=True)
+        real(self.dg_threshold, "dg_threshold", low=0.0, high=1.0)
+        if self.threshold is not None:
+            real(self.threshold, "threshold", low=0.0, high=1.0)
+        real(self.strength_weight, "strength_weight", low=0.0)
+        if self.faiss_above is not None:
+            integer(self.faiss_above, "faiss_above", low=1)
+        integer(self.faiss_nprobe, "faiss_nprobe", low=1)
+        integer(self.sketch_dim, "sketch_dim", low=0)
+        integer(self.sketch_shortlist, "sketch_shortlist", low=self.candidates)
+        integer(self.min_calibration, "min_calibration", low=1)
+        for name in ("dense", "lexical", "graph", "completion", "gate", "embed_speaker",
+                     "strengthen_on_recall"):
+            arguments.flag(getattr(self, name), name)
+        for name in ("lexical_weight", "speaker_weight", "graph_weight"):
+            real(getattr(self, name), name, low=0.0)
         if not isinstance(self.graph_links, tuple) or not all(isinstance(k, str) for k in self.graph_links):
             raise TypeError(f"graph_links: expected a tuple of link kinds, got {self.graph_links!r}")
-        if self.faiss_above is not None and self.faiss_above < 1:
-            raise ValueError(f"faiss_above: expected a positive size or None, got {self.faiss_above}")
 
 
 @dataclass

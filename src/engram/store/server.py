@@ -1,84 +1,361 @@
 """The HTTP API (``engram serve``): FastAPI over one store directory, one API key per space.
 
-Keys are random 32-byte tokens shown once; only their SHA-256 is stored (in the space's
-state), and they are compared in constant time. A missing key is 401, a key that is not the
-space's own is 403, an unknown space 404, a malformed request 422 naming the field, an
-oversized payload 413. ``/metrics`` serves Prometheus counters and latency histograms.
-"""
+Two raw ASGI layers answer before FastAPI parses anything. ``BodyLimit`` refuses a body over
+the limit (413), by its Content-Length or by counting what arrives. ``KeyCheck`` answers a
+space route that lacks the space's key (401 without a key; 403 for a wrong key *or* a space
+that does not exist, the same answer, so names cannot be probed) from one small read of the
+space's state: a request without the key is never read further, and its space never opened.
 
-from __future__ import annotations
+Keys are random 32-byte tokens shown once; only their SHA-256 is stored (in the space's state)
+and compared in constant time. A new key leaves the previous ones valid for an overlap period,
+so a crash between committing a key and showing it never locks the owner out. Every status a
+route can answer is in the OpenAPI schema with its body (``Error``: one ``detail`` string that
+names the field); ``/metrics`` serves Prometheus text.
+"""
 
 import hashlib
 import hmac
+import json
 import os
+import re
 import secrets
 import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import SimpleNamespace
+from typing import Annotated, Any, Literal
 
+import anyio
 import numpy as np
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from engram.store.memory import MemoryStore, RecallResult
+from engram.store import arguments
+from engram.store.consolidation import SleepReport
+from engram.store.memory import ID_PATTERN, MemoryStore, RecallResult, check_episode_id
 from engram.store.sqlite import SQLiteBackend, check_space_name
 
 MAX_BATCH = 1024
+# A full batch (1024 × 768 numbers, ~21 characters each in JSON) is ~16 MiB: twice that.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_OVERLAP = 3600.0  # seconds a replaced key keeps working
+_MAX_PREVIOUS_KEYS = 8
+# Vector rules JSON Schema can state and that imply the store's norm range [1e-12, 1e18] even
+# after float32 rounding: one number of magnitude ≥ 2e-12, none above 0.99e18/√dim.
+_SMALLEST = 2e-12
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_SPACE_ROUTE = re.compile(r"^/v1/spaces/([^/]*)(?:/|$)")
+# the id rule is checked by check_episode_id (one rule for every entry point); the schema states it
+_ID_SCHEMA = {"pattern": ID_PATTERN}
+_NO_KEY = "x-api-key: expected the space's API key in the X-API-Key header, got none"
+_WRONG_KEY = "x-api-key: the key does not open this space"
+# errors of the store that are not a malformed request: what their message says -> status
+_STATUS_OF = (("payload: expected at most", 413), ("already in space", 409),
+              ("expected unique ids within the batch", 409))
+EpisodeId = Annotated[str, Field(min_length=1, max_length=128, json_schema_extra=_ID_SCHEMA)]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def issue_key(path: str | os.PathLike[str], space: str, dim: int | None = None) -> str:
-    """Create the space if needed and give it a new API key (the old one stops working)."""
+def valid_key_hashes(state: dict[str, Any], now: float) -> list[str]:
+    """The hashes that open a space at time ``now``: the current key's and unexpired earlier ones."""
+    current = [state["key_hash"]] if "key_hash" in state else []
+    return current + [p["hash"] for p in state.get("previous_keys", []) if p["expires"] > now]
+
+
+def issue_key(path: str | os.PathLike[str], space: str, dim: int | None = None,
+              overlap: float = DEFAULT_OVERLAP) -> str:
+    """Create the space if needed and give it a new API key.
+
+    Earlier keys keep working for ``overlap`` seconds (0 revokes them all at once), so a crash
+    after the new key is committed but before it reaches its owner leaves the old one valid.
+    """
+    overlap = arguments.real(overlap, "overlap", low=0.0)
     backend = SQLiteBackend(path, dim=dim)
     try:
         backend.ensure_space(check_space_name(space))
         key = "engram_" + secrets.token_urlsafe(32)
-        backend.update_state(space, {"key_hash": hash_key(key)})
+        now = time.time()
+        state = backend.get_state(space)
+        previous = [p for p in state.get("previous_keys", []) if p["expires"] > now] if overlap else []
+        if overlap and "key_hash" in state:
+            previous.append({"hash": state["key_hash"], "expires": now + overlap})
+        backend.update_state(space, {"key_hash": hash_key(key),
+                                     "previous_keys": previous[-_MAX_PREVIOUS_KEYS:] or None})
     finally:
         backend.close()
     return key
 
 
+async def _reply(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``limit`` bytes is refused with 413 before anything parses it.
+
+    A declared Content-Length over the limit is refused before a byte is read; a body without
+    one (chunked) is counted as it arrives and cut off as soon as it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and not declared.strip().isdigit():
+            await _reply(send, 400, f"content-length: expected a number of bytes, got {declared[:40]!r}")
+            return
+        if declared is not None and int(declared) > self.limit:
+            await _reply(send, 413, f"body: expected at most {self.limit} bytes, got {int(declared)}")
+            return
+        received = 0
+        started = refused = False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit and not started:
+                    refused = True
+                    await _reply(send, 413, f"body: expected at most {self.limit} bytes, got more")
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 is already sent; what the app says after the disconnect is moot
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not refused:
+                raise
+
+
+class KeyCheck:
+    """ASGI middleware: a ``/v1/spaces/{space}/...`` request runs only with that space's key.
+
+    ``allowed(space, key)`` decides from the space's state alone; an absent space and a wrong
+    key get the same 403, so the answer tells nothing about which spaces exist.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Callable[[str, str], bool]):
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        root = scope.get("root_path", "")
+        route = _SPACE_ROUTE.match(path[len(root):] if root and path.startswith(root) else path)
+        if route is not None:
+            key = _header(scope, b"x-api-key")
+            if key is None:
+                await _reply(send, 401, _NO_KEY)
+                return
+            space = route.group(1)
+            try:
+                check_space_name(space)
+            except ValueError as error:
+                await _reply(send, 422, str(error))
+                return
+            if not await anyio.to_thread.run_sync(self.allowed, space, key):
+                await _reply(send, 403, _WRONG_KEY)
+                return
+        await self.app(scope, receive, send)
+
+
+class Error(BaseModel):
+    """The body of every error answer."""
+
+    detail: str = Field(description="what was wrong, starting with the field it concerns")
+
+
+_WHY = {
+    400: "Malformed request framing (Content-Length).",
+    401: "No X-API-Key header.",
+    403: "The key does not open this space (or there is no such space: the two are not told apart).",
+    404: "No episode with this id in the space.",
+    409: "An id that is already in the space.",
+    413: "The body, or a payload, is over the size limit.",
+    422: "A field is missing, of the wrong type or out of range (the message names it).",
+}
+
+
+def _errors(*codes: int, by_reference: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error answers; ``by_reference`` for routes whose own answers are not
+    JSON (FastAPI would otherwise file the error body under the route's media type)."""
+    if by_reference:
+        body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        return {code: {"description": _WHY[code], "content": body} for code in codes}
+    return {code: {"model": Error, "description": _WHY[code]} for code in codes}
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: no coercion, so `false` is not a number and "1" is not an embedding value
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
-class EpisodeIn(_Strict):
-    embedding: list[float] = Field(min_length=1)
-    payload: dict[str, Any] = Field(default_factory=dict)
-    id: str | None = Field(default=None, min_length=1, max_length=128)
-    timestamp: float | None = None
-    reward: float = 0.0
-    salience: float = 0.0
-    tags: list[str] = Field(default_factory=list)
-    unfinished: bool = False
+def _has_direction(values: list[float]) -> list[float]:
+    if not any(abs(x) >= _SMALLEST for x in values):
+        raise ValueError(f"expected at least one number of magnitude ≥ {_SMALLEST:g} (a vector of zeros "
+                         "has no direction to store or search for)")
+    return values
 
 
-class BatchIn(_Strict):
-    episodes: list[EpisodeIn] = Field(min_length=1, max_length=MAX_BATCH)
+def _knows_something(values: list[bool]) -> list[bool]:
+    if not any(values):
+        raise ValueError("expected at least one known dimension (true), else there is no evidence")
+    return values
 
 
-class RecallIn(_Strict):
-    cue: list[float] = Field(min_length=1)
-    k: int = Field(default=5, ge=1, le=100)
-    known: list[bool] | None = None
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 88.0 as an integer; strict pydantic would not (bools stay refused)
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-class RecallBatchIn(_Strict):
-    cues: list[list[float]] = Field(min_length=1, max_length=MAX_BATCH)
-    k: int = Field(default=5, ge=1, le=100)
-    known: list[list[bool]] | None = None
+Integer = Annotated[int, BeforeValidator(_integral)]
+Real = Annotated[float, Field(ge=-_FLOAT32_MAX, le=_FLOAT32_MAX)]  # the store's range for times, weights
 
 
-class SleepIn(_Strict):
-    replay_budget: int = Field(default=512, ge=1)
-    walks: int = Field(default=64, ge=0, le=10_000)
-    seed: int = 0
+def _request_models(dim: int) -> SimpleNamespace:
+    """The request bodies for a store of ``dim``-dimensional embeddings.
+
+    A vector is ``dim`` numbers of magnitude ≤ 0.99e18/√dim, at least one of them ≥ 2e-12.
+    """
+    bound = float(f"{0.99e18 / np.sqrt(dim):.3g}")
+    number = Annotated[float, Field(ge=-bound, le=bound)]
+    direction = {"contains": {"anyOf": [{"minimum": _SMALLEST}, {"maximum": -_SMALLEST}]}}
+    vector = Annotated[list[number], Field(min_length=dim, max_length=dim, json_schema_extra=direction),
+                       AfterValidator(_has_direction)]
+    mask = Annotated[list[bool], Field(min_length=dim, max_length=dim,
+                                       json_schema_extra={"contains": {"const": True}}),
+                     AfterValidator(_knows_something)]
+
+    class EpisodeIn(_Strict):
+        embedding: vector
+        payload: dict[str, Any] = Field(default_factory=dict)
+        id: EpisodeId | None = None
+        timestamp: Real | None = None
+        reward: Real = 0.0
+        salience: Real = 0.0
+        tags: list[str] = Field(default_factory=list)
+        unfinished: bool = False
+
+    class BatchIn(_Strict):
+        episodes: list[EpisodeIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+    class RecallIn(_Strict):
+        cue: vector
+        k: Integer = Field(default=5, ge=1, le=100)
+        known: mask | None = None
+
+    class RecallBatchIn(_Strict):
+        cues: list[vector] = Field(min_length=1, max_length=MAX_BATCH)
+        k: Integer = Field(default=5, ge=1, le=100)
+        known: list[mask] | None = None
+
+    class SleepIn(_Strict):
+        replay_budget: Integer = Field(default=512, ge=1)
+        walks: Integer = Field(default=64, ge=0, le=10_000)
+        seed: Integer = Field(default=0, ge=0, le=2**32 - 1)
+
+    return SimpleNamespace(EpisodeIn=EpisodeIn, BatchIn=BatchIn, RecallIn=RecallIn,
+                           RecallBatchIn=RecallBatchIn, SleepIn=SleepIn)
+
+
+class Added(BaseModel):
+    id: str
+
+
+class AddedMany(BaseModel):
+    ids: list[str]
+
+
+class Deleted(BaseModel):
+    deleted: list[str]
+
+
+class EpisodeOut(BaseModel):
+    id: str
+    payload: dict[str, Any]
+    timestamp: float
+    kind: str
+    reward: float
+    salience: float
+    tags: list[str]
+    unfinished: bool
+    recalls: int
+    embedding: list[float] | None = Field(default=None, description="only with ?embedding=true")
+
+
+class RecalledOut(BaseModel):
+    id: str
+    payload: dict[str, Any]
+    kind: str
+    score: float
+    strength: float
+    masked_cosine: float
+    timestamp: float
+
+
+class RecallOut(BaseModel):
+    status: Literal["recalled", "insufficient_evidence"]
+    decided_by: str
+    confidence: float
+    calibrated: bool
+    episodes: list[RecalledOut]
+    trace: dict[str, Any]
+
+
+class RecallBatchOut(BaseModel):
+    results: list[RecallOut]
+
+
+class StatsOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    space: str
+    dim: int
+    episodes: int
+    semantic: int
+    links: int
+    gate_calibrated: bool
+    strength_mean: float | None
+    strength_min: float | None
+    sleeps: int
 
 
 def _answer(result: RecallResult) -> dict[str, Any]:
@@ -96,10 +373,32 @@ def _answer(result: RecallResult) -> dict[str, Any]:
     }
 
 
-def create_app(path: str | os.PathLike[str]) -> FastAPI:
+def _field(location: tuple[Any, ...]) -> str:
+    """("body", "episodes", 0, "embedding") -> "episodes[0].embedding"."""
+    name = ""
+    for part in location[1:] if location and location[0] in ("body", "query", "path", "header") else location:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or "body"
+
+
+def _validation_detail(error: RequestValidationError) -> str:
+    parts = []
+    for e in error.errors()[:3]:
+        if e["type"] == "json_invalid":
+            parts.append(f"body: expected JSON, got invalid JSON ({e.get('ctx', {}).get('error', '')})")
+            continue
+        came = repr(e.get("input"))
+        came = came if len(came) <= 80 else came[:77] + "..."
+        parts.append(f"{_field(tuple(e['loc']))}: {e['msg']}, got {came}")
+    return "; ".join(parts)
+
+
+def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The FastAPI application serving the store directory ``path`` (which must exist)."""
+    max_body_bytes = arguments.integer(max_body_bytes, "max_body_bytes", low=1)
     root = SQLiteBackend(path)
     dim = root.dim
+    bodies = _request_models(dim)
     stores: dict[str, MemoryStore] = {}
     opening = threading.Lock()
     registry = CollectorRegistry()
@@ -108,11 +407,24 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
                         buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
     episodes_added = Counter("engram_episodes_added_total", "Episodes stored", registry=registry)
     recalls = Counter("engram_recalls_total", "Recall answers", ["status", "decided_by"], registry=registry)
+    placeholder = hash_key(secrets.token_urlsafe(32))  # compared against for absent spaces
+
+    def allowed(space: str, key: str) -> bool:
+        try:
+            hashes = valid_key_hashes(root.get_state(space), time.time())
+        except ValueError:  # no such space: the same work and answer as a wrong key
+            hashes = []
+        digest = hash_key(key)
+        matches = [hmac.compare_digest(h, digest) for h in hashes or [placeholder]]
+        return bool(hashes) and any(matches)
 
     app = FastAPI(
         title="Engram memory engine", version="1",
         description="A persistent episodic memory that completes, refuses, forgets and consolidates.",
+        responses=_errors(400, 413),
     )
+    app.add_middleware(KeyCheck, allowed=allowed)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
@@ -124,75 +436,76 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
         requests.labels(endpoint, str(response.status_code)).inc()
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_detail(error)}, status_code=422)
+
     @app.exception_handler(ValueError)
     async def value_error(request: Request, error: ValueError) -> JSONResponse:
-        status = 413 if "payload: expected at most" in str(error) else 422
-        return JSONResponse({"detail": str(error)}, status_code=status)
+        text = str(error)
+        status = next((code for words, code in _STATUS_OF if words in text), 422)
+        return JSONResponse({"detail": text}, status_code=status)
 
     @app.exception_handler(TypeError)
     async def type_error(request: Request, error: TypeError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
-    def space_store(space: str, x_api_key: str | None = Header(default=None)) -> MemoryStore:
-        if x_api_key is None:
-            raise HTTPException(401, "missing X-API-Key header")
+    def space_store(space: str, key: str | None = Security(APIKeyHeader(name="X-API-Key", auto_error=False))
+                    ) -> MemoryStore:
+        # KeyCheck has admitted the key before the body was read; checked again here (one small
+        # read) so that no route runs without it, however the app is mounted
+        if key is None or not allowed(space, key):
+            raise HTTPException(401, _NO_KEY) if key is None else HTTPException(403, _WRONG_KEY)
         with opening:
             store = stores.get(space)
             if store is None:
-                if space not in root.spaces():
-                    raise HTTPException(404, f"space: no memory space named {space!r}")
                 store = stores[space] = MemoryStore(path, space=space)
-        expected = store.backend.get_state(space).get("key_hash")
-        if expected is None or not hmac.compare_digest(expected, hash_key(x_api_key)):
-            raise HTTPException(403, f"the key is not valid for space {space!r}")
         return store
 
-    # One dependency object shared by every route: checks the key, opens the space.
-    authorised = Depends(space_store)
+    def episode_id(eid: Annotated[str, Path(min_length=1, max_length=128,
+                                            json_schema_extra=_ID_SCHEMA)]) -> str:
+        return check_episode_id(eid)
 
-    def vector(values: list[float], name: str) -> np.ndarray:
-        if len(values) != dim:
-            raise ValueError(f"{name}: expected {dim} numbers, got {len(values)}")
-        wide = np.asarray(values, dtype=np.float64)
-        # a number float32 cannot hold would be stored as inf: refuse it instead
-        if not np.all(np.abs(wide) <= np.finfo(np.float32).max):
-            bad = int(np.argmax(~(np.abs(wide) <= np.finfo(np.float32).max)))
-            raise ValueError(f"{name}: every number must be finite and within float32 range, "
-                             f"got {values[bad]!r} at index {bad}")
-        return wide.astype(np.float32)
+    authorised = Depends(space_store)
+    addressed = Depends(episode_id)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text exposition."},
+                        **_errors(400, 413, by_reference=True)})
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/spaces/{space}/episodes", status_code=201)
-    def add(body: EpisodeIn, store: MemoryStore = authorised) -> dict[str, str]:
-        eid = store.add(vector(body.embedding, "embedding"), body.payload, id=body.id,
-                        timestamp=body.timestamp, reward=body.reward, salience=body.salience,
-                        tags=body.tags, unfinished=body.unfinished)
+    spaces = APIRouter(prefix="/v1/spaces/{space}", responses=_errors(401, 403, 422))
+
+    @spaces.post("/episodes", status_code=201, response_model=Added, responses=_errors(409))
+    def add(body: bodies.EpisodeIn, store: MemoryStore = authorised) -> dict[str, str]:
+        eid = store.add(np.asarray(body.embedding), body.payload, id=body.id, timestamp=body.timestamp,
+                        reward=body.reward, salience=body.salience, tags=body.tags,
+                        unfinished=body.unfinished)
         episodes_added.inc()
         return {"id": eid}
 
-    @app.post("/v1/spaces/{space}/episodes/batch", status_code=201)
-    def add_batch(body: BatchIn, store: MemoryStore = authorised) -> dict[str, list[str]]:
+    @spaces.post("/episodes/batch", status_code=201, response_model=AddedMany, responses=_errors(409))
+    def add_batch(body: bodies.BatchIn, store: MemoryStore = authorised) -> dict[str, list[str]]:
         e = body.episodes
-        embeddings = np.stack([vector(x.embedding, f"episodes[{i}].embedding") for i, x in enumerate(e)])
+        now = time.time()
         ids = store.add_batch(
-            embeddings, [x.payload for x in e],
-            ids=[x.id for x in e] if all(x.id for x in e) else None,
-            timestamps=[x.timestamp for x in e] if all(x.timestamp is not None for x in e) else None,
+            np.asarray([x.embedding for x in e]), [x.payload for x in e],
+            ids=[x.id if x.id is not None else os.urandom(16).hex() for x in e],
+            timestamps=[x.timestamp if x.timestamp is not None else now for x in e],
             rewards=[x.reward for x in e], saliences=[x.salience for x in e], tags=[x.tags for x in e],
             unfinished=[x.unfinished for x in e],
         )
         episodes_added.inc(len(ids))
         return {"ids": ids}
 
-    @app.get("/v1/spaces/{space}/episodes/{eid}")
-    def get(eid: str, embedding: bool = False, store: MemoryStore = authorised) -> dict[str, Any]:
+    @spaces.get("/episodes/{eid}", response_model=EpisodeOut, responses=_errors(404))
+    def get(eid: str = addressed, embedding: bool = False, store: MemoryStore = authorised) -> dict[str, Any]:
         episode = store.get(eid)
         if episode is None:
             raise HTTPException(404, f"id: no episode {eid!r} in space {store.space!r}")
@@ -203,36 +516,35 @@ def create_app(path: str | os.PathLike[str]) -> FastAPI:
             out["embedding"] = episode.embedding.tolist()
         return out
 
-    @app.delete("/v1/spaces/{space}/episodes/{eid}")
-    def delete(eid: str, store: MemoryStore = authorised) -> dict[str, list[str]]:
+    @spaces.delete("/episodes/{eid}", response_model=Deleted, responses=_errors(404))
+    def delete(eid: str = addressed, store: MemoryStore = authorised) -> dict[str, list[str]]:
         removed = store.delete([eid])
         if not removed:
             raise HTTPException(404, f"id: no episode {eid!r} in space {store.space!r}")
         return {"deleted": removed}
 
-    @app.post("/v1/spaces/{space}/recall")
-    def recall(body: RecallIn, store: MemoryStore = authorised) -> dict[str, Any]:
+    @spaces.post("/recall", response_model=RecallOut)
+    def recall(body: bodies.RecallIn, store: MemoryStore = authorised) -> dict[str, Any]:
         known = None if body.known is None else np.asarray(body.known, dtype=bool)
-        result = store.recall(vector(body.cue, "cue"), k=body.k, known=known)
+        result = store.recall(np.asarray(body.cue), k=body.k, known=known)
         recalls.labels(result.status, result.decided_by).inc()
         return _answer(result)
 
-    @app.post("/v1/spaces/{space}/recall/batch")
-    def recall_batch(body: RecallBatchIn, store: MemoryStore = authorised) -> dict[str, Any]:
-        cues = np.stack([vector(c, f"cues[{i}]") for i, c in enumerate(body.cues)])
+    @spaces.post("/recall/batch", response_model=RecallBatchOut)
+    def recall_batch(body: bodies.RecallBatchIn, store: MemoryStore = authorised) -> dict[str, Any]:
         known = None if body.known is None else np.asarray(body.known, dtype=bool)
-        results = store.recall_batch(cues, k=body.k, known=known)
+        results = store.recall_batch(np.asarray(body.cues), k=body.k, known=known)
         for r in results:
             recalls.labels(r.status, r.decided_by).inc()
         return {"results": [_answer(r) for r in results]}
 
-    @app.post("/v1/spaces/{space}/sleep")
-    def sleep(body: SleepIn, store: MemoryStore = authorised) -> dict[str, Any]:
-        report = store.sleep(replay_budget=body.replay_budget, walks=body.walks, seed=body.seed)
-        return report.__dict__
+    @spaces.post("/sleep", response_model=SleepReport)
+    def sleep(body: bodies.SleepIn, store: MemoryStore = authorised) -> SleepReport:
+        return store.sleep(replay_budget=body.replay_budget, walks=body.walks, seed=body.seed)
 
-    @app.get("/v1/spaces/{space}/stats")
+    @spaces.get("/stats", response_model=StatsOut)
     def stats(store: MemoryStore = authorised) -> dict[str, Any]:
         return store.stats()
 
+    app.include_router(spaces)
     return app
