@@ -296,3 +296,16 @@ def test_batches_from_several_threads_give_the_sequential_answers(sparse_memory,
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda b: memory.complete_batch(b).states, batches))
     assert all(np.array_equal(e, g) for e, g in zip(expected, got, strict=True))
+
+
+def test_a_saved_hebbian_memory_keeps_its_exact_ties_after_loading(tmp_path):
+    gen = np.random.default_rng(1)
+    patterns = codes.random_bipolar(100, 768, gen)
+    cues = codes.partial_cue(patterns, 0.5, gen)
+    memory = AttractorMemory(768).store(patterns)
+    loaded = AttractorMemory.load(memory.save(tmp_path / "m.safetensors"))
+    assert torch.equal(loaded.weights, memory.weights)
+    with pytest.warns(RuntimeWarning, match="convergence rate"):
+        before, after = memory.complete_batch(cues), loaded.complete_batch(cues)
+    assert np.array_equal(before.states, after.states)
+    assert np.array_equal(before.energy, after.energy, equal_nan=True)

@@ -1,7 +1,9 @@
 """Slow, obviously correct attractor dynamics: the specification the fast kernels are tested
 against (and the "plain dense numpy" baseline of the benchmarks).
 
-Every step recomputes the full field W·s; nothing is incremental or batched.
+Every step recomputes the full field W·s in float64; nothing is incremental or batched. Given
+integer weights (``hebb.hebbian_counts``) every field is exact, so ties (h = 0) are true zeros
+and follow the tie rule, not the rounding of W = C / N.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ def energy(weights: np.ndarray, state: np.ndarray) -> float:
     return float(-0.5 * s @ weights.astype(np.float64) @ s)
 
 
+def _field(weights: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """h = W·s in float64 (exact for integer weights)."""
+    return weights.astype(np.float64) @ state.astype(np.float64)
+
+
 def threshold(field: np.ndarray, state: np.ndarray, code: str, k: int) -> np.ndarray:
     """One synchronous update of every unit: sign (ties keep the unit, unknown ties → +1) or k-WTA."""
     if code == "bipolar":
@@ -46,7 +53,7 @@ def complete_sync(
     previous = None
     energies: list[float] = []
     for t in range(1, max_iterations + 1):
-        new = threshold(weights @ state, state, code, k)
+        new = threshold(_field(weights, state), state, code, k)
         energies.append(energy(weights, new))
         if np.array_equal(new, state):
             return ReferenceTrajectory(new, t, True, False, energies)
@@ -72,12 +79,12 @@ def complete_async(
     """
     state = cue.astype(np.float32)
     if code == "sparse" and state.sum() != k:
-        state = threshold(weights @ state, state, code, k)
+        state = threshold(_field(weights, state), state, code, k)
     energies: list[float] = []
     for t in range(1, max_iterations + 1):
         changed = False
         for i in orders[t - 1]:
-            field = weights @ state
+            field = _field(weights, state)
             if code == "bipolar":
                 new_value = threshold(field[i : i + 1], state[i : i + 1], code, k)[0]
                 if new_value != state[i]:
