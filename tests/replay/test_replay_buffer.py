@@ -205,3 +205,47 @@ def test_update_losses_rejects_unfilled_slots_and_non_finite_losses():
     assert torch.equal(buf.meta["loss"][4:], torch.zeros(6))  # nothing written past the filled
     buf.update_losses(torch.tensor([1, 3]), torch.tensor([0.1, 2.0]), threshold=0.5)
     assert buf.metadata()["unfinished"].tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_every_bit_flip_in_a_buffer_file_is_an_error_or_changes_nothing(tmp_path):
+    buf = filled(capacity=8, n=12, dim=3, eviction="priority")
+    path = buf.save(tmp_path / "b.safetensors")
+    original = path.read_bytes()
+    header = 8 + int.from_bytes(original[:8], "little")
+    gen = np.random.default_rng(0)
+    positions = list(gen.choice(header * 8, min(header * 8, 500), replace=False)) + list(
+        gen.choice(np.arange(header * 8, len(original) * 8), 200, replace=False))
+
+    def digest(b):
+        return [(k, v.numpy().tobytes()) for k, v in sorted(b.state_dict().items())] + [
+            (b.capacity, b.eviction, b.storage, b.alpha, b.seed, b.seen, b.size, b.item_shape)]
+
+    expected, errors = digest(EpisodicBuffer.load(path)), 0
+    damaged = tmp_path / "damaged.safetensors"
+    for position in positions:
+        data = bytearray(original)
+        data[position // 8] ^= 1 << (position % 8)
+        damaged.write_bytes(bytes(data))
+        try:
+            loaded = EpisodicBuffer.load(damaged)
+        except ValueError as error:
+            assert str(damaged) in str(error), error
+            errors += 1
+        else:
+            assert digest(loaded) == expected, f"bit {position} loaded silently"
+    assert errors >= len(positions) - 20
+
+
+def test_a_buffer_file_written_before_checksums_still_loads(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    buf = filled(capacity=8, n=12, dim=3)
+    header = {"capacity": 8, "eviction": "reservoir", "storage": "float32", "alpha": 0.6,
+              "seed": 0, "seen": 12, "size": 8, "item_shape": [3]}  # the format before checksums
+    old = tmp_path / "old.safetensors"
+    tensors = {k: v.contiguous() for k, v in buf.state_dict().items()}
+    save_file(tensors, str(old), metadata={"engram.EpisodicBuffer": json.dumps(header)})
+    back = EpisodicBuffer.load(old)
+    assert torch.equal(back.x, buf.x) and back.seen == 12

@@ -21,7 +21,7 @@ from engram.ca3 import dynamics, single
 from engram.ca3.gate import CA1Gate
 from engram.ca3.monitor import ConvergenceStats
 from engram.codes import active_count, check_sparsity
-from engram.runs import atomic_write_bytes
+from engram.runs import atomic_write_bytes, content_digest
 
 CODES = ("bipolar", "sparse")
 UPDATES = ("sync", "async")
@@ -38,6 +38,9 @@ _NO_FIELD = np.empty(0, dtype=np.float64)
 # so batches from different Python threads (e.g. a web server's workers) take turns.
 _PARALLEL_KERNEL = threading.Lock()
 _FORMAT_VERSION = 1
+# "sha256" (of the other metadata and the tensors) is absent from files written before
+# checksums; those load unverified.
+_METADATA_KEYS = {"format", "version", "config", "sha256"}
 # Float32 sums of integers are exact below 2^24: the bound on |C·s| for Hebbian counts C.
 _EXACT_FLOAT32 = 2**24
 
@@ -115,6 +118,13 @@ def _positive_int(value: Any, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value}")
     return int(value)
+
+
+def _file_digest(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    """The checksum a memory file carries: SHA-256 of its metadata (but the checksum) and its
+    tensors, each in name order."""
+    described = {key: metadata[key] for key in sorted(metadata) if key != "sha256"}
+    return content_digest({"metadata": described, "tensors": {k: tensors[k] for k in sorted(tensors)}})
 
 
 class AttractorMemory:
@@ -478,11 +488,13 @@ class AttractorMemory:
             "config": json.dumps(self.config()),
         }
         tensors = {"weights": self.weights.cpu().contiguous(), "patterns": self.patterns.cpu()}
+        metadata["sha256"] = _file_digest(metadata, tensors)
         return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> AttractorMemory:
-        """Read a memory written by ``save``; a truncated or foreign file raises ValueError."""
+        """Read a memory written by ``save``, verifying its checksum; a truncated, damaged or
+        foreign file raises ValueError naming it."""
         from safetensors import SafetensorError
         from safetensors.torch import load
 
@@ -500,11 +512,21 @@ class AttractorMemory:
             ) from error
         if metadata.get("format") != _FORMAT or set(tensors) != {"weights", "patterns"}:
             raise ValueError(f"path: {path} is a safetensors file but not an Engram memory")
-        if int(metadata.get("version", -1)) > _FORMAT_VERSION:
-            raise ValueError(f"path: {path} has format version {metadata['version']}, newer than this Engram")
-        config = json.loads(metadata["config"])
-        n_units = config.pop("n_units")
-        memory = cls(n_units, device=device, **config)
+        if set(metadata) - _METADATA_KEYS:
+            unknown = sorted(set(metadata) - _METADATA_KEYS)
+            raise ValueError(f"path: {path} has unknown metadata {unknown}: damaged or foreign")
+        if "sha256" in metadata and metadata["sha256"] != _file_digest(metadata, tensors):
+            raise ValueError(f"path: {path} fails its checksum, so it is damaged")
+        version = metadata.get("version", "")
+        if version.isdigit() and int(version) > _FORMAT_VERSION:
+            raise ValueError(f"path: {path} has format version {version}, newer than this Engram")
+        if not version.isdigit() or int(version) < 1:
+            raise ValueError(f"path: {path} has no valid format version (got {version!r})")
+        try:
+            config = json.loads(metadata["config"])
+            memory = cls(config.pop("n_units"), device=device, **config)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"path: {path} holds an unreadable config: {error}") from error
         n = memory.n_units
         if tensors["weights"].shape != (n, n) or tensors["patterns"].shape[1:] != (n,):
             raise ValueError(f"path: {path} holds tensors whose shapes do not match n_units={n}")

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engram.runs import atomic_write_bytes
+from engram.runs import atomic_write_bytes, content_digest
 
 EVICTIONS = ("reservoir", "priority")
 SAMPLINGS = ("uniform", "balanced", "prioritized")
 STORAGES = ("float32", "float16", "uint8")
 METADATA = ("reward", "salience", "novelty", "loss")
+_HEADER = "engram.EpisodicBuffer"
 
 
 @dataclass(frozen=True)
@@ -389,24 +390,43 @@ class EpisodicBuffer:
             "item_shape": self.item_shape,
         }
         tensors = {k: v.contiguous() for k, v in self.state_dict().items()}
-        data = save(tensors, metadata={"engram.EpisodicBuffer": json.dumps(header)})
-        return atomic_write_bytes(path, data)
+        metadata = {_HEADER: json.dumps(header)}
+        metadata["sha256"] = _file_digest(metadata, tensors)
+        return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EpisodicBuffer:
-        """Read a buffer written by :meth:`save`; it samples exactly as the saved one would."""
-        from safetensors import safe_open
+        """Read a buffer written by :meth:`save`; it samples exactly as the saved one would.
+
+        The file's checksum is verified (files written before checksums, without one, load
+        unverified); a damaged or foreign file raises ValueError naming it.
+        """
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"path: buffer file {path} does not exist")
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-        if "engram.EpisodicBuffer" not in meta:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"path: {path} is not a readable safetensors file: {error}") from error
+        if _HEADER not in meta:
             raise ValueError(f"path: {path} is not a saved EpisodicBuffer")
-        header = json.loads(meta["engram.EpisodicBuffer"])
-        tensors = load_file(str(path))
+        if set(meta) - {_HEADER, "sha256"}:
+            unknown = sorted(set(meta) - {_HEADER, "sha256"})
+            raise ValueError(f"path: {path} has unknown metadata {unknown}: damaged or foreign")
+        if "sha256" in meta and meta["sha256"] != _file_digest(meta, tensors):
+            raise ValueError(f"path: {path} fails its checksum, so it is damaged")
+        try:
+            return cls._from_saved(json.loads(meta[_HEADER]), tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"path: {path} holds an unreadable buffer: {error!r}") from error
+
+    @classmethod
+    def _from_saved(cls, header: dict, tensors: dict[str, torch.Tensor]) -> EpisodicBuffer:
         buf = cls(header["capacity"], header["eviction"], header["storage"], header["alpha"],
                   header["seed"])
         buf.seen, buf.size = header["seen"], header["size"]
@@ -418,3 +438,10 @@ class EpisodicBuffer:
         buf.meta = {k: tensors[f"meta.{k}"] for k in METADATA}
         buf._gen.set_state(tensors["generator"])
         return buf
+
+
+def _file_digest(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a buffer file's header and tensors (in name order), the checksum it carries."""
+    return content_digest(
+        {"header": metadata[_HEADER], "tensors": {k: tensors[k] for k in sorted(tensors)}}
+    )
