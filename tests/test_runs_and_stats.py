@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engram import stats
-from engram.runs import RunFolder, atomic_write_text, markdown_table, to_json
+from engram.runs import RunFolder, atomic_write_text, markdown_table, number, to_json
 
 
 def test_run_folder_writes_config_results_plot_and_report(tmp_path):
@@ -136,3 +136,4 @@ def test_results_json_is_valid_json_with_null_for_numbers_that_are_not_finite(tm
     assert json.loads(text, parse_constant=no_constants) == {
         "nan": None, "inf": None, "row": [1.0, None, None], "ok": 0.5}
     assert json.loads(to_json([float("nan")]), parse_constant=no_constants) == [None]
+    assert np.isnan(number(json.loads(text)["nan"])) and number(json.loads(text)["ok"]) == 0.5

@@ -176,6 +176,12 @@ def to_json(value: Any) -> str:
     return json.dumps(_to_jsonable(value), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
+def number(value: float | None) -> float:
+    """A number read back from results JSON: ``null`` (what ``to_json`` writes for NaN and ±∞)
+    comes back as NaN."""
+    return math.nan if value is None else float(value)
+
+
 def content_digest(value: Any) -> str:
     """SHA-256 of nested dicts, lists, tensors, arrays and scalars in a canonical byte form.
 
