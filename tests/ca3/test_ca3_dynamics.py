@@ -242,7 +242,7 @@ def test_hebbian_ties_follow_the_documented_rule_in_every_sync_path():
 
 def test_hebbian_ties_follow_the_documented_rule_in_the_async_path():
     patterns, cues, counts = _hebbian_tie_setting()
-    cues, steps = cues[:24], 4
+    cues, steps = cues[:12], 3
     gen = np.random.default_rng(2)
     orders = np.stack([np.stack([gen.permutation(768) for _ in cues]) for _ in range(steps)])
     memory = AttractorMemory(768, update="async", max_iterations=steps).store(patterns)

@@ -30,11 +30,6 @@ def energy(weights: np.ndarray, state: np.ndarray) -> float:
     return float(-0.5 * s @ weights.astype(np.float64) @ s)
 
 
-def _field(weights: np.ndarray, state: np.ndarray) -> np.ndarray:
-    """h = W·s in float64 (exact for integer weights)."""
-    return weights.astype(np.float64) @ state.astype(np.float64)
-
-
 def threshold(field: np.ndarray, state: np.ndarray, code: str, k: int) -> np.ndarray:
     """One synchronous update of every unit: sign (ties keep the unit, unknown ties → +1) or k-WTA."""
     if code == "bipolar":
@@ -49,11 +44,12 @@ def complete_sync(
     weights: np.ndarray, cue: np.ndarray, code: str, k: int, max_iterations: int
 ) -> ReferenceTrajectory:
     """Synchronous dynamics until a fixed point, a 2-cycle, or the deadline."""
+    weights = weights.astype(np.float64)  # every field exact for integer weights
     state = cue.astype(np.float32)
     previous = None
     energies: list[float] = []
     for t in range(1, max_iterations + 1):
-        new = threshold(_field(weights, state), state, code, k)
+        new = threshold(weights @ state, state, code, k)
         energies.append(energy(weights, new))
         if np.array_equal(new, state):
             return ReferenceTrajectory(new, t, True, False, energies)
@@ -77,25 +73,28 @@ def complete_async(
     exactly k active units by k-WTA of the cue's field; then a visited inactive unit i swaps in
     for the weakest active unit j whenever that lowers the energy (h_i − W_ij > h_j).
     """
+    weights = weights.astype(np.float64)  # every field exact for integer weights
     state = cue.astype(np.float32)
     if code == "sparse" and state.sum() != k:
-        state = threshold(_field(weights, state), state, code, k)
+        state = threshold(weights @ state, state, code, k)
     energies: list[float] = []
     for t in range(1, max_iterations + 1):
-        changed = False
+        changed = stale = False
+        field = weights @ state
         for i in orders[t - 1]:
-            field = _field(weights, state)
+            if stale:  # the full field of the current state, recomputed after every change
+                field, stale = weights @ state, False
             if code == "bipolar":
                 new_value = threshold(field[i : i + 1], state[i : i + 1], code, k)[0]
                 if new_value != state[i]:
                     state[i] = new_value
-                    changed = True
+                    changed = stale = True
             elif state[i] == 0:
                 active = np.flatnonzero(state)
                 j = active[np.argmin(field[active])]
                 if field[i] - weights[i, j] > field[j]:
                     state[i], state[j] = 1.0, 0.0
-                    changed = True
+                    changed = stale = True
         energies.append(energy(weights, state))
         if not changed:
             return ReferenceTrajectory(state, t, True, False, energies)
