@@ -146,6 +146,10 @@ class AttractorMemory:
         device: torch device of the batched path (the single-cue path runs on the CPU).
         seed: seed of the asynchronous visiting orders.
 
+    With the Hebbian rule the completion paths work on the integer counts C = XᵀX, not on
+    W = C / N: sign dynamics are the same, but every field is exact, so a tie (h = 0) keeps
+    the unit (an unknown unit → +1) instead of going the way float rounding of W pushes it.
+
     Example:
         >>> rng = np.random.default_rng(0)
         >>> memory = AttractorMemory(768, code="sparse", sparsity=0.05)
