@@ -27,10 +27,19 @@ def _zero_diagonal(weights: torch.Tensor) -> torch.Tensor:
     return weights
 
 
+def hebbian_counts(patterns: torch.Tensor) -> torch.Tensor:
+    """The Hebbian rule's exact form for ±1 patterns: the integer matrix C = XᵀX, zero diagonal.
+
+    Entries are integers |C_ij| ≤ P held exactly in float32, and so is every field C·s while
+    (N − 1)·P ≤ 2^24: sign dynamics on C are those of W = C / N with exact ties (C·s = 0).
+    """
+    x = _as_float(patterns)
+    return _zero_diagonal(x.T @ x)
+
+
 def hebbian(patterns: torch.Tensor) -> torch.Tensor:
     """Classical outer-product rule for ±1 patterns: W = XᵀX / N, zero diagonal (Hopfield 1982)."""
-    x = _as_float(patterns)
-    return _zero_diagonal(x.T @ x / x.shape[1])
+    return hebbian_counts(patterns) / patterns.shape[1]
 
 
 def covariance(patterns: torch.Tensor, sparsity: float) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 
 from engram import codes
 from engram.ca3 import AttractorMemory, dynamics, reference, single
+from engram.ca3 import memory as memory_module
 
 
 def _random_symmetric(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -33,7 +34,7 @@ def test_compiled_single_cue_matches_reference(code, rng):
         if code == "sparse":
             out = single.complete_sparse(w, patterns_t, np.ones(1, np.float32), cue, k, steps, state, energy)
         else:
-            out = single.complete_bipolar(w, patterns_t, cue, steps, state, energy, np.empty(0, np.float32))
+            out = single.complete_bipolar(w, patterns_t, cue, steps, state, energy, np.empty(0), 1.0)
         iterations, converged, cycled = out[:3]
         assert np.array_equal(state, expected.state)
         assert (iterations, converged, cycled) == (expected.iterations, expected.converged, expected.cycled)
@@ -208,3 +209,56 @@ def test_cpu_batch_kernel_matches_single_cue_kernel_for_bipolar_codes(rng):
         assert (one.iterations, one.converged, one.cycled) == (
             batch.iterations[i], batch.converged[i], batch.cycled[i])
         assert np.allclose(one.energy, batch.energy[i, : one.iterations], rtol=1e-5)
+
+
+def _hebbian_tie_setting():
+    """768 units, 100 Hebbian patterns, 120 half cues: many units meet an exact field of 0."""
+    gen = np.random.default_rng(1)
+    patterns = codes.random_bipolar(100, 768, gen)
+    cues = codes.partial_cue(np.concatenate([patterns, patterns[:20]]), 0.5, gen)
+    counts = patterns.astype(np.int64).T @ patterns.astype(np.int64)
+    np.fill_diagonal(counts, 0)
+    return patterns, cues, counts.astype(np.float64)  # integer weights: every field exact
+
+
+def test_hebbian_ties_follow_the_documented_rule_in_every_sync_path():
+    patterns, cues, counts = _hebbian_tie_setting()
+    assert np.mean([np.any(counts @ cue == 0) for cue in cues]) > 0.2  # exact ties are common
+    memory = AttractorMemory(768).store(patterns)
+    expected = [reference.complete_sync(counts, cue, "bipolar", 0, 7) for cue in cues]
+    torch_path = AttractorMemory(768).store(patterns)
+    torch_path._single_path = False  # the path CUDA takes, here on the CPU
+    with pytest.warns(RuntimeWarning, match="convergence rate"):  # α = 0.13, half cues
+        batch = memory.complete_batch(cues)
+        on_torch = torch_path.complete_batch(cues)
+    for i, (cue, spec) in enumerate(zip(cues, expected, strict=True)):
+        assert np.array_equal(memory.complete(cue).state, spec.state), f"single cue {i}"
+        assert np.array_equal(batch.states[i], spec.state), f"batch cue {i}"
+        assert np.array_equal(on_torch.states[i], spec.state), f"torch cue {i}"
+        assert batch.iterations[i] == spec.iterations
+        assert np.allclose(batch.energy[i, : spec.iterations], np.array(spec.energy) / 768,
+                           rtol=1e-5)
+
+
+def test_hebbian_ties_follow_the_documented_rule_in_the_async_path():
+    patterns, cues, counts = _hebbian_tie_setting()
+    cues, steps = cues[:12], 3
+    gen = np.random.default_rng(2)
+    orders = np.stack([np.stack([gen.permutation(768) for _ in cues]) for _ in range(steps)])
+    memory = AttractorMemory(768, update="async", max_iterations=steps).store(patterns)
+    out = memory.complete_batch(cues, orders=torch.from_numpy(orders))
+    for i, cue in enumerate(cues):
+        spec = reference.complete_async(counts, cue, "bipolar", 0, steps, orders[:, i])
+        assert np.array_equal(out.states[i], spec.state), f"cue {i}"
+
+
+def test_torch_path_sums_hebbian_counts_in_float64_past_float32s_exact_integers(monkeypatch):
+    patterns, cues, counts = _hebbian_tie_setting()
+    monkeypatch.setattr(memory_module, "_EXACT_FLOAT32", 0)  # as if (N − 1)·P exceeded 2^24
+    memory = AttractorMemory(768).store(patterns)
+    memory._single_path = False
+    assert memory._product_weights.dtype == torch.float64
+    with pytest.warns(RuntimeWarning, match="convergence rate"):
+        out = memory.complete_batch(cues)
+    for i, cue in enumerate(cues):
+        assert np.array_equal(out.states[i], reference.complete_sync(counts, cue, "bipolar", 0, 7).state)

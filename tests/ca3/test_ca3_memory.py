@@ -1,5 +1,6 @@
 """AttractorMemory as a user sees it: storing, completing, the CA1 gate, monitoring, saving."""
 
+import json
 import warnings
 
 import numpy as np
@@ -296,3 +297,66 @@ def test_batches_from_several_threads_give_the_sequential_answers(sparse_memory,
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda b: memory.complete_batch(b).states, batches))
     assert all(np.array_equal(e, g) for e, g in zip(expected, got, strict=True))
+
+
+def test_a_saved_hebbian_memory_keeps_its_exact_ties_after_loading(tmp_path):
+    gen = np.random.default_rng(1)
+    patterns = codes.random_bipolar(100, 768, gen)
+    cues = codes.partial_cue(patterns, 0.5, gen)
+    memory = AttractorMemory(768).store(patterns)
+    loaded = AttractorMemory.load(memory.save(tmp_path / "m.safetensors"))
+    assert torch.equal(loaded.weights, memory.weights)
+    with pytest.warns(RuntimeWarning, match="convergence rate"):
+        before, after = memory.complete_batch(cues), loaded.complete_batch(cues)
+    assert np.array_equal(before.states, after.states)
+    assert np.array_equal(before.energy, after.energy, equal_nan=True)
+
+
+def _flip_bits(path, load, digest, gen):
+    """Load ``path`` with single-bit flips (500 in the header, 200 in the tensors): every load
+    must fail naming the file, or give back exactly what was saved. Returns (tried, errors)."""
+    original = path.read_bytes()
+    header = 8 + int.from_bytes(original[:8], "little")
+    positions = list(gen.choice(header * 8, min(header * 8, 500), replace=False)) + list(
+        gen.choice(np.arange(header * 8, len(original) * 8), 200, replace=False))
+    expected, errors = digest(load(path)), 0
+    damaged = path.with_name("damaged.safetensors")
+    for position in positions:
+        data = bytearray(original)
+        data[position // 8] ^= 1 << (position % 8)
+        damaged.write_bytes(bytes(data))
+        try:
+            loaded = load(damaged)
+        except ValueError as error:
+            assert str(damaged) in str(error), error
+            errors += 1
+        else:
+            assert digest(loaded) == expected, f"bit {position} loaded silently"
+    return len(positions), errors
+
+
+def test_every_bit_flip_in_a_memory_file_is_an_error_or_changes_nothing(tmp_path, rng):
+    memory = AttractorMemory(32, max_iterations=5).store(codes.random_bipolar(3, 32, rng))
+    path = memory.save(tmp_path / "m.safetensors")
+
+    def digest(m):
+        return (json.dumps(m.config()), m.weights.numpy().tobytes(), m.patterns.numpy().tobytes())
+
+    tried, errors = _flip_bits(path, AttractorMemory.load, digest, rng)
+    assert errors >= tried - 20  # only flips the format ignores may load, and only unchanged
+
+
+def test_a_memory_file_written_before_checksums_still_loads(tmp_path, rng):
+    from safetensors.torch import save_file
+
+    memory = AttractorMemory(32).store(codes.random_bipolar(3, 32, rng))
+    metadata = {"format": "engram.AttractorMemory", "version": "1",
+                "config": json.dumps(memory.config())}  # what save wrote before checksums
+    old = tmp_path / "old.safetensors"
+    save_file({"weights": memory.weights, "patterns": memory.patterns}, str(old), metadata=metadata)
+    loaded = AttractorMemory.load(old)
+    assert torch.equal(loaded.weights, memory.weights)
+    save_file({"weights": memory.weights, "patterns": memory.patterns}, str(old),
+              metadata={**metadata, "sha2v6": "0"})  # a checksum key with a flipped bit
+    with pytest.raises(ValueError, match="unknown metadata"):
+        AttractorMemory.load(old)

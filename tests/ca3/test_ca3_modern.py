@@ -53,5 +53,41 @@ def test_bad_inputs_are_named():
         hopfield.store(torch.zeros(2, 5))
     with pytest.raises(ValueError, match="NaN"):
         hopfield.store(torch.full((1, 4), float("nan")))
-    with pytest.raises(TypeError, match=r"torch\.Tensor"):
-        hopfield.store([1, 2, 3, 4])
+    with pytest.raises(TypeError, match="patterns: expected an array of numbers, got dict"):
+        hopfield.store({"a": 1})
+
+
+def test_beta_beyond_float32_is_rejected_by_name():
+    for beta in (1e39, float("inf"), 1e-46):
+        with pytest.raises(ValueError, match=r"beta: expected a positive value .* got"):
+            ModernHopfield(4, beta=beta)
+    with pytest.raises(TypeError, match="beta: expected a number, got str"):
+        ModernHopfield(4, beta="8")
+
+
+def test_the_largest_beta_still_retrieves_and_gives_a_finite_energy(memory):
+    _, patterns = memory
+    sharp = ModernHopfield(64, beta=3e38).store(patterns)  # β·(x·ξ) overflows float32
+    noisy = patterns[7].clone()
+    noisy[:16] *= -1
+    out = sharp.recall(noisy)
+    assert torch.isfinite(out).all() and torch.equal(out, patterns[7])
+    assert torch.isfinite(sharp.energy(noisy)).all()
+    assert torch.isfinite(sharp.attention(noisy)).all()
+
+
+def test_numpy_and_list_inputs_work_like_tensors(memory):
+    hopfield, patterns = memory
+    query = patterns[3].numpy()
+    assert torch.equal(hopfield.recall(query), hopfield.recall(patterns[3]))
+    assert torch.equal(hopfield.recall(query.tolist()), hopfield.recall(patterns[3]))
+    assert torch.equal(hopfield.attention(query), hopfield.attention(patterns[3]))
+    assert torch.equal(hopfield.energy(query), hopfield.energy(patterns[3]))
+    assert ModernHopfield(2).store([[1.0, -1.0]]).memory.shape == (1, 2)
+    with pytest.raises(TypeError, match="queries: expected an array of numbers, got str"):
+        hopfield.recall("1, 2")
+
+
+def test_energy_of_an_empty_memory_is_a_clear_error():
+    with pytest.raises(ValueError, match="memory: nothing is stored yet"):
+        ModernHopfield(4).energy(torch.zeros(4))

@@ -226,3 +226,12 @@ def test_ablate_runs_end_to_end(trained, tmp_path, capsys):
     )
     report = (run / "report.md").read_text()
     assert "| grid |" in report and "| time |" not in report
+
+
+def test_a_text_file_given_as_a_checkpoint_exits_with_a_message_naming_it(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("e" * 200)  # the unpickler's raw IndexError escaped before
+    assert main(["lm", "sample", str(notes), "--prompt", "to", "--tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint: {notes} is not an Engram LM checkpoint" in err
+    assert "written by `engram lm train`" in err

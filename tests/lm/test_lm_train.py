@@ -132,3 +132,63 @@ def test_bad_training_config_is_a_clear_error():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="vocab_size"):
         TrainConfig(model={"vocab_size": 10})
+
+
+def test_resuming_a_finished_run_adds_no_second_final_row(small_text, tmp_path):
+    cfg = tiny_cfg(small_text, max_steps=6, warmup_steps=2, eval_interval=3, checkpoint_interval=3)
+    finished = train(cfg, tmp_path)
+    again = train(cfg, tmp_path, resume=True)
+    assert again.history == finished.history
+    assert load_checkpoint(tmp_path)["history"] == finished.history
+    longer = train(tiny_cfg(small_text, max_steps=8, warmup_steps=2, eval_interval=3,
+                            checkpoint_interval=3), tmp_path, resume=True)
+    steps = [row["step"] for row in longer.history]
+    assert steps == sorted(set(steps)) == list(range(9))  # each step once, the final row last
+
+
+def test_a_file_that_is_not_a_checkpoint_is_a_clear_error_naming_it(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("these are my notes, not a model\n")
+    for load in (load_checkpoint, model_from_checkpoint):
+        with pytest.raises(ValueError, match=rf"checkpoint: {text} is not an Engram LM checkpoint"):
+            load(text)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(ValueError, match=rf"checkpoint: {foreign} .*lacks .*model"):
+        load_checkpoint(foreign)
+
+
+@pytest.fixture(scope="module")
+def finished_run(small_text, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    train(tiny_cfg(small_text, max_steps=2, warmup_steps=1, eval_interval=2,
+                   checkpoint_interval=2, eval_batches=1), folder)
+    return folder
+
+
+def test_every_bit_flip_in_a_checkpoint_is_an_error_or_changes_nothing(finished_run, tmp_path):
+    from engram.runs import content_digest
+
+    original = (finished_run / "checkpoint.pt").read_bytes()
+    expected = content_digest(load_checkpoint(finished_run))
+    gen = np.random.default_rng(0)
+    damaged, caught = tmp_path / "checkpoint.pt", 0
+    for position in gen.choice(len(original) * 8, 150, replace=False):
+        data = bytearray(original)
+        data[position // 8] ^= 1 << (position % 8)
+        damaged.write_bytes(bytes(data))
+        try:
+            loaded = load_checkpoint(damaged)
+        except ValueError as error:
+            assert str(damaged) in str(error)
+            caught += 1
+        else:  # a flip the format ignores (e.g. in zip padding) may load, but only unchanged
+            assert content_digest(loaded) == expected, f"bit {position} loaded silently"
+    assert caught >= 100
+
+
+def test_a_checkpoint_written_before_checksums_still_loads(finished_run, tmp_path):
+    state = load_checkpoint(finished_run)
+    old = tmp_path / "old.pt"
+    torch.save(state, old)  # what save_checkpoint wrote before it added a checksum
+    assert load_checkpoint(old)["step"] == state["step"]

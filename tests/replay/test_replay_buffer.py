@@ -170,3 +170,82 @@ def test_a_rejected_first_add_leaves_no_trace_of_its_responses():
         buf.add(torch.rand(2, 4), torch.zeros(2), task=torch.zeros(3), response=torch.zeros(2, 3))
     buf.add(torch.rand(2, 4), torch.zeros(2))  # the buffer is still free to keep no responses
     assert buf.sample(2).response is None
+
+
+@pytest.mark.parametrize("name", ["priority", "reward", "salience", "novelty"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_priorities_and_metadata_are_rejected_by_name(name, bad):
+    buf = EpisodicBuffer(4, eviction="priority")
+    values = torch.tensor([1.0, bad, 2.0])
+    with pytest.raises(ValueError, match=rf"{name}: expected finite .*values, got .*{bad}"):
+        buf.add(torch.rand(3, 2), torch.zeros(3), **{name: values})
+    assert len(buf) == 0 and buf.seen == 0 and buf.item_shape is None  # no trace of it
+
+
+def test_a_priority_evicting_buffer_keeps_taking_better_items_after_a_rejected_nan():
+    buf = EpisodicBuffer(3, eviction="priority")
+    buf.add(torch.rand(3, 2), torch.zeros(3), priority=torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="priority"):
+        buf.add(torch.rand(1, 2), torch.zeros(1), priority=float("nan"))
+    slots = buf.add(torch.rand(2, 2), torch.zeros(2), priority=torch.tensor([5.0, 6.0]))
+    assert slots.tolist() == [0, 1]  # the two weakest make room, as they would have before
+    assert sorted(buf.priority[: len(buf)].tolist()) == [3.0, 5.0, 6.0]
+
+
+def test_update_losses_rejects_unfilled_slots_and_non_finite_losses():
+    buf = filled(capacity=10, n=4)
+    with pytest.raises(ValueError, match=r"indices: expected slots in \[0, 4\), got \[1, 7\]"):
+        buf.update_losses(torch.tensor([1, 7]), torch.tensor([0.1, 0.2]), threshold=0.5)
+    with pytest.raises(ValueError, match=r"indices: expected slots in \[0, 4\)"):
+        buf.update_losses(torch.tensor([-1]), torch.tensor([0.1]), threshold=0.5)
+    with pytest.raises(ValueError, match="losses: expected finite values"):
+        buf.update_losses(torch.tensor([1]), torch.tensor([float("nan")]), threshold=0.5)
+    with pytest.raises(ValueError, match="threshold: expected a finite number"):
+        buf.update_losses(torch.tensor([1]), torch.tensor([0.1]), threshold=float("nan"))
+    assert torch.equal(buf.meta["loss"][4:], torch.zeros(6))  # nothing written past the filled
+    buf.update_losses(torch.tensor([1, 3]), torch.tensor([0.1, 2.0]), threshold=0.5)
+    assert buf.metadata()["unfinished"].tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_every_bit_flip_in_a_buffer_file_is_an_error_or_changes_nothing(tmp_path):
+    buf = filled(capacity=8, n=12, dim=3, eviction="priority")
+    path = buf.save(tmp_path / "b.safetensors")
+    original = path.read_bytes()
+    header = 8 + int.from_bytes(original[:8], "little")
+    gen = np.random.default_rng(0)
+    positions = list(gen.choice(header * 8, min(header * 8, 500), replace=False)) + list(
+        gen.choice(np.arange(header * 8, len(original) * 8), 200, replace=False))
+
+    def digest(b):
+        return [(k, v.numpy().tobytes()) for k, v in sorted(b.state_dict().items())] + [
+            (b.capacity, b.eviction, b.storage, b.alpha, b.seed, b.seen, b.size, b.item_shape)]
+
+    expected, errors = digest(EpisodicBuffer.load(path)), 0
+    damaged = tmp_path / "damaged.safetensors"
+    for position in positions:
+        data = bytearray(original)
+        data[position // 8] ^= 1 << (position % 8)
+        damaged.write_bytes(bytes(data))
+        try:
+            loaded = EpisodicBuffer.load(damaged)
+        except ValueError as error:
+            assert str(damaged) in str(error), error
+            errors += 1
+        else:
+            assert digest(loaded) == expected, f"bit {position} loaded silently"
+    assert errors >= len(positions) - 20
+
+
+def test_a_buffer_file_written_before_checksums_still_loads(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    buf = filled(capacity=8, n=12, dim=3)
+    header = {"capacity": 8, "eviction": "reservoir", "storage": "float32", "alpha": 0.6,
+              "seed": 0, "seen": 12, "size": 8, "item_shape": [3]}  # the format before checksums
+    old = tmp_path / "old.safetensors"
+    tensors = {k: v.contiguous() for k, v in buf.state_dict().items()}
+    save_file(tensors, str(old), metadata={"engram.EpisodicBuffer": json.dumps(header)})
+    back = EpisodicBuffer.load(old)
+    assert torch.equal(back.x, buf.x) and back.seen == 12

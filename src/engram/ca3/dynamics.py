@@ -22,11 +22,11 @@ _DENSE_SHARE = 0.125
 class Trajectories:
     """Outcome of a batch of completions (torch tensors on the kernel's device)."""
 
-    states: torch.Tensor  # (B, N) float32: ±1, or 0/1 for sparse codes
+    states: torch.Tensor  # (B, N) in the cues' dtype: ±1, or 0/1 for sparse codes
     iterations: torch.Tensor  # (B,) int64: updates (sync) or sweeps (async) performed
     converged: torch.Tensor  # (B,) bool: stopped at a fixed point
     cycled: torch.Tensor  # (B,) bool: synchronous 2-cycle (reported as not converged)
-    energy: torch.Tensor  # (B, max_iterations) float32, NaN after the last step
+    energy: torch.Tensor  # (B, max_iterations) in the cues' dtype, NaN after the last step
     changed: torch.Tensor  # (B,) int64: unit changes summed over all steps
 
 
@@ -84,7 +84,7 @@ class _Recorder:
         self.iterations = torch.zeros(b, dtype=torch.int64, device=device)
         self.converged = torch.zeros(b, dtype=torch.bool, device=device)
         self.cycled = torch.zeros(b, dtype=torch.bool, device=device)
-        self.energy = torch.full((b, max_iterations), float("nan"), device=device)
+        self.energy = torch.full((b, max_iterations), float("nan"), dtype=cues.dtype, device=device)
         self.changed = torch.zeros(b, dtype=torch.int64, device=device)
 
     def step(self, live: torch.Tensor, t: int, energy: torch.Tensor, changed: torch.Tensor):

@@ -21,7 +21,7 @@ from engram.ca3 import dynamics, single
 from engram.ca3.gate import CA1Gate
 from engram.ca3.monitor import ConvergenceStats
 from engram.codes import active_count, check_sparsity
-from engram.runs import atomic_write_bytes
+from engram.runs import atomic_write_bytes, content_digest
 
 CODES = ("bipolar", "sparse")
 UPDATES = ("sync", "async")
@@ -33,11 +33,16 @@ _RULE_CODES = {
     "pseudoinverse": ("bipolar", "sparse"),
 }
 _FORMAT = "engram.AttractorMemory"
-_NO_FIELD = np.empty(0, dtype=np.float32)
+_NO_FIELD = np.empty(0, dtype=np.float64)
 # numba's portable threading layer (workqueue) must not run two parallel kernels at once,
 # so batches from different Python threads (e.g. a web server's workers) take turns.
 _PARALLEL_KERNEL = threading.Lock()
 _FORMAT_VERSION = 1
+# "sha256" (of the other metadata and the tensors) is absent from files written before
+# checksums; those load unverified.
+_METADATA_KEYS = {"format", "version", "config", "sha256"}
+# Float32 sums of integers are exact below 2^24: the bound on |C·s| for Hebbian counts C.
+_EXACT_FLOAT32 = 2**24
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,13 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def _file_digest(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    """The checksum a memory file carries: SHA-256 of its metadata (but the checksum) and its
+    tensors, each in name order."""
+    described = {key: metadata[key] for key in sorted(metadata) if key != "sha256"}
+    return content_digest({"metadata": described, "tensors": {k: tensors[k] for k in sorted(tensors)}})
+
+
 class AttractorMemory:
     """A Hopfield attractor memory over ``n_units`` units.
 
@@ -133,6 +145,10 @@ class AttractorMemory:
             remain, dense products use a sparse CSR matrix.
         device: torch device of the batched path (the single-cue path runs on the CPU).
         seed: seed of the asynchronous visiting orders.
+
+    With the Hebbian rule the completion paths work on the integer counts C = XᵀX, not on
+    W = C / N: sign dynamics are the same, but every field is exact, so a tie (h = 0) keeps
+    the unit (an unknown unit → +1) instead of going the way float rounding of W pushes it.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -189,6 +205,8 @@ class AttractorMemory:
         self.seed = int(seed)
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.weights = torch.zeros(self.n_units, self.n_units, device=self.device)
+        if self.rule == "hebbian":
+            self._divisor = self.n_units  # the kernels work on the exact counts C, W = C / N
         self.patterns = torch.zeros(0, self.n_units, dtype=torch.int8, device=self.device)
         self.stats = ConvergenceStats(self.max_iterations)
         self._refresh()
@@ -204,35 +222,52 @@ class AttractorMemory:
         """Load α = P / N."""
         return self.n_stored / self.n_units
 
+    @property
+    def weights(self) -> torch.Tensor:
+        """The weight matrix W (N, N); for the Hebbian rule it is computed on access as C / N
+        from the exact integer counts C = XᵀX the completion paths use."""
+        if self._divisor == 1:
+            return self._kernel_weights
+        return self._kernel_weights / self._divisor
+
+    @weights.setter
+    def weights(self, value: torch.Tensor) -> None:
+        """Replace W by any matrix; its fields are then float sums, ties decided by rounding."""
+        self._kernel_weights = value
+        self._divisor = 1
+
     def store(self, patterns: np.ndarray | torch.Tensor) -> AttractorMemory:
         """Store one pattern (N,) or a batch (P, N), adding to what is already stored."""
         new = self._check_states(patterns, "patterns", allow_unknown=False)
         new_t = torch.from_numpy(new).to(self.device)
         if self.rule == "hebbian":
-            self.weights += hebb.hebbian(new_t)
+            counts = hebb.hebbian_counts(new_t)
+            self._kernel_weights += counts if self._divisor != 1 else counts / self.n_units
         elif self.rule == "covariance":
-            self.weights += hebb.covariance(new_t, self.sparsity)
+            self._kernel_weights += hebb.covariance(new_t, self.sparsity)
         elif self.rule == "storkey":
-            self.weights = hebb.storkey(new_t, self.weights)
+            self._kernel_weights = hebb.storkey(new_t, self._kernel_weights)
         self.patterns = torch.cat([self.patterns, new_t.to(torch.int8)])
         if self.rule == "pseudoinverse":
             centre = self.sparsity if self.code == "sparse" else 0.0
-            self.weights = hebb.pseudoinverse(self.patterns, centre)
-        if self.prune:
-            self.weights = hebb.prune(self.weights, self.prune).to_dense()
+            self._kernel_weights = hebb.pseudoinverse(self.patterns, centre)
+        if self.prune:  # magnitudes rank alike in C and in C / N: the same weights are kept
+            self._kernel_weights = hebb.prune(self._kernel_weights, self.prune).to_dense()
         self._refresh()
         return self
 
     def _refresh(self) -> None:
         """Rebuild the derived views the completion paths use after the weights changed."""
         self._patterns_f = self.patterns.float()
-        kept = float((self.weights != 0).float().mean()) if self.prune else 1.0
-        self._product_weights = (
-            hebb.prune(self.weights, 0.0) if self.prune and kept <= 0.1 else self.weights
-        )
+        weights = self._kernel_weights
+        kept = float((weights != 0).float().mean()) if self.prune else 1.0
+        self._product_weights = hebb.prune(weights, 0.0) if self.prune and kept <= 0.1 else weights
+        if self._divisor != 1 and (self.n_units - 1) * self.n_stored > _EXACT_FLOAT32:
+            # past float32's exact integers the torch path sums the counts in float64
+            self._product_weights = self._product_weights.double()
         self._single_path = self.device.type == "cpu" and self.update == "sync"
         if self._single_path:
-            self._weights_np = np.ascontiguousarray(self.weights.numpy())
+            self._weights_np = np.ascontiguousarray(weights.numpy())
             self._patterns_t_np = np.ascontiguousarray(self.patterns.numpy().T, dtype=np.float32)
             self._pattern_sizes = np.maximum(self._patterns_t_np.sum(0), 1.0)
 
@@ -254,7 +289,7 @@ class AttractorMemory:
         else:
             out = single.complete_bipolar(
                 self._weights_np, self._patterns_t_np, cue_np, self.max_iterations, state, energy,
-                _NO_FIELD,
+                _NO_FIELD, 1.0 / self._divisor,
             )
         iterations, converged, cycled, changed, rises, nearest, overlap, novelty = out
         self.stats.record_one(iterations, converged, cycled, rises, changed)
@@ -283,14 +318,14 @@ class AttractorMemory:
         self._require_patterns()
         if self._single_path:
             return self._complete_many_cpu(cues_np)
-        cues_t = torch.from_numpy(cues_np).to(self.device, torch.float32)
+        cues_t = torch.from_numpy(cues_np).to(self.device, self._product_weights.dtype)
         if self.update == "sync":
             out = dynamics.run_sync(
                 self._product_weights, cues_t, self.code, self.k, self.max_iterations
             )
         else:
             out = dynamics.run_async(
-                self._product_weights if self.code == "bipolar" else self.weights,
+                self._product_weights if self.code == "bipolar" else self._kernel_weights,
                 cues_t,
                 self.code,
                 self.k,
@@ -298,8 +333,9 @@ class AttractorMemory:
                 orders=orders,
                 generator=self._generator,
             )
-        verdict = self.gate.assess(cues_t, out.states, self._patterns_f, self.code)
-        energy = out.energy.cpu().numpy()
+        states = out.states.float()
+        verdict = self.gate.assess(cues_t.float(), states, self._patterns_f, self.code)
+        energy = (out.energy / self._divisor).float().cpu().numpy()
         iterations = out.iterations.cpu().numpy()
         converged = out.converged.cpu().numpy()
         cycled = out.cycled.cpu().numpy()
@@ -307,7 +343,7 @@ class AttractorMemory:
             iterations, converged, cycled, energy, int(out.changed.sum()), self.update
         )
         return BatchCompletion(
-            states=out.states.cpu().numpy().astype(np.int8),
+            states=states.cpu().numpy().astype(np.int8),
             converged=converged,
             iterations=iterations,
             energy=energy,
@@ -343,7 +379,8 @@ class AttractorMemory:
             else:
                 fields = self._exact_fields(cues)
                 single.complete_bipolar_many(
-                    self._weights_np, self._patterns_t_np, cues, fields, steps, *outputs
+                    self._weights_np, self._patterns_t_np, cues, fields, steps,
+                    1.0 / self._divisor, *outputs,
                 )
             self.stats.record_many(iterations, converged, cycled, rises, int(changed.sum()))
         confidence = np.maximum(overlap, 0.0) * (1.0 - novelty)
@@ -361,20 +398,21 @@ class AttractorMemory:
         )
 
     def _exact_fields(self, cues: np.ndarray, block: int = 1024) -> np.ndarray:
-        """W·cue for a batch as BLAS products in float64, where they are exact and so equal to
-        the compiled kernel's own sums; column blocks keep the float64 copy of W small."""
+        """W·cue for a batch as BLAS products in float64, exact for Hebbian counts and so equal
+        to the compiled kernel's own sums; column blocks keep the float64 copy of W small."""
         cues64 = torch.from_numpy(cues).double()
-        fields = np.empty(cues.shape, dtype=np.float32)
+        fields = np.empty(cues.shape, dtype=np.float64)
         for start in range(0, self.n_units, block):
-            columns = self.weights[:, start : start + block].double()
-            fields[:, start : start + block] = (cues64 @ columns).float().numpy()
+            columns = self._kernel_weights[:, start : start + block].double()
+            fields[:, start : start + block] = (cues64 @ columns).numpy()
         return fields
 
     def energy(self, state: np.ndarray | torch.Tensor) -> float:
         """E = −½ sᵀWs of any state, on demand."""
         s = torch.from_numpy(self._check_states(state, "state", allow_unknown=True, one_cue=True))
         s = s.to(self.device, torch.float32)
-        return float(-0.5 * s @ self.weights @ s)
+        field = (self._kernel_weights @ s).double()
+        return float(-0.5 * (s.double() @ field) / self._divisor)
 
     # ------------------------------------------------------------------ checking input
 
@@ -454,11 +492,13 @@ class AttractorMemory:
             "config": json.dumps(self.config()),
         }
         tensors = {"weights": self.weights.cpu().contiguous(), "patterns": self.patterns.cpu()}
+        metadata["sha256"] = _file_digest(metadata, tensors)
         return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> AttractorMemory:
-        """Read a memory written by ``save``; a truncated or foreign file raises ValueError."""
+        """Read a memory written by ``save``, verifying its checksum; a truncated, damaged or
+        foreign file raises ValueError naming it."""
         from safetensors import SafetensorError
         from safetensors.torch import load
 
@@ -476,18 +516,39 @@ class AttractorMemory:
             ) from error
         if metadata.get("format") != _FORMAT or set(tensors) != {"weights", "patterns"}:
             raise ValueError(f"path: {path} is a safetensors file but not an Engram memory")
-        if int(metadata.get("version", -1)) > _FORMAT_VERSION:
-            raise ValueError(f"path: {path} has format version {metadata['version']}, newer than this Engram")
-        config = json.loads(metadata["config"])
-        n_units = config.pop("n_units")
-        memory = cls(n_units, device=device, **config)
+        if set(metadata) - _METADATA_KEYS:
+            unknown = sorted(set(metadata) - _METADATA_KEYS)
+            raise ValueError(f"path: {path} has unknown metadata {unknown}: damaged or foreign")
+        if "sha256" in metadata and metadata["sha256"] != _file_digest(metadata, tensors):
+            raise ValueError(f"path: {path} fails its checksum, so it is damaged")
+        version = metadata.get("version", "")
+        if version.isdigit() and int(version) > _FORMAT_VERSION:
+            raise ValueError(f"path: {path} has format version {version}, newer than this Engram")
+        if not version.isdigit() or int(version) < 1:
+            raise ValueError(f"path: {path} has no valid format version (got {version!r})")
+        try:
+            config = json.loads(metadata["config"])
+            memory = cls(config.pop("n_units"), device=device, **config)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"path: {path} holds an unreadable config: {error}") from error
         n = memory.n_units
         if tensors["weights"].shape != (n, n) or tensors["patterns"].shape[1:] != (n,):
             raise ValueError(f"path: {path} holds tensors whose shapes do not match n_units={n}")
         memory.weights = tensors["weights"].to(memory.device)
+        if memory.rule == "hebbian":
+            memory._restore_counts()
         memory.patterns = tensors["patterns"].to(memory.device)
         memory._refresh()
         return memory
+
+    def _restore_counts(self) -> None:
+        """Recover the exact counts C from a saved W = C / N (rounding moved each entry by at
+        most P·2⁻²⁴ of a count); weights that are not such a matrix stay as they are."""
+        scaled = self._kernel_weights.double() * self.n_units
+        counts = scaled.round()
+        if bool(((scaled - counts).abs() <= 1e-3).all()):
+            self._kernel_weights = counts.float()
+            self._divisor = self.n_units
 
     def __repr__(self) -> str:
         extra = f", k={self.k}" if self.code == "sparse" else ""

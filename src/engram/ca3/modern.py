@@ -7,9 +7,13 @@ update is attention with the stored patterns as keys and values, so it doubles a
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+ArrayLike = torch.Tensor | np.ndarray | list | tuple
 
 
 class ModernHopfield(nn.Module):
@@ -23,19 +27,28 @@ class ModernHopfield(nn.Module):
         beta: inverse temperature; larger β separates patterns more sharply.
         steps: updates per recall (one usually suffices).
         learn_beta: make β a trainable parameter (log-parameterised, stays positive).
+
+    ``store``, ``recall``, ``attention`` and ``energy`` take tensors, numpy arrays or nested
+    lists of numbers. β·(x·ξ) may overflow float32: every softmax and log-sum-exp works on
+    β·(x·ξ − max x·ξ), which does not, so any β float32 holds gives finite results.
     """
 
     def __init__(self, dim: int, beta: float = 8.0, steps: int = 1, learn_beta: bool = False):
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim: expected a positive integer, got {dim!r}")
-        if not (beta > 0 and math.isfinite(beta)):
-            raise ValueError(f"beta: expected a positive finite value, got {beta}")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
+            raise TypeError(f"beta: expected a number, got {type(beta).__name__} {beta!r}")
+        log_beta = torch.tensor(math.log(beta) if 0 < beta < math.inf else math.nan)
+        # β is kept as float32 exp(log β): it and 1/β (in the energy) must both be finite
+        if not torch.finfo(torch.float32).tiny <= float(log_beta.exp()) < math.inf:
+            raise ValueError(
+                f"beta: expected a positive value float32 holds, 1.2e-38 to 3.4e38, got {beta}"
+            )
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected a positive integer, got {steps!r}")
         self.dim = dim
         self.steps = steps
-        log_beta = torch.tensor(math.log(beta))
         if learn_beta:
             self.log_beta = nn.Parameter(log_beta)
         else:
@@ -46,19 +59,18 @@ class ModernHopfield(nn.Module):
     def beta(self) -> torch.Tensor:
         return self.log_beta.exp()
 
-    def store(self, patterns: torch.Tensor) -> ModernHopfield:
+    def store(self, patterns: ArrayLike) -> ModernHopfield:
         """Append patterns (P, d) or one (d,) to the memory."""
         patterns = self._check(patterns, "patterns").reshape(-1, self.dim)
-        self.memory = torch.cat([self.memory, patterns.to(self.memory)])
+        self.memory = torch.cat([self.memory, patterns])
         return self
 
-    def recall(self, queries: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    def recall(self, queries: ArrayLike, steps: int | None = None) -> torch.Tensor:
         """Retrieve for queries (B, d) or (d,) from the stored patterns."""
-        if self.memory.shape[0] == 0:
-            raise ValueError("memory: nothing is stored yet; call store(patterns) first")
-        single = queries.dim() == 1
-        out = self.forward(self._check(queries, "queries").reshape(-1, self.dim), steps=steps)
-        return out[0] if single else out
+        self._require_patterns()
+        queries = self._check(queries, "queries")
+        out = self.forward(queries.reshape(-1, self.dim), steps=steps)
+        return out[0] if queries.dim() == 1 else out
 
     def forward(
         self,
@@ -69,28 +81,52 @@ class ModernHopfield(nn.Module):
         patterns = self.memory if patterns is None else patterns
         state = queries
         for _ in range(self.steps if steps is None else steps):
-            weights = torch.softmax(self.beta * state @ patterns.transpose(-1, -2), dim=-1)
+            weights = torch.softmax(self._logits(state, patterns), dim=-1)
             state = weights @ patterns
         return state
 
-    def attention(self, queries: torch.Tensor) -> torch.Tensor:
-        """softmax(β X ξ): which stored patterns a query retrieves, (B, P)."""
-        return torch.softmax(self.beta * torch.atleast_2d(queries) @ self.memory.T, dim=-1)
+    def _logits(self, states: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
+        """β·(x·ξ − max_μ x_μ·ξ): the softmax's input, shifted so that β cannot overflow it."""
+        scores = states @ patterns.transpose(-1, -2)
+        if scores.shape[-1] == 0:  # a layer given no patterns: nothing to shift
+            return scores
+        return self.beta * (scores - scores.amax(-1, keepdim=True).detach())
 
-    def energy(self, states: torch.Tensor) -> torch.Tensor:
+    def attention(self, queries: ArrayLike) -> torch.Tensor:
+        """softmax(β X ξ): which stored patterns a query retrieves, (B, P)."""
+        self._require_patterns()
+        queries = torch.atleast_2d(self._check(queries, "queries"))
+        return torch.softmax(self._logits(queries, self.memory), dim=-1)
+
+    def energy(self, states: ArrayLike) -> torch.Tensor:
         """E(ξ) = −β⁻¹ log Σ_μ exp(β x_μ·ξ) + ½ ξ·ξ + β⁻¹ log P + ½ M², M = max ‖x_μ‖."""
-        states = torch.atleast_2d(states)
+        self._require_patterns()
+        states = torch.atleast_2d(self._check(states, "states"))
         beta = self.beta
-        lse = torch.logsumexp(beta * states @ self.memory.T, dim=-1) / beta
+        scores = states @ self.memory.T
+        top = scores.amax(-1)
+        lse = top + torch.logsumexp(beta * (scores - top[:, None]), dim=-1) / beta
         m = self.memory.norm(dim=1).max()
         n = self.memory.shape[0]
         return -lse + 0.5 * (states * states).sum(-1) + math.log(n) / beta + 0.5 * m * m
 
-    def _check(self, values: torch.Tensor, name: str) -> torch.Tensor:
+    def _require_patterns(self) -> None:
+        if self.memory.shape[0] == 0:
+            raise ValueError("memory: nothing is stored yet; call store(patterns) first")
+
+    def _check(self, values: Any, name: str) -> torch.Tensor:
+        """``values`` as a float32 tensor on the memory's device, or an error naming ``name``."""
         if not isinstance(values, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(values).__name__}")
-        if values.shape[-1] != self.dim:
+            if isinstance(values, (str, bytes)):
+                raise TypeError(f"{name}: expected an array of numbers, got {type(values).__name__}")
+            try:
+                values = torch.from_numpy(np.asarray(values, dtype=np.float32))
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"{name}: expected an array of numbers, got {type(values).__name__}"
+                ) from error
+        if values.dim() == 0 or values.shape[-1] != self.dim:
             raise ValueError(f"{name}: expected last dimension {self.dim}, got {tuple(values.shape)}")
         if not torch.isfinite(values).all():
             raise ValueError(f"{name}: contains NaN or infinite values")
-        return values.float()
+        return values.to(self.memory.device, torch.float32)

@@ -1,7 +1,9 @@
 """Slow, obviously correct attractor dynamics: the specification the fast kernels are tested
 against (and the "plain dense numpy" baseline of the benchmarks).
 
-Every step recomputes the full field W·s; nothing is incremental or batched.
+Every step recomputes the full field W·s in float64; nothing is incremental or batched. Given
+integer weights (``hebb.hebbian_counts``) every field is exact, so ties (h = 0) are true zeros
+and follow the tie rule, not the rounding of W = C / N.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def complete_sync(
     weights: np.ndarray, cue: np.ndarray, code: str, k: int, max_iterations: int
 ) -> ReferenceTrajectory:
     """Synchronous dynamics until a fixed point, a 2-cycle, or the deadline."""
+    weights = weights.astype(np.float64)  # every field exact for integer weights
     state = cue.astype(np.float32)
     previous = None
     energies: list[float] = []
@@ -70,25 +73,28 @@ def complete_async(
     exactly k active units by k-WTA of the cue's field; then a visited inactive unit i swaps in
     for the weakest active unit j whenever that lowers the energy (h_i − W_ij > h_j).
     """
+    weights = weights.astype(np.float64)  # every field exact for integer weights
     state = cue.astype(np.float32)
     if code == "sparse" and state.sum() != k:
         state = threshold(weights @ state, state, code, k)
     energies: list[float] = []
     for t in range(1, max_iterations + 1):
-        changed = False
+        changed = stale = False
+        field = weights @ state
         for i in orders[t - 1]:
-            field = weights @ state
+            if stale:  # the full field of the current state, recomputed after every change
+                field, stale = weights @ state, False
             if code == "bipolar":
                 new_value = threshold(field[i : i + 1], state[i : i + 1], code, k)[0]
                 if new_value != state[i]:
                     state[i] = new_value
-                    changed = True
+                    changed = stale = True
             elif state[i] == 0:
                 active = np.flatnonzero(state)
                 j = active[np.argmin(field[active])]
                 if field[i] - weights[i, j] > field[j]:
                     state[i], state[j] = 1.0, 0.0
-                    changed = True
+                    changed = stale = True
         energies.append(energy(weights, state))
         if not changed:
             return ReferenceTrajectory(state, t, True, False, energies)

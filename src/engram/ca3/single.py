@@ -265,16 +265,19 @@ def complete_bipolar(
     state: np.ndarray,
     energy: np.ndarray,
     field: np.ndarray,
+    energy_scale: float,
 ):
     """Synchronous sign dynamics and gate measures for one ±1 cue (0 = unknown unit).
 
-    ``field`` is W·cue when the caller has it (a batch computes all of them in one matrix
-    product), or empty. Ties (h = 0) keep the unit, and set an unknown unit to +1. Same
-    outputs as ``complete_sparse``.
+    ``field`` is W·cue in float64 when the caller has it (a batch computes all of them in one
+    matrix product), or empty. Ties (h = 0) keep the unit, and set an unknown unit to +1. The
+    field is kept in float64, where it is exact for integer weights (Hebbian counts), so a
+    tie is a true zero, not a rounding; ``energy_scale`` turns −½ s·h into W's units
+    (1/N for counts). Same outputs as ``complete_sparse``.
     """
     n = weights.shape[0]
     s = cue.astype(np.float32)
-    h = np.empty(n, dtype=np.float32)
+    h = np.empty(n, dtype=np.float64)
     if field.size == 0:
         _sum_rows(weights, s, h)
     else:
@@ -294,7 +297,7 @@ def complete_bipolar(
             if v != s[i]:
                 n_changes += 1
         if n_changes == 0:
-            energy[t] = -0.5 * _dot(s, h)
+            energy[t] = -0.5 * energy_scale * _dot(s, h)
             iterations, converged = t + 1, True
             break
         cyc = has_previous
@@ -313,7 +316,7 @@ def complete_bipolar(
         previous[:] = s
         has_previous = True
         s[:] = new
-        energy[t] = -0.5 * _dot(s, h)
+        energy[t] = -0.5 * energy_scale * _dot(s, h)
         if cyc:
             iterations, cycled = t + 1, True
             break
@@ -343,14 +346,15 @@ def complete_sparse_many(
 
 @njit(cache=True, parallel=True)
 def complete_bipolar_many(
-    weights, patterns_t, cues, fields, max_iterations,
+    weights, patterns_t, cues, fields, max_iterations, energy_scale,
     states, energy, iterations, converged, cycled, changed, rises, nearest, overlap, novelty,
 ):
     """``complete_bipolar`` for a batch, cues spread over the CPU cores; ``fields`` holds
-    W·cue for every cue, computed by the caller as one matrix product."""
+    W·cue for every cue (float64), computed by the caller as one matrix product."""
     for b in prange(cues.shape[0]):
         out = complete_bipolar(
-            weights, patterns_t, cues[b], max_iterations, states[b], energy[b], fields[b]
+            weights, patterns_t, cues[b], max_iterations, states[b], energy[b], fields[b],
+            energy_scale,
         )
         iterations[b], converged[b], cycled[b], changed[b], rises[b] = out[:5]
         nearest[b], overlap[b], novelty[b] = out[5:]

@@ -27,7 +27,7 @@ import torch
 from engram import stats
 from engram.data.recall_tasks import min_query_distance
 from engram.experiments import eviction_recall as ev
-from engram.runs import RunFolder, atomic_write_text, markdown_table, progress
+from engram.runs import RunFolder, atomic_write_text, markdown_table, number, progress
 
 BASELINE = ev.BASELINE
 DEFAULT_CELLS: dict[str, tuple[str, ...]] = {
@@ -112,7 +112,7 @@ def load_main(path: str | Path) -> MainRun:
     saved = json.loads(folder.file("config.json").read_text())["config"]
     cfg = ev.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     results = json.loads(folder.file("results.json").read_text())
-    d = {t["a"]: float(t["d"]) for t in results["tests"] if t["b"] == BASELINE}
+    d = {t["a"]: number(t["d"]) for t in results["tests"] if t["b"] == BASELINE}
     rows = [json.loads(p.read_text()) for p in sorted((folder.path / "jobs").glob("main__*.json"))]
     lr = json.loads(folder.file("pilot.json").read_text())["lr"]
     return MainRun(cfg, lr, d, rows)

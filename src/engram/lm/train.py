@@ -26,9 +26,15 @@ import torch.distributed as dist
 
 from engram.data.text import TextCorpus, tokenizer_from_dict
 from engram.lm.model import GPT, GPTConfig
-from engram.runs import atomic_write_bytes, progress, seed_everything
+from engram.runs import atomic_write_bytes, content_digest, progress, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
+# What ``train`` writes; "checksum" (SHA-256 of the rest) is absent from checkpoints written
+# before it was added, which load unverified.
+_CHECKPOINT_KEYS = (
+    "model", "optimizer", "step", "model_config", "train_config", "tokenizer", "history",
+    "torch_rng",
+)
 
 
 def default_data_path() -> str:
@@ -188,18 +194,44 @@ def distributed_rank() -> tuple[int, int, int]:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` with its checksum atomically (``torch.save`` format)."""
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save({**state, "checksum": content_digest(state)}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``train`` (a run folder or the file itself), verifying its
+    checksum; anything else, or a damaged file, raises ValueError naming the path."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: {path} does not exist")
-    return torch.load(path, map_location=device, weights_only=True)
+    expected = "expected a checkpoint.pt written by `engram lm train` (a torch.save zip archive)"
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PK\x03\x04":
+        raise ValueError(f"checkpoint: {path} is not an Engram LM checkpoint; {expected}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # a damaged archive fails in zip, pickle or tensor code alike
+        raise ValueError(
+            f"checkpoint: {path} is not an Engram LM checkpoint or is damaged "
+            f"({type(error).__name__}: {error}); {expected}"
+        ) from error
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint: {path} holds a {type(state).__name__}; {expected}")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    unknown = sorted(set(state) - {*_CHECKPOINT_KEYS, "checksum"}, key=str)
+    if missing or unknown:
+        found = (f"lacks {', '.join(missing)}" if missing else "") + (
+            f"{' and ' if missing else ''}has unknown keys {unknown}" if unknown else "")
+        raise ValueError(f"checkpoint: {path} {found}; {expected}")
+    stored = state.pop("checksum", None)
+    if stored is not None and stored != content_digest(state):
+        raise ValueError(f"checkpoint: {path} fails its checksum, so it is damaged; {expected}")
+    return state
 
 
 def model_from_checkpoint(path: str | os.PathLike[str], device: str = "cpu"):
@@ -255,7 +287,10 @@ def train(
         ckpt = load_checkpoint(folder / CHECKPOINT, str(device))
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        start_step, history = int(ckpt["step"]), list(ckpt["history"])
+        start_step = int(ckpt["step"])
+        # a finished run's history ends with its final evaluation (row ``max_steps``): drop
+        # it and anything else from ``start_step`` on, which this run writes again
+        history = [row for row in ckpt["history"] if row["step"] < start_step]
         torch.set_rng_state(ckpt["torch_rng"])
     block = mcfg.block_size
     runner: torch.nn.Module = model

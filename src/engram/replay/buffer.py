@@ -11,6 +11,7 @@ Schaul et al. 2016), and priorities are updated after replay.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engram.runs import atomic_write_bytes
+from engram.runs import atomic_write_bytes, content_digest
 
 EVICTIONS = ("reservoir", "priority")
 SAMPLINGS = ("uniform", "balanced", "prioritized")
 STORAGES = ("float32", "float16", "uint8")
 METADATA = ("reward", "salience", "novelty", "loss")
+_HEADER = "engram.EpisodicBuffer"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,17 @@ def _check_positive_int(name: str, value: object) -> int:
     if value <= 0:
         raise ValueError(f"{name}: expected a positive integer, got {value}")
     return int(value)
+
+
+def _check_finite(name: str, values: torch.Tensor, non_negative: bool) -> None:
+    """Reject NaN and ±∞ (and negatives where asked): one NaN priority would stop a
+    priority-evicting buffer from ever taking an item, and make sampling fail later."""
+    bad = ~torch.isfinite(values)
+    if non_negative:
+        bad |= values < 0
+    if bool(bad.any()):
+        kind = "finite non-negative" if non_negative else "finite"
+        raise ValueError(f"{name}: expected {kind} values, got {values[bad][0].item()}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -141,6 +154,8 @@ class EpisodicBuffer:
             t = t.expand(n)
         if t.shape != (n,):
             raise ValueError(f"{name}: expected a scalar or shape ({n},), got {tuple(t.shape)}")
+        if t.is_floating_point():
+            _check_finite(name, t, non_negative=name == "priority")
         return t
 
     def add(
@@ -171,11 +186,7 @@ class EpisodicBuffer:
         if not torch.is_floating_point(x):
             x = x.float()
         n = x.shape[0]
-        if self.item_shape is None:
-            self.item_shape = tuple(x.shape[1:])
-            dtype = self._encode(x[:1]).dtype
-            self._x = torch.zeros((self.capacity, *self.item_shape), dtype=dtype)
-        elif tuple(x.shape[1:]) != self.item_shape:
+        if self.item_shape is not None and tuple(x.shape[1:]) != self.item_shape:
             raise ValueError(
                 f"x: expected items of shape {self.item_shape} like those stored, "
                 f"got {tuple(x.shape[1:])}"
@@ -195,8 +206,9 @@ class EpisodicBuffer:
             prio = torch.full((n,), top)
         else:
             prio = self._as_column("priority", priority, n, torch.float32)
-            if torch.any(prio < 0):
-                raise ValueError("priority: expected non-negative values")
+        if self._x is None:  # every argument is valid: only now does the buffer take a shape
+            self.item_shape = tuple(x.shape[1:])
+            self._x = torch.zeros((self.capacity, *self.item_shape), dtype=self._encode(x[:1]).dtype)
         slots = self._slots_for(prio)
         kept = slots >= 0
         # A later item of the batch may land in the slot of an earlier one: the later one wins.
@@ -327,10 +339,8 @@ class EpisodicBuffer:
             raise ValueError(
                 f"priorities: expected one per index ({idx.numel()}), got {prio.numel()}"
             )
-        if idx.numel() and (idx.min() < 0 or idx.max() >= self.size):
-            raise ValueError(f"indices: expected slots in [0, {self.size}), got {idx.tolist()}")
-        if torch.any(prio < 0) or not torch.all(torch.isfinite(prio)):
-            raise ValueError("priorities: expected finite non-negative values")
+        self._check_slots(idx)
+        _check_finite("priorities", prio, non_negative=True)
         self.priority[idx] = prio
 
     def update_losses(self, indices: torch.Tensor, losses: torch.Tensor, threshold: float) -> None:
@@ -339,8 +349,16 @@ class EpisodicBuffer:
         loss = torch.as_tensor(losses, dtype=torch.float32).detach().cpu().ravel()
         if idx.shape != loss.shape:
             raise ValueError(f"losses: expected one per index ({idx.numel()}), got {loss.numel()}")
+        self._check_slots(idx)
+        _check_finite("losses", loss, non_negative=False)
+        if not math.isfinite(threshold):
+            raise ValueError(f"threshold: expected a finite number, got {threshold}")
         self.meta["loss"][idx] = loss
         self.unfinished[idx] = loss > threshold
+
+    def _check_slots(self, idx: torch.Tensor) -> None:
+        if idx.numel() and (idx.min() < 0 or idx.max() >= self.size):
+            raise ValueError(f"indices: expected slots in [0, {self.size}), got {idx.tolist()}")
 
     def metadata(self) -> dict[str, torch.Tensor]:
         """Metadata columns of the filled slots (reward, salience, novelty, loss, unfinished)."""
@@ -372,24 +390,43 @@ class EpisodicBuffer:
             "item_shape": self.item_shape,
         }
         tensors = {k: v.contiguous() for k, v in self.state_dict().items()}
-        data = save(tensors, metadata={"engram.EpisodicBuffer": json.dumps(header)})
-        return atomic_write_bytes(path, data)
+        metadata = {_HEADER: json.dumps(header)}
+        metadata["sha256"] = _file_digest(metadata, tensors)
+        return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EpisodicBuffer:
-        """Read a buffer written by :meth:`save`; it samples exactly as the saved one would."""
-        from safetensors import safe_open
+        """Read a buffer written by :meth:`save`; it samples exactly as the saved one would.
+
+        The file's checksum is verified (files written before checksums, without one, load
+        unverified); a damaged or foreign file raises ValueError naming it.
+        """
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"path: buffer file {path} does not exist")
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-        if "engram.EpisodicBuffer" not in meta:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"path: {path} is not a readable safetensors file: {error}") from error
+        if _HEADER not in meta:
             raise ValueError(f"path: {path} is not a saved EpisodicBuffer")
-        header = json.loads(meta["engram.EpisodicBuffer"])
-        tensors = load_file(str(path))
+        if set(meta) - {_HEADER, "sha256"}:
+            unknown = sorted(set(meta) - {_HEADER, "sha256"})
+            raise ValueError(f"path: {path} has unknown metadata {unknown}: damaged or foreign")
+        if "sha256" in meta and meta["sha256"] != _file_digest(meta, tensors):
+            raise ValueError(f"path: {path} fails its checksum, so it is damaged")
+        try:
+            return cls._from_saved(json.loads(meta[_HEADER]), tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"path: {path} holds an unreadable buffer: {error!r}") from error
+
+    @classmethod
+    def _from_saved(cls, header: dict, tensors: dict[str, torch.Tensor]) -> EpisodicBuffer:
         buf = cls(header["capacity"], header["eviction"], header["storage"], header["alpha"],
                   header["seed"])
         buf.seen, buf.size = header["seen"], header["size"]
@@ -401,3 +438,10 @@ class EpisodicBuffer:
         buf.meta = {k: tensors[f"meta.{k}"] for k in METADATA}
         buf._gen.set_state(tensors["generator"])
         return buf
+
+
+def _file_digest(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a buffer file's header and tensors (in name order), the checksum it carries."""
+    return content_digest(
+        {"header": metadata[_HEADER], "tensors": {k: tensors[k] for k in sorted(tensors)}}
+    )
