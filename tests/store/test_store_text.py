@@ -226,6 +226,20 @@ def test_a_gate_fitted_on_one_split_is_calibrated_on_another_and_persists(tmp_pa
     assert GateModel.from_state(foreign) == GateModel.prior()
 
 
+def test_sleep_keeps_the_gate_a_text_space_was_given(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((400, len(FEATURES)))
+    gate = fit_gate(x, x[:, 0] > 0, threshold=0.3)
+    with text_store(tmp_path / "s", RecallConfig(min_calibration=8)) as s:
+        s.add_batch(texts=[f"turn {i} about topic {i % 7}" for i in range(40)], who="Ada")
+        s.set_gate(gate)
+        s.sleep()
+        assert s.gate == gate
+    with MemoryStore(tmp_path / "s", space="chat", config=RecallConfig(min_calibration=8)) as s:
+        s.sleep()
+        assert s.gate == gate
+
+
 def test_locomo_turns_with_a_sentence_transformer(tmp_path, data_dir):
     from engram.store import SentenceTransformerEmbedder
 

@@ -173,7 +173,10 @@ def consolidate(store: MemoryStore, config: SleepConfig) -> SleepReport:
             report.links_added["proposed"] = report.links_added.get("proposed", 0) + new
         elif phase == "calibrate" and config.recalibrate:
             store._index.sync(backend, space)
-            if store._index.live >= store.config.min_calibration:
+            # A text space keeps the gate fitted on labelled questions (or shipped for its
+            # embedder): synthetic cues of stored vectors are not what its queries look like.
+            text_space = store.embedder is not None or "embedder" in backend.get_state(space)
+            if not text_space and store._index.live >= store.config.min_calibration:
                 try:
                     store._calibrate_locked(256, config.seed + progress["number"])
                     report.calibrated = True
