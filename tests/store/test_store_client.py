@@ -403,3 +403,40 @@ def test_async_client_retries_a_read_but_not_a_write_after_a_drop(space):
         proxy.close()
     with EngramClient(base_url, key, name) as direct:
         assert direct.stats()["episodes"] == 0
+
+
+def _scenario(memory, vectors: np.ndarray) -> dict:
+    """One scenario of verbs, for the in-process store and the client alike; what it saw."""
+    ids = memory.add_batch(vectors[:30], [{"i": i} for i in range(30)], ids=[f"e{i}" for i in range(30)],
+                           timestamps=[1000.0 + i for i in range(30)], tags=[["even"] if i % 2 == 0 else []
+                                                                            for i in range(30)])
+    memory.add(vectors[30], {"one": True}, id="single", timestamp=2000.0, reward=0.5, salience=0.25)
+    seen: dict = {"ids": ids, "errors": []}
+    results = [memory.recall(vectors[i] + 0.05, k=4) for i in (0, 7, 30)]
+    results.append(memory.recall(vectors[3], k=3, known=[1, 1, 1, 1, 0, 0, 0, 0]))
+    results += memory.recall_batch(vectors[[4, 5]], k=2)
+    seen["recalls"] = [(r.status, r.decided_by, round(r.confidence, 4),
+                        [getattr(c, "episode", c).id for c in r.episodes]) for r in results]
+    single = memory.get("single")
+    seen["single"] = (single.payload, single.reward, single.salience, tuple(single.tags), single.timestamp)
+    seen["absent"] = memory.get("absent")
+    seen["deleted"] = memory.delete(["e1", "absent"])
+    for bad in (lambda: memory.add(vectors[0], id="e0"), lambda: memory.recall(vectors[0], k=0),
+                lambda: memory.add(np.ones(DIM + 1))):
+        with pytest.raises((TypeError, ValueError)) as raised:
+            bad()
+        seen["errors"].append((isinstance(raised.value, ValueError), str(raised.value).split(":")[0]))
+    seen["episodes"] = memory.stats()["episodes"]
+    return seen
+
+
+def test_the_client_answers_as_the_in_process_store_does(space, tmp_path):
+    """The same scenario, in process and over HTTP: the same ids, rankings, statuses and confidences,
+    the same absent/deleted answers, and errors of the same class naming the same argument."""
+    vectors = np.stack([vec(i) for i in range(31)])
+    base_url, name, key = space
+    with MemoryStore(tmp_path / "local", space=name, dim=DIM) as local:
+        expected = _scenario(local, vectors)
+    with EngramClient(base_url, key, name) as remote:
+        assert _scenario(remote, vectors) == expected
+    assert expected["errors"] == [(True, "id"), (True, "k"), (True, "embedding")]

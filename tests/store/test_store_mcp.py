@@ -4,7 +4,10 @@ starts it. Tools, round trips, refusals with their candidates, and named errors 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -196,23 +199,62 @@ def test_engram_mcp_is_a_console_script_of_main():
     assert "mcp" in project["project"]["optional-dependencies"]
 
 
-def test_a_client_drives_the_server_over_stdio(tmp_path):
+def _server_command(path: Path, *options: str) -> tuple[list[str], dict[str, str]]:
+    """``engram-mcp`` as a fresh process runs it (this checkout's source first on the path)."""
     source = str(Path(__file__).parents[2] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    command = StdioServerParameters(command=sys.executable, env=env, args=[
-        "-m", "engram.store.mcp", str(tmp_path / "s"), "--space", "chat", "--embedder", "hashing:64"])
+    return ["-m", "engram.store.mcp", str(path), "--space", "chat", "--embedder", "hashing:64", *options], env
 
-    async def run() -> tuple[set[str], dict[str, Any]]:
-        async with Client(command) as client:
-            names = {tool.name for tool in (await client.list_tools()).tools}
-            eid = (await call(client, "remember", **TURNS[0]))["id"]
-            answer = await call(client, "recall", query="Ada's puppy", k=1)
-            assert answer["candidates"][0]["id"] == eid
-            return names, answer
 
-    names, answer = anyio.run(run)
+async def _remember_then_recall(client: Client) -> tuple[set[str], dict[str, Any]]:
+    names = {tool.name for tool in (await client.list_tools()).tools}
+    eid = (await call(client, "remember", **TURNS[0]))["id"]
+    answer = await call(client, "recall", query="Ada's puppy", k=1)
+    assert answer["candidates"][0]["id"] == eid
+    return names, answer
+
+
+def _check_served(path: Path, names: set[str], answer: dict[str, Any]) -> None:
     assert names == {"remember", "recall", "forget", "sleep", "stats"}
     assert answer["candidates"][0]["text"] == TURNS[0]["text"]
-    with MemoryStore(tmp_path / "s", space="chat", embedder=HashingEmbedder(64)) as store:
-        assert len(store) == 1, "what the stdio server acknowledged is in the store"
+    with MemoryStore(path, space="chat", embedder=HashingEmbedder(64)) as store:
+        assert len(store) == 1, "what the server acknowledged is in the store"
+
+
+def test_a_client_drives_the_server_over_stdio(tmp_path):
+    args, env = _server_command(tmp_path / "s")
+
+    async def run() -> tuple[set[str], dict[str, Any]]:
+        async with Client(StdioServerParameters(command=sys.executable, args=args, env=env)) as client:
+            return await _remember_then_recall(client)
+
+    _check_served(tmp_path / "s", *anyio.run(run))
+
+
+def test_a_client_drives_the_server_over_streamable_http(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    args, env = _server_command(tmp_path / "s", "--transport", "streamable-http", "--port", str(port))
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            with socket.socket() as attempt:
+                if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the server did not listen within 120 s"
+            time.sleep(0.1)
+
+        async def run() -> tuple[set[str], dict[str, Any]]:
+            async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                return await _remember_then_recall(client)
+
+        served = anyio.run(run)
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+    _check_served(tmp_path / "s", *served)
