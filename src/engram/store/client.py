@@ -252,6 +252,14 @@ def _json(response: httpx.Response) -> Any:
                           response.status_code) from error
 
 
+def _member(response: httpx.Response, name: str) -> Any:
+    """One field of a success answer's JSON object."""
+    data = _json(response)
+    if not isinstance(data, dict) or name not in data:
+        raise ServerError(f"response: the server's answer lacks the field {name!r}", response.status_code)
+    return data[name]
+
+
 def _error(response: httpx.Response) -> EngramError:
     try:
         detail = response.json()["detail"]
@@ -325,7 +333,7 @@ class _Verbs:
                       payload=payload, text=text, who=who, session=session, id=id, timestamp=timestamp,
                       reward=reward, salience=salience, tags=None if tags is None else list(tags),
                       unfinished=unfinished)
-        return self._run(_Call("POST", f"{self._prefix}/episodes", lambda r: _json(r)["id"], body))
+        return self._run(_Call("POST", f"{self._prefix}/episodes", lambda r: _member(r, "id"), body))
 
     def add_batch(self, embeddings: Any = None, payloads: Sequence[dict[str, Any] | None] | None = None, *,
                   texts: Sequence[str] | None = None, who: str | Sequence[str | None] | None = None,
@@ -355,7 +363,7 @@ class _Verbs:
         for episode in episodes:
             if "tags" in episode:
                 episode["tags"] = list(episode["tags"])
-        return self._run(_Call("POST", f"{self._prefix}/episodes/batch", lambda r: _json(r)["ids"],
+        return self._run(_Call("POST", f"{self._prefix}/episodes/batch", lambda r: _member(r, "ids"),
                                {"episodes": episodes}))
 
     def get(self, id: str, embedding: bool = False) -> EpisodeRecord | None:
@@ -374,9 +382,9 @@ class _Verbs:
         if not isinstance(ids, str | Sequence) or isinstance(ids, bytes):
             raise TypeError(f"ids: expected a string or a list of strings, got {type(ids).__name__} {ids!r}")
         ids = [ids] if isinstance(ids, str) else list(ids)
-        calls = [_Call("DELETE", self._episode_path(i), lambda r: (_missing_or_json(r) or {"deleted": []}))
-                 for i in ids]
-        return self._run_all(calls, lambda answers: [i for a in answers for i in a["deleted"]])
+        calls = [_Call("DELETE", self._episode_path(i), lambda r: [] if _missing_or_json(r) is None
+                       else _member(r, "deleted")) for i in ids]
+        return self._run_all(calls, lambda answers: [i for deleted in answers for i in deleted])
 
     def _run_all(self, calls: list[_Call], combine: Callable[[list[Any]], Any]) -> Any:
         raise NotImplementedError
@@ -414,9 +422,9 @@ class _Verbs:
         body = {**body, "k": k, **_filters(where, since, until)}
 
         def parse(response: httpx.Response) -> list[RecallAnswer]:
-            results = _json(response).get("results")
+            results = _member(response, "results")
             if not isinstance(results, list):
-                raise ServerError("response: the server's answer lacks the list 'results'")
+                raise ServerError(f"results: expected a list, got {type(results).__name__}")
             return [_answer(r, f"results[{i}]") for i, r in enumerate(results)]
 
         return self._run(_Call("POST", f"{self._prefix}/recall/batch", parse, body, idempotent=True))
@@ -431,7 +439,7 @@ class _Verbs:
 
     def health(self) -> bool:
         """Whether the server answers its health check (an unreachable one raises)."""
-        return self._run(_Call("GET", "/healthz", lambda r: _json(r).get("status") == "ok", idempotent=True))
+        return self._run(_Call("GET", "/healthz", lambda r: _member(r, "status") == "ok", idempotent=True))
 
 
 class EngramClient(_Verbs):
@@ -459,16 +467,17 @@ class EngramClient(_Verbs):
                                   transport=transport)
 
     def _run(self, call: _Call) -> Any:
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 response = self._http.request(call.method, call.path, json=call.body, params=call.params)
             except httpx.TransportError as error:
                 if not self._may_retry(call, error, attempt):
                     raise self._unreachable(call, error, attempt + 1) from error
                 time.sleep(self._pause(attempt))
+                attempt += 1
                 continue
             return call.parse(response)
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _run_all(self, calls: list[_Call], combine: Callable[[list[Any]], Any]) -> Any:
         return combine([self._run(call) for call in calls])
@@ -500,7 +509,8 @@ class AsyncEngramClient(_Verbs):
                                        transport=transport)
 
     async def _run(self, call: _Call) -> Any:  # type: ignore[override]
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 response = await self._http.request(call.method, call.path, json=call.body,
                                                     params=call.params)
@@ -508,9 +518,9 @@ class AsyncEngramClient(_Verbs):
                 if not self._may_retry(call, error, attempt):
                     raise self._unreachable(call, error, attempt + 1) from error
                 await asyncio.sleep(self._pause(attempt))
+                attempt += 1
                 continue
             return call.parse(response)
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _run_all(self, calls: list[_Call], combine: Callable[[list[Any]], Any]) -> Any:  # type: ignore[override]
         return combine([await self._run(call) for call in calls])
