@@ -197,6 +197,11 @@ def test_arguments_that_cannot_be_sent_are_refused_by_name_before_sending():
             memory.add_batch(np.eye(2), rewards=[1.0])
         with pytest.raises(TypeError, match=r"^embedding: expected an embedding or text="):
             memory.add()
+        for no_episode in (".", "..", "a/b", ""):
+            with pytest.raises(ValueError, match=r"^id: expected 1-128 characters"):
+                memory.get(no_episode)
+            with pytest.raises(ValueError, match=r"^id: expected 1-128 characters"):
+                memory.delete([no_episode])
     assert calls == []
 
 

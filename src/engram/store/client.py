@@ -30,6 +30,7 @@ import numpy as np
 
 from engram.store import arguments
 from engram.store.consolidation import SleepReport
+from engram.store.memory import check_episode_id
 from engram.store.sqlite import check_space_name
 
 # the connection was never made: nothing reached the server, so any call may be sent again
@@ -314,9 +315,10 @@ class _Verbs:
         raise NotImplementedError
 
     def _episode_path(self, id: str) -> str:
-        if not isinstance(id, str) or not id:
-            raise TypeError(f"id: expected a non-empty string, got {type(id).__name__} {id!r}")
-        return f"{self._prefix}/episodes/{quote(id, safe='')}"
+        # an id outside the one id rule names no episode, and "." or ".." would address another route
+        if not isinstance(id, str):
+            raise TypeError(f"id: expected a string, got {type(id).__name__} {id!r}")
+        return f"{self._prefix}/episodes/{quote(check_episode_id(id), safe='')}"
 
     # ------------------------------------------------------------------ the verbs
 
