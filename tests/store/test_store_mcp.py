@@ -17,7 +17,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from engram.store import HashingEmbedder, MemoryStore, RecallConfig
-from engram.store.mcp import create_server, load_embedder, main
+from engram.store.mcp import create_server, load_embedder, main, serve
 
 TURNS = [
     {"text": "I adopted a puppy called Rex last week", "who": "Ada", "session": 1, "tags": ["pets"]},
@@ -190,6 +190,12 @@ def test_the_command_line_refuses_a_bad_embedder_by_name(tmp_path, capsys):
         main([str(tmp_path / "s"), "--embedder", "hashing:wide"])
     assert exited.value.code == 2
     assert "embedder: expected hashing:DIM with an integer DIM, got 'hashing:wide'" in capsys.readouterr().err
+
+
+def test_serve_refuses_an_unknown_transport_before_opening_anything(tmp_path):
+    with pytest.raises(ValueError, match=r"^transport: expected 'stdio' or 'streamable-http', got 'sse'"):
+        serve(tmp_path / "s", transport="sse")
+    assert not (tmp_path / "s").exists()
 
 
 def test_engram_mcp_is_a_console_script_of_main():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -190,6 +191,23 @@ def create_server(store: MemoryStore, name: str = "engram") -> MCPServer:
     return server
 
 
+def serve(path: str | os.PathLike[str], space: str = "default", embedder: Embedder | str | None = None,
+          dim: int | None = None, transport: Literal["stdio", "streamable-http"] = "stdio",
+          host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Open the space ``space`` of the store ``path`` and serve it over ``transport`` until the
+    client goes (stdio) or the process is stopped; ``embedder`` may be a name for ``load_embedder``."""
+    if transport not in ("stdio", "streamable-http"):
+        raise ValueError(f"transport: expected 'stdio' or 'streamable-http', got {transport!r}")
+    if embedder is None or isinstance(embedder, str):
+        embedder = load_embedder(embedder)
+    with MemoryStore(path, space=space, dim=dim, embedder=embedder) as store:
+        server = create_server(store)
+        if transport == "stdio":
+            server.run("stdio")
+        else:
+            server.run("streamable-http", host=host, port=port)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``engram-mcp PATH [--space S] [--embedder E] [--transport stdio|streamable-http]``."""
     parser = argparse.ArgumentParser(prog="engram-mcp", description="Serve one memory space over MCP.")
@@ -207,12 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         embedder = load_embedder(args.embedder)
     except ValueError as error:
         parser.error(str(error))
-    with MemoryStore(args.path, space=args.space, dim=args.dim, embedder=embedder) as store:
-        server = create_server(store)
-        if args.transport == "stdio":
-            server.run("stdio")
-        else:
-            server.run("streamable-http", host=args.host, port=args.port)
+    serve(args.path, args.space, embedder, args.dim, args.transport, args.host, args.port)
 
 
 if __name__ == "__main__":
