@@ -7,7 +7,8 @@ folder is absent, synthetic two-speaker chat text. Embeddings: the offline ``Has
 are embedded before timing, and each recall gets ``vector`` + ``text=`` so the timing excludes the
 embedding. ``--sleep`` first runs ``sleep()`` so the graph stage also follows entity links.
 
-Timed side by side, interleaved query by query so machine load hits all of them alike: the engine
+Timed side by side, interleaved query by query (in rotating order) so machine load and cold
+caches hit all of them alike: the engine
 with every default stage on, the engine with each stage off in turn, and a plain numpy cosine
 top-10 scan over the same unit-norm matrix; ratios to the numpy scan are printed.
 
@@ -116,18 +117,19 @@ def main() -> None:
             return top[np.argsort(-scores[top])]
 
         times: dict[str, list[float]] = {name: [] for name in [*variants, "numpy cosine scan"]}
+        names = [*variants, "numpy cosine scan"]
         for q_index, (vector, text) in enumerate(zip(query_vectors, queries, strict=True)):
-            for name, config in variants.items():
-                store.config = config
+            # Rotate the order, so that no variant always meets a query first (cold caches).
+            for name in names[q_index % len(names):] + names[: q_index % len(names)]:
                 start = time.perf_counter()
-                store.recall(vector, k=10, text=text)
+                if name in variants:
+                    store.config = variants[name]
+                    store.recall(vector, k=10, text=text)
+                else:
+                    numpy_scan(vector)
                 elapsed = time.perf_counter() - start
                 if q_index >= args.warmup:
                     times[name].append(elapsed)
-            start = time.perf_counter()
-            numpy_scan(vector)
-            if q_index >= args.warmup:
-                times["numpy cosine scan"].append(time.perf_counter() - start)
         store.close()
 
     figures = {name: percentiles(t) for name, t in times.items()}
