@@ -216,10 +216,11 @@ class BM25Index:
         """Known term ids of a cue (unknown words cannot match anything)."""
         return self.term_ids(tokens(text))
 
-    def scores(self, terms: Sequence[int], n: int) -> tuple[np.ndarray, float]:
+    def scores(self, terms: Sequence[int], n: int, out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """(BM25 score of each of the first ``n`` rows, the score a row matching every term
-        with maximal weight would get) for the query's term ids."""
-        out = np.zeros(n, dtype=np.float32)
+        with maximal weight would get) for the query's term ids; ``out``: a zeroed (n,) float32
+        array to add the scores into."""
+        out = np.zeros(n, dtype=np.float32) if out is None else out
         ceiling = 0.0
         for term in terms:
             rows, weights, idf = self._weight(term)

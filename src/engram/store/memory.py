@@ -653,8 +653,9 @@ class MemoryStore:
         if any(parts.terms):
             lexical = np.zeros((len(cues), idx.size), dtype=np.float32)
             for i, terms in enumerate(parts.terms):
-                scores, ceiling = idx.lexical.scores(terms, idx.size)
-                lexical[i] = scores / ceiling if ceiling > 0 else 0.0
+                _, ceiling = idx.lexical.scores(terms, idx.size, out=lexical[i])
+                if ceiling > 0:  # else nothing matched: the row stays zero
+                    lexical[i] /= ceiling
         if any(parts.speakers):
             named = np.zeros((len(cues), idx.size), dtype=bool)
             for i, speakers in enumerate(parts.speakers):

@@ -181,18 +181,21 @@ def features(stages: Stages, parts: CueParts) -> np.ndarray:
     best_other = others.max(1)
     finite = np.isfinite(best_other)
     margin = np.where(finite, stages.scores[b, w] - np.where(finite, best_other, 0.0), 1.0)
-    named_any = np.array([len(s) > 0 for s in parts.speakers], dtype=float)
-    return np.stack([
+    named_any = [len(s) > 0 for s in parts.speakers]
+    out = np.empty((len(w), len(FEATURES)))
+    for column, value in enumerate((
         stages.masked_cos[b, w], margin, stages.attention[b, w], stages.lexical[b, w],
         parts.coverage, parts.unknown_names, named_any, stages.speaker_share, stages.speaker_gap,
         stages.speaker_perspective, stages.speaker_told_gap,
-    ], axis=1).astype(np.float64)
+    )):
+        out[:, column] = value
+    return out
 
 
 def masked_cues(cues: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Cues with unknown dimensions zeroed and scaled to unit norm over the known ones."""
-    masked = np.where(known, cues, 0.0).astype(np.float32)
-    norms = np.linalg.norm(masked, axis=1, keepdims=True)
+    masked = np.where(known, cues, 0.0).astype(np.float32, copy=False)
+    norms = np.sqrt(np.add.reduce(masked * masked, axis=1, keepdims=True))  # np.linalg.norm's formula
     return masked / np.maximum(norms, 1e-12)
 
 
@@ -243,6 +246,7 @@ class SpeakerGroups:
 
     order: np.ndarray  # (n,) rows sorted by group
     starts: np.ndarray  # (G,) where each (non-empty) group starts in ``order``
+    first_row: np.ndarray  # (G,) one row of each group (``order[starts]``)
     first: np.ndarray  # (G,) the group's rows are first-person texts
 
 
@@ -316,14 +320,14 @@ def run(
     dots = np.einsum("bcd,bd->bc", patterns, queries)
     # With every dimension known, masking the patterns changes nothing (x · 1 = x).
     masked_pat = patterns if full else patterns * known.astype(np.float32)[:, None, :]
-    pat_norms = np.linalg.norm(masked_pat, axis=2)
+    pat_norms = np.sqrt(np.add.reduce(masked_pat * masked_pat, axis=2))  # np.linalg.norm's formula
     masked_dots = dots if full else np.einsum("bcd,bd->bc", masked_pat, queries)
     masked_cos = np.where(valid, masked_dots / np.maximum(pat_norms, 1e-12), -np.inf)
     lex_c = lexical[at, safe] * valid if lexical is not None else np.zeros(rows.shape)
     named_c = named[at, safe] & valid if named is not None else np.zeros(rows.shape, dtype=bool)
 
     steps = config.completion_steps if config.completion else 0
-    states, attention = _complete(hopfield, patterns, queries, known, valid, steps, dots)
+    states, attention = _complete(hopfield, patterns, queries, known, valid, steps, dots, full)
     scores = search_scores.copy()
     if steps and config.dense:
         # The completed cue replaces the cue in the candidates' dense part of the score.
@@ -350,40 +354,45 @@ def run(
                   scores, lex_c, named_c, *agreement)
 
 
+# The perspective feature reads the best _LEADERS rows, weighted exp(-rank / 4); the sums of the
+# weights over the first t ranks are what it divides by.
+_LEADERS = 20
+_RANK_WEIGHTS = np.exp(-np.arange(_LEADERS) / 4.0)
+_RANK_WEIGHT_SUMS = [float(_RANK_WEIGHTS[:t].sum()) for t in range(_LEADERS + 1)]
+
+
 def _speaker_agreement(plain: np.ndarray, named: np.ndarray, person: np.ndarray | None,
-                       groups: SpeakerGroups, top: int = 20
+                       groups: SpeakerGroups
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(gap of the best named-speaker row to the best row, named share of the five best,
-    perspective support of the ``top`` best, first-person gap); cues that name nobody get
+    perspective support of the ``_LEADERS`` best, first-person gap); cues that name nobody get
     (0, 1, 0, 0)."""
     b = len(plain)
     # Per (speaker, person) group: its best score, and whether the cue names its speaker.
     best_of = np.maximum.reduceat(np.take(plain, groups.order, axis=1), groups.starts, axis=1)  # (B, G)
-    group_named = named[:, groups.order[groups.starts]]
+    group_named = np.take(named, groups.first_row, axis=1)
     asked = group_named.any(1)
+    # The best row of a named speaker, of a named speaker in the first person, and of anyone
+    # else in the first person (-inf where there is none).
+    kinds = np.stack([group_named, group_named & groups.first, ~group_named & groups.first])
+    by_named, own, others = np.where(kinds, best_of, -np.inf).max(2)
     best = best_of.max(1)
-    by_named = np.where(group_named, best_of, -np.inf).max(1)
-    gap = np.where(asked & np.isfinite(best), np.clip(by_named - best, -1.0, 0.0), 0.0)
-    t = min(top, plain.shape[1])
+    gap = np.where(asked & np.isfinite(best), np.minimum(np.maximum(by_named - best, -1.0), 0.0), 0.0)
+    t = min(_LEADERS, plain.shape[1])
     at = np.arange(b)[:, None]
     leaders = np.argpartition(-plain, t - 1, axis=1)[:, :t]
-    order = np.argsort(-plain[at, leaders], axis=1, kind="stable")
-    leaders = leaders[at, order]
-    alive = np.isfinite(plain[at, leaders])
+    leading = plain[at, leaders]
+    order = np.argsort(-leading, axis=1, kind="stable")
+    leaders, leading = leaders[at, order], leading[at, order]
     by_named_speaker = named[at, leaders]
-    share = by_named_speaker[:, :5].mean(1)
-    perspective, told = np.zeros(b), np.zeros(b)
-    if person is not None:
-        said = person[leaders] * np.where(by_named_speaker, 1.0, -1.0) * alive
-        weights = np.exp(-np.arange(t) / 4.0)
-        perspective = (said * weights).sum(1) / weights.sum()
-        own = np.where(group_named & groups.first, best_of, -np.inf).max(1)
-        others = np.where(~group_named & groups.first, best_of, -np.inf).max(1)
-        difference = own - others  # both absent: NaN, read as no evidence either way
-        told = np.clip(np.where(np.isnan(difference), 0.0, difference), -1.0, 1.0)
-    zero = np.zeros(b)
-    return (gap, np.where(asked, share, np.ones(b)), np.where(asked, perspective, zero),
-            np.where(asked, told, zero))
+    share = np.where(asked, by_named_speaker[:, :5].sum(1) / min(5, t), 1.0)
+    if person is None:
+        return gap, share, np.zeros(b), np.zeros(b)
+    said = person[leaders] * np.where(by_named_speaker, 1.0, -1.0) * np.isfinite(leading)
+    perspective = (said * _RANK_WEIGHTS[:t]).sum(1) / _RANK_WEIGHT_SUMS[t]
+    difference = own - others  # both absent: NaN, read as no evidence either way
+    told = np.minimum(np.maximum(np.where(np.isnan(difference), 0.0, difference), -1.0), 1.0)
+    return gap, share, np.where(asked, perspective, 0.0), np.where(asked, told, 0.0)
 
 
 def speaker_groups(who: np.ndarray, first: np.ndarray) -> SpeakerGroups:
@@ -392,7 +401,7 @@ def speaker_groups(who: np.ndarray, first: np.ndarray) -> SpeakerGroups:
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if len(key) else np.zeros(0, int)
-    return SpeakerGroups(order, starts, (sorted_key[starts] % 2).astype(bool))
+    return SpeakerGroups(order, starts, order[starts], (sorted_key[starts] % 2).astype(bool))
 
 
 def _top(score: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -438,11 +447,11 @@ def _beta(hopfield: ModernHopfield) -> float:
 
 
 def _complete(hopfield: ModernHopfield, patterns: np.ndarray, queries: np.ndarray, known: np.ndarray,
-              valid: np.ndarray, steps: int, dots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+              valid: np.ndarray, steps: int, dots: np.ndarray, full: bool) -> tuple[np.ndarray, np.ndarray]:
     """Hopfield completion over the candidates with the known dimensions clamped:
     (completed cues (B, d), attention over the candidates (B, C)); ``dots`` are the
-    candidates' inner products with the cues."""
-    if steps == 0 or known.all():
+    candidates' inner products with the cues, ``full``: every dimension of every cue is known."""
+    if steps == 0 or full:
         # With every dimension known the clamp restores the cue after each update, so the
         # completed cue is the cue itself: only the attention needs computing.
         logits = _beta(hopfield) * dots
