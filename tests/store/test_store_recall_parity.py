@@ -106,6 +106,24 @@ def recalls(path: Path, dim: int, extra_questions: list[str]) -> dict[str, list[
     return out
 
 
+def vector_recalls(path: Path) -> dict[str, list[dict]]:
+    """A vector-only space (no text, no sessions): it calibrates its own gate on held-out cues
+    (the excluded-row path), then answers full and partial cues (Hopfield completion)."""
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((12, 48))
+    vectors = (centres[rng.integers(12, size=300)] + 0.6 * rng.standard_normal((300, 48))).astype(np.float32)
+    cues = vectors[::7] + 0.3 * rng.standard_normal(vectors[::7].shape).astype(np.float32)
+    known = rng.random(cues.shape) < 0.6
+    out: dict[str, list[dict]] = {}
+    for name, config in {"default": RecallConfig(), "no completion": RecallConfig(completion=False)}.items():
+        with MemoryStore(path / name, dim=48, config=config, durable=False) as store:
+            store.add_batch(vectors, ids=[f"v{i}" for i in range(len(vectors))])
+            store.delete([f"v{i}" for i in range(0, 300, 29)])
+            got = store.recall_batch(cues, k=8) + store.recall_batch(cues, k=8, known=known)
+            out[name] = [answer(r) for r in got]
+    return out
+
+
 def cases(data: Path | None) -> dict[str, tuple[list, int, list[str]]]:
     found = {"synthetic": (synthetic_chat(), 128, [])}
     if data is not None and (data / "locomo").is_dir():
@@ -125,6 +143,14 @@ def check_same(got: list[dict], want: list[dict], label: str) -> None:
         assert g["features"].keys() == w["features"].keys(), where
         for name, value in w["features"].items():
             assert g["features"][name] == pytest.approx(value, abs=1e-5), f"{where}: feature {name}"
+
+
+def test_vector_recall_answers_are_unchanged(tmp_path):
+    golden = json.loads(GOLDEN.read_text())["vectors"]
+    got = vector_recalls(tmp_path)
+    assert got.keys() == golden.keys()
+    for variant, answers in got.items():
+        check_same(answers, golden[variant], f"vectors/{variant}")
 
 
 @pytest.mark.parametrize("case", ["synthetic", "locomo"])
@@ -176,6 +202,8 @@ def record(data: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             build(Path(tmp) / "s", turns, dim, sleep=case == "synthetic")
             out[case] = recalls(Path(tmp) / "s", dim, extra)
+    with tempfile.TemporaryDirectory() as tmp:
+        out["vectors"] = vector_recalls(Path(tmp))
     GOLDEN.write_text(json.dumps(_rounded(out), separators=(",", ":")) + "\n")
 
 
