@@ -222,3 +222,18 @@ if __name__ == "__main__" and "--record" in sys.argv:
     from engram.data import data_root
 
     record(data_root())
+
+
+def test_a_full_cache_of_recalled_episodes_drops_no_answer(tmp_path, monkeypatch):
+    """When reading the uncached episodes overflows the cache, the cached ones stay in the answer."""
+    monkeypatch.setattr("engram.store.memory._CACHE_MAX", 6)
+    texts = [t[3] for t in synthetic_chat(8)]
+    with MemoryStore(tmp_path, embedder=HashingEmbedder(64), durable=False,
+                     config=RecallConfig(threshold=0.0)) as store:
+        store.add_batch(texts=texts[:4], ids=[f"a{i}" for i in range(4)])  # cached as written
+        store.add_batch(texts=texts[4:], ids=[f"b{i}" for i in range(4)])  # would overflow: not cached
+        result = store.recall(texts[0], k=8)
+    assert sorted(r.episode.id for r in result.episodes) == sorted([f"a{i}" for i in range(4)] +
+                                                                   [f"b{i}" for i in range(4)])
+    assert all(r.episode.text == texts[int(r.episode.id[1]) + 4 * (r.episode.id[0] == "b")]
+               for r in result.episodes)
