@@ -300,7 +300,6 @@ def run(
         plain = np.where(dead, -np.inf, plain)
     score = plain if named is None else plain + named * np.float32(config.speaker_weight)
     use_graph = config.graph and graph is not None
-    agreement = np.zeros(b), np.ones(b), np.zeros(b), np.zeros(b)
     if use_graph and named is not None:
         # The same completion for the score with and without the speaker bonus, in one pass.
         both = _with_neighbours(np.concatenate([score, plain]), graph, config.graph_weight)
@@ -311,6 +310,8 @@ def run(
         if speakers is None:
             raise ValueError("speakers: the rows' speaker groups are needed with named=")
         agreement = _speaker_agreement(plain, named, person, speakers)
+    else:
+        agreement = np.zeros(b), np.ones(b), np.zeros(b), np.zeros(b)
     rows, search_scores = _top(score, config.candidates)
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
