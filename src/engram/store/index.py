@@ -17,7 +17,7 @@ from scipy import sparse
 
 from engram.store.backend import EpisodeFields, IndexRows, StorageBackend
 from engram.store.lexical import STOPWORDS, BM25Index, stem, tokens
-from engram.store.pipeline import CueParts
+from engram.store.pipeline import CueParts, Graph, SpeakerGroups, speaker_groups
 
 _WORDS = re.compile(r"[A-Za-z]+")
 _FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|i'll|my|me|mine|we|our|us)\b")
@@ -68,6 +68,8 @@ class RecallIndex:
         self._speaker_words: set[str] = set()
         self._links: sparse.csr_matrix | None = None
         self._link_kinds: tuple[str, ...] = ()
+        self._link_degree: np.ndarray | None = None
+        self._groups: SpeakerGroups | None = None
 
     @property
     def size(self) -> int:
@@ -169,10 +171,11 @@ class RecallIndex:
         for i, text in enumerate(texts):
             if not text:
                 continue
-            parts.terms[i] = self.lexical.query_terms(text)
+            cue_tokens = tokens(text)
+            parts.terms[i] = self.lexical.term_ids(cue_tokens)
             lowered = text.lower()
             parts.speakers[i] = [code for code, pattern in patterns.items() if pattern.search(lowered)]
-            words = set(tokens(text))
+            words = set(cue_tokens)
             if words:
                 seen = [w for w in words if w in known_words or w in speaker_words]
                 parts.coverage[i] = len(seen) / len(words)
@@ -218,7 +221,24 @@ class RecallIndex:
                     weight += [link.weight, link.weight]
             self._links = sparse.csr_matrix((np.asarray(weight, np.float32), (src, dst)),
                                             shape=(self.size, self.size))
+            self._link_degree = None
         return self._links
+
+    def graph(self, backend: StorageBackend, space: str, kinds: tuple[str, ...]) -> Graph | None:
+        """The episode graph recall completes over: session neighbours and sleep's links of
+        these kinds (None: the space has neither)."""
+        links = self.links_matrix(backend, space, kinds)
+        if not links.nnz:
+            return None if not self.sessions else Graph(self.prev, self.next, None, None)
+        if self._link_degree is None or len(self._link_degree) != links.shape[0]:
+            self._link_degree = np.maximum(np.asarray(links.sum(1)).ravel(), 1.0)
+        return Graph(self.prev, self.next, links, self._link_degree)
+
+    def speaker_groups(self) -> SpeakerGroups:
+        """The rows grouped by speaker and first person (rebuilt after rows were added)."""
+        if self._groups is None or len(self._groups.order) != self.size:
+            self._groups = speaker_groups(self.who, self.person > 0)
+        return self._groups
 
     def remove(self, ids: list[str]) -> None:
         self._links = None

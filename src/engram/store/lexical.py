@@ -136,7 +136,12 @@ def tokens(text: str) -> list[str]:
 
 
 class BM25Index:
-    """Okapi BM25 over the rows of a recall index, kept in memory and appended to incrementally."""
+    """Okapi BM25 over the rows of a recall index, kept in memory and appended to incrementally.
+
+    Each term's postings and its per-row BM25 contributions are cached (a sparse row of the
+    term × row weight matrix), so a cue costs one scatter-add per query term; any append or
+    removal changes the averages and clears them.
+    """
 
     def __init__(self, k1: float = 1.2, b: float = 0.75):
         self.k1, self.b = k1, b
@@ -144,6 +149,8 @@ class BM25Index:
         self._rows: list[list[int]] = []  # per term: rows holding it
         self._tf: list[list[int]] = []  # per term: its count in those rows
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._weights: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # rows, weights, idf
+        self._stats: tuple[int, float] | None = None  # live rows, mean length
         self.lengths = np.zeros(0, dtype=np.float32)
         self.alive = np.zeros(0, dtype=bool)
 
@@ -170,12 +177,16 @@ class BM25Index:
             lengths[i] = sum(counts.values())
         self.lengths = np.concatenate([self.lengths, lengths])
         self.alive = np.concatenate([self.alive, lengths > 0])
+        self._weights.clear()
+        self._stats = None
 
     def remove(self, rows: Iterable[int]) -> None:
         for row in rows:
             if row < self.size:
                 self.alive[row] = False
         self._cache.clear()
+        self._weights.clear()
+        self._stats = None
 
     def _postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
         if term not in self._cache:
@@ -184,25 +195,41 @@ class BM25Index:
             self._cache[term] = (rows[keep], np.asarray(self._tf[term], dtype=np.float32)[keep])
         return self._cache[term]
 
-    def query_terms(self, text: str) -> list[int]:
-        """Known term ids of a cue (unknown words cannot match anything)."""
-        return sorted({self.vocabulary[t] for t in tokens(text) if t in self.vocabulary})
-
-    def scores(self, terms: Sequence[int], n: int) -> tuple[np.ndarray, float]:
-        """(BM25 score of each of the first ``n`` rows, the score a row matching every term
-        with maximal weight would get) for the query's term ids."""
-        out = np.zeros(n, dtype=np.float32)
-        live = max(int(self.alive.sum()), 1)
-        avg = float(self.lengths[self.alive].mean()) if self.alive.any() else 1.0
-        ceiling = 0.0
-        for term in terms:
+    def _weight(self, term: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """(live rows holding the term, their BM25 contributions, the term's idf)."""
+        if term not in self._weights:
+            if self._stats is None:
+                self._stats = (max(int(self.alive.sum()), 1),
+                               float(self.lengths[self.alive].mean()) if self.alive.any() else 1.0)
+            live, avg = self._stats
             rows, tf = self._postings(term)
-            if len(rows) == 0:
-                continue
             idf = float(np.log1p((live - len(rows) + 0.5) / (len(rows) + 0.5)))
             norm = self.k1 * (1.0 - self.b + self.b * self.lengths[rows] / avg)
-            inside = rows < n  # postings are unique per term, so plain fancy-index addition is exact
-            out[rows[inside]] += (idf * tf * (self.k1 + 1.0) / (tf + norm))[inside]
+            self._weights[term] = (rows, idf * tf * (self.k1 + 1.0) / (tf + norm), idf)
+        return self._weights[term]
+
+    def term_ids(self, words: Iterable[str]) -> list[int]:
+        """Known term ids of a cue's tokens (unknown words cannot match anything)."""
+        return sorted({self.vocabulary[t] for t in words if t in self.vocabulary})
+
+    def query_terms(self, text: str) -> list[int]:
+        """Known term ids of a cue (unknown words cannot match anything)."""
+        return self.term_ids(tokens(text))
+
+    def scores(self, terms: Sequence[int], n: int, out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """(BM25 score of each of the first ``n`` rows, the score a row matching every term
+        with maximal weight would get) for the query's term ids; ``out``: a zeroed (n,) float32
+        array to add the scores into."""
+        out = np.zeros(n, dtype=np.float32) if out is None else out
+        ceiling = 0.0
+        for term in terms:
+            rows, weights, idf = self._weight(term)
+            if len(rows) == 0:
+                continue
+            if n < self.size:
+                inside = rows < n
+                rows, weights = rows[inside], weights[inside]
+            out[rows] += weights  # postings are unique per term, so fancy-index addition is exact
             ceiling += idf * (self.k1 + 1.0)
         return out, ceiling
 

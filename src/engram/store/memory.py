@@ -588,12 +588,12 @@ class MemoryStore:
             # Strength of the candidates only: O(B·C), not O(n), per query.
             rows = np.maximum(stages.rows, 0)
             strengths = self.decay.strength(self._index.stability[rows], now - self._index.last_access[rows])
-            results = [self._answer(stages, features[i], i, confidence[i], strengths[i], k)
+            answers = [self._answer(stages, features[i], i, confidence[i], strengths[i], k)
                        for i in range(len(cues))]
             if self.config.strengthen_on_recall:
-                self._touch([r for r in results if r.accepted and r.episodes], now)
-        self._attach_episodes(results)
-        return results
+                self._touch([picks[0][0] for result, picks in answers if result.accepted and picks], now)
+        self._attach_episodes(answers)
+        return [result for result, _ in answers]
 
     def _filter_mask(self, where: dict[str, Any],
                      bounds: tuple[float | None, float | None]) -> np.ndarray | None:
@@ -653,77 +653,72 @@ class MemoryStore:
         if any(parts.terms):
             lexical = np.zeros((len(cues), idx.size), dtype=np.float32)
             for i, terms in enumerate(parts.terms):
-                scores, ceiling = idx.lexical.scores(terms, idx.size)
-                lexical[i] = scores / ceiling if ceiling > 0 else 0.0
+                _, ceiling = idx.lexical.scores(terms, idx.size, out=lexical[i])
+                if ceiling > 0:  # else nothing matched: the row stays zero
+                    lexical[i] /= ceiling
         if any(parts.speakers):
             named = np.zeros((len(cues), idx.size), dtype=bool)
             for i, speakers in enumerate(parts.speakers):
                 for code in speakers:
                     named[i] |= idx.who == code
-        neighbours = (idx.prev, idx.next) if idx.sessions else None
-        links = (idx.links_matrix(self.backend, self.space, self.config.graph_links)
-                 if self.config.graph else None)
+        graph = idx.graph(self.backend, self.space, self.config.graph_links) if self.config.graph else None
         return pipeline.run(idx.view(), cues, known, self.config, self._hopfield, self._separator,
                             candidates=candidates, dead=dead, exclude_rows=exclude_rows, lexical=lexical,
-                            named=named, neighbours=neighbours, links=links, person=idx.person)
+                            named=named, graph=graph, person=idx.person,
+                            speakers=idx.speaker_groups() if named is not None else None)
 
     def _answer(self, stages: pipeline.Stages, features: np.ndarray, i: int, confidence: float,
-                strengths: np.ndarray, k: int) -> RecallResult:
-        idx = self._index
+                strengths: np.ndarray, k: int) -> tuple[RecallResult, list[tuple[Any, ...]]]:
+        """Cue ``i``'s answer (its episodes still empty) and its ranked picks, best first:
+        (id, score, attention, masked cosine, strength) of at most ``k`` candidates."""
+        ids = self._index.ids
         rows = stages.rows[i]
         valid = np.flatnonzero(rows >= 0)
         winner = int(stages.winner[i])
         threshold = self.config.threshold if self.config.threshold is not None else self._gate.threshold
+        shown = valid[:k]
+        separation = float(stages.separation_confidence[i])
         trace = {
-            "search": [{"id": idx.ids[rows[j]], "score": float(stages.search_scores[i, j])}
-                       for j in valid[:k]],
-            "completion_winner": idx.ids[rows[winner]] if len(valid) else None,
-            "features": dict(zip(FEATURES, map(float, features), strict=True)),
-            "separation_confidence": None if np.isnan(stages.separation_confidence[i])
-            else float(stages.separation_confidence[i]),
+            "search": [{"id": ids[row], "score": score} for row, score in
+                       zip(rows[shown].tolist(), stages.search_scores[i, shown].tolist(), strict=True)],
+            "completion_winner": ids[rows[winner]] if len(valid) else None,
+            "features": dict(zip(FEATURES, features.tolist(), strict=True)),
+            "separation_confidence": None if np.isnan(separation) else separation,
             "threshold": threshold,
         }
         completion = stages.states[i]
         # Decayed strength lowers the rank additively: a fresh episode loses nothing.
-        score = stages.scores[i, valid] + self.config.strength_weight * (strengths[valid] - 1.0)
-        order = [winner] + [int(valid[j]) for j in np.argsort(-score, kind="stable") if valid[j] != winner]
-        ranked = [
-            Recalled(
-                episode=Episode(id=idx.ids[rows[j]], embedding=idx.unit[rows[j]].copy(), payload={},
-                                timestamp=0.0),
-                score=float(stages.scores[i, j] + self.config.strength_weight * (strengths[j] - 1.0)),
-                attention=float(stages.attention[i, j]),
-                masked_cosine=float(stages.masked_cos[i, j]),
-                strength=float(strengths[j]),
-            )
-            for j in order[:k] if rows[j] >= 0
-        ]
-        if not ranked:
+        score = stages.scores[i] + self.config.strength_weight * (strengths - 1.0)
+        ranked = valid[np.argsort(-score[valid], kind="stable")]
+        order = np.concatenate([[winner], ranked[ranked != winner]])[:k]
+        order = order[rows[order] >= 0]
+        picks = list(zip([ids[row] for row in rows[order].tolist()], score[order].tolist(),
+                         stages.attention[i, order].tolist(), stages.masked_cos[i, order].tolist(),
+                         strengths[order].tolist(), strict=True))
+        if not picks:
             return RecallResult("insufficient_evidence", "search", 0.0, self._gate.calibrated, [], completion,
-                                {**trace, "reason": "no episode passes the filters"})
+                                {**trace, "reason": "no episode passes the filters"}), picks
         if self.config.gate and confidence < threshold:
             return RecallResult("insufficient_evidence", "gate", float(confidence), self._gate.calibrated,
-                                ranked, completion, trace)
+                                [], completion, trace), picks
         return RecallResult("recalled", stages.decided_by[i], float(confidence), self._gate.calibrated,
-                            ranked, completion, trace)
+                            [], completion, trace), picks
 
-    def _attach_episodes(self, results: list[RecallResult]) -> None:
-        """Replace the placeholder episodes of answers with the stored ones (payload, text, metadata)."""
-        wanted = {r.episode.id for result in results for r in result.episodes}
-        if not wanted:
-            return
+    def _attach_episodes(self, answers: list[tuple[RecallResult, list[tuple[Any, ...]]]]) -> None:
+        """Fill each answer with its picked episodes as stored (payload, text, metadata): from the
+        cache of recalled episodes, reading only those it lacks (one read for the batch)."""
         cache = self._recalled_cache
-        missing = sorted(wanted - cache.keys())
+        wanted = {pick[0] for _, picks in answers for pick in picks}
+        stored = {eid: cache[eid] for eid in wanted if eid in cache}
+        missing = sorted(wanted - stored.keys())
         if missing:
-            if len(cache) + len(missing) > _CACHE_MAX:
+            fetched = self.get_many(missing)
+            if len(cache) + len(fetched) > _CACHE_MAX:
                 cache.clear()
-            cache.update(self.get_many(missing))
-        stored = {i: cache[i] for i in wanted if i in cache}
-        for result in results:
-            result.episodes[:] = [
-                Recalled(stored[r.episode.id], r.score, r.attention, r.masked_cosine, r.strength)
-                for r in result.episodes if r.episode.id in stored
-            ]
+            cache.update(fetched)
+            stored.update(fetched)
+        for result, picks in answers:
+            result.episodes.extend(Recalled(stored[eid], *rest) for eid, *rest in picks if eid in stored)
 
     # ------------------------------------------------------------------ gate
 
@@ -746,11 +741,11 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ decay
 
-    def _touch(self, results: list[RecallResult], now: float) -> None:
+    def _touch(self, winners: list[str], now: float) -> None:
         """Recall restores strength: buffer the winners' new stability, write in batches."""
         idx = self._index
-        for result in results:
-            row = idx.row_of.get(result.episodes[0].episode.id)
+        for eid in winners:
+            row = idx.row_of.get(eid)
             if row is None:
                 continue
             new = self.decay.after_recall(float(idx.stability[row]), now - float(idx.last_access[row]))

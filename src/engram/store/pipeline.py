@@ -24,6 +24,7 @@ Stages, each switchable in ``RecallConfig`` (the benchmark ablates each):
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,18 +181,21 @@ def features(stages: Stages, parts: CueParts) -> np.ndarray:
     best_other = others.max(1)
     finite = np.isfinite(best_other)
     margin = np.where(finite, stages.scores[b, w] - np.where(finite, best_other, 0.0), 1.0)
-    named_any = np.array([len(s) > 0 for s in parts.speakers], dtype=float)
-    return np.stack([
+    named_any = [len(s) > 0 for s in parts.speakers]
+    out = np.empty((len(w), len(FEATURES)))
+    for column, value in enumerate((
         stages.masked_cos[b, w], margin, stages.attention[b, w], stages.lexical[b, w],
         parts.coverage, parts.unknown_names, named_any, stages.speaker_share, stages.speaker_gap,
         stages.speaker_perspective, stages.speaker_told_gap,
-    ], axis=1).astype(np.float64)
+    )):
+        out[:, column] = value
+    return out
 
 
 def masked_cues(cues: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Cues with unknown dimensions zeroed and scaled to unit norm over the known ones."""
-    masked = np.where(known, cues, 0.0).astype(np.float32)
-    norms = np.linalg.norm(masked, axis=1, keepdims=True)
+    masked = np.where(known, cues, 0.0).astype(np.float32, copy=False)
+    norms = np.sqrt(np.add.reduce(masked * masked, axis=1, keepdims=True))  # np.linalg.norm's formula
     return masked / np.maximum(norms, 1e-12)
 
 
@@ -225,6 +229,27 @@ class Separator:
         return result.nearest, result.confidence, result.accepted
 
 
+@dataclass(frozen=True)
+class Graph:
+    """The episode graph as arrays: session neighbours and sleep's links of each row."""
+
+    prev: np.ndarray  # (n,) the row before in the same session, -1: none
+    next: np.ndarray  # (n,) the row after, -1: none
+    links: sparse.csr_matrix | None  # (n, n) link weights (None: no links)
+    degree: np.ndarray | None  # (n,) what a row's linked score is divided by: max(1, its link weights)
+
+
+@dataclass(frozen=True)
+class SpeakerGroups:
+    """Rows grouped by (speaker, first person), so the per-speaker maxima of a score over every
+    row take one gather and one ``reduceat`` instead of a masked pass per speaker."""
+
+    order: np.ndarray  # (n,) rows sorted by group
+    starts: np.ndarray  # (G,) where each (non-empty) group starts in ``order``
+    first_row: np.ndarray  # (G,) one row of each group (``order[starts]``)
+    first: np.ndarray  # (G,) the group's rows are first-person texts
+
+
 def run(
     unit: np.ndarray,
     cues: np.ndarray,
@@ -237,8 +262,8 @@ def run(
     exclude_rows: np.ndarray | None = None,
     lexical: np.ndarray | None = None,
     named: np.ndarray | None = None,
-    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
-    links: sparse.csr_matrix | None = None,
+    graph: Graph | None = None,
+    speakers: SpeakerGroups | None = None,
     person: np.ndarray | None = None,
 ) -> Stages:
     """Run the stages for cues (B, d) with known masks (B, d) over the n rows of ``unit``.
@@ -246,8 +271,9 @@ def run(
     ``candidates`` (rows, scores) replaces the exact dense scan (the faiss / sketch paths);
     ``dead`` (n,) or (B, n) hides rows (deleted, forgotten, filtered out); ``exclude_rows`` (B,)
     hides one row per cue; ``lexical`` (B, n) is the BM25 share, ``named`` (B, n) marks rows
-    whose speaker the cue names; ``neighbours`` (prev, next) and ``links`` form the graph;
-    ``person`` (n,) is +1 for a first-person text, −1 for a second-person one, 0 otherwise.
+    whose speaker the cue names (``speakers`` groups the rows by speaker for the agreement
+    features); ``graph`` holds the session neighbours and links; ``person`` (n,) is +1 for a
+    first-person text, −1 for a second-person one, 0 otherwise.
     """
     queries = masked_cues(cues, known)
     b, n = len(cues), unit.shape[0]
@@ -259,9 +285,12 @@ def run(
         np.put_along_axis(dense, rows_c, np.where(candidates[0] >= 0, candidates[1], dense[0, 0]), 1)
     else:
         dense = (unit @ queries.T).T  # one pass over the rows: the memory-bound cost of recall
-    plain = dense if config.dense else np.zeros_like(dense)
     if config.lexical and lexical is not None:
-        plain = plain + np.float32(config.lexical_weight) * lexical
+        plain = lexical * np.float32(config.lexical_weight)
+        if config.dense:
+            plain += dense
+    else:
+        plain = dense if config.dense else np.zeros_like(dense)
     if exclude_rows is not None:
         blocked = np.zeros((b, n), dtype=bool) if dead is None else np.broadcast_to(dead, (b, n)).copy()
         hide = exclude_rows >= 0
@@ -269,40 +298,47 @@ def run(
         plain = np.where(blocked, -np.inf, plain)
     elif dead is not None:
         plain = np.where(dead, -np.inf, plain)
-    score = plain if named is None else plain + np.float32(config.speaker_weight) * named
-    graph = config.graph and (neighbours is not None or links is not None)
-    if graph:
-        score = score + config.graph_weight * _neighbour_best(score, neighbours, links)
-    agreement = np.zeros(b), np.ones(b), np.zeros(b), np.zeros(b)
+    score = plain if named is None else plain + named * np.float32(config.speaker_weight)
+    use_graph = config.graph and graph is not None
+    if use_graph and named is not None:
+        # The same completion for the score with and without the speaker bonus, in one pass.
+        both = _with_neighbours(np.concatenate([score, plain]), graph, config.graph_weight)
+        score, plain = both[:b], both[b:]
+    elif use_graph:
+        score = _with_neighbours(score, graph, config.graph_weight)
     if named is not None:
-        if graph:
-            plain = plain + config.graph_weight * _neighbour_best(plain, neighbours, links)
-        agreement = _speaker_agreement(plain, named, person)
+        if speakers is None:
+            raise ValueError("speakers: the rows' speaker groups are needed with named=")
+        agreement = _speaker_agreement(plain, named, person, speakers)
+    else:
+        agreement = np.zeros(b), np.ones(b), np.zeros(b), np.zeros(b)
     rows, search_scores = _top(score, config.candidates)
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
+    at = np.arange(b)[:, None]
     patterns = unit[safe] * valid[..., None]  # (B, C, d)
-    knownf = known.astype(np.float32)
-    masked_pat = patterns * knownf[:, None, :]
-    pat_norms = np.linalg.norm(masked_pat, axis=2)
-    masked_cos = np.einsum("bcd,bd->bc", masked_pat, queries) / np.maximum(pat_norms, 1e-12)
-    masked_cos = np.where(valid, masked_cos, -np.inf)
-    lex_c = np.take_along_axis(lexical, safe, 1) * valid if lexical is not None else np.zeros(rows.shape)
-    named_c = (np.take_along_axis(named, safe, 1) & valid) if named is not None else np.zeros(
-        rows.shape, dtype=bool)
+    full = bool(known.all())
+    dots = np.einsum("bcd,bd->bc", patterns, queries)
+    # With every dimension known, masking the patterns changes nothing (x · 1 = x).
+    masked_pat = patterns if full else patterns * known.astype(np.float32)[:, None, :]
+    pat_norms = np.sqrt(np.add.reduce(masked_pat * masked_pat, axis=2))  # np.linalg.norm's formula
+    masked_dots = dots if full else np.einsum("bcd,bd->bc", masked_pat, queries)
+    masked_cos = np.where(valid, masked_dots / np.maximum(pat_norms, 1e-12), -np.inf)
+    lex_c = lexical[at, safe] * valid if lexical is not None else np.zeros(rows.shape)
+    named_c = named[at, safe] & valid if named is not None else np.zeros(rows.shape, dtype=bool)
 
     steps = config.completion_steps if config.completion else 0
-    states, attention = _complete(hopfield, patterns, queries, known, valid, steps)
+    states, attention = _complete(hopfield, patterns, queries, known, valid, steps, dots, full)
     scores = search_scores.copy()
     if steps and config.dense:
         # The completed cue replaces the cue in the candidates' dense part of the score.
-        dense_c = np.take_along_axis(dense, safe, 1)
-        completed = np.einsum("bcd,bd->bc", patterns, states)
+        dense_c = dense[at, safe]
+        completed = dots if full else np.einsum("bcd,bd->bc", patterns, states)
         scores = np.where(valid, scores + completed - dense_c, -np.inf)
     winner = scores.argmax(1)
     states = states if steps else patterns[np.arange(b), winner]
     states = states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12)
-    decided = ["completion" if w != 0 else "search" for w in winner]
+    decided = ["completion" if w != 0 else "search" for w in winner.tolist()]
     sep_conf = np.full(b, np.nan)
     if separator is not None:
         for i in range(b):
@@ -319,35 +355,54 @@ def run(
                   scores, lex_c, named_c, *agreement)
 
 
+# The perspective feature reads the best _LEADERS rows, weighted exp(-rank / 4); the sums of the
+# weights over the first t ranks are what it divides by.
+_LEADERS = 20
+_RANK_WEIGHTS = np.exp(-np.arange(_LEADERS) / 4.0)
+_RANK_WEIGHT_SUMS = [float(_RANK_WEIGHTS[:t].sum()) for t in range(_LEADERS + 1)]
+
+
 def _speaker_agreement(plain: np.ndarray, named: np.ndarray, person: np.ndarray | None,
-                       top: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                       groups: SpeakerGroups
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(gap of the best named-speaker row to the best row, named share of the five best,
-    perspective support of the ``top`` best, first-person gap); cues that name nobody get
+    perspective support of the ``_LEADERS`` best, first-person gap); cues that name nobody get
     (0, 1, 0, 0)."""
     b = len(plain)
-    asked = named.any(1)
-    best = plain.max(1)
-    by_named = np.where(named, plain, -np.inf).max(1)
-    gap = np.where(asked & np.isfinite(best), np.clip(by_named - best, -1.0, 0.0), 0.0)
-    t = min(top, plain.shape[1])
+    # Per (speaker, person) group: its best score, and whether the cue names its speaker.
+    best_of = np.maximum.reduceat(np.take(plain, groups.order, axis=1), groups.starts, axis=1)  # (B, G)
+    group_named = np.take(named, groups.first_row, axis=1)
+    asked = group_named.any(1)
+    # The best row of a named speaker, of a named speaker in the first person, and of anyone
+    # else in the first person (-inf where there is none).
+    kinds = np.stack([group_named, group_named & groups.first, ~group_named & groups.first])
+    by_named, own, others = np.where(kinds, best_of, -np.inf).max(2)
+    best = best_of.max(1)
+    gap = np.where(asked & np.isfinite(best), np.minimum(np.maximum(by_named - best, -1.0), 0.0), 0.0)
+    t = min(_LEADERS, plain.shape[1])
+    at = np.arange(b)[:, None]
     leaders = np.argpartition(-plain, t - 1, axis=1)[:, :t]
-    order = np.argsort(-np.take_along_axis(plain, leaders, 1), axis=1, kind="stable")
-    leaders = np.take_along_axis(leaders, order, 1)
-    alive = np.isfinite(np.take_along_axis(plain, leaders, 1))
-    by_named_speaker = np.take_along_axis(named, leaders, 1)
-    share = by_named_speaker[:, :5].mean(1)
-    perspective, told = np.zeros(b), np.zeros(b)
-    if person is not None:
-        said = person[leaders] * np.where(by_named_speaker, 1.0, -1.0) * alive
-        weights = np.exp(-np.arange(t) / 4.0)
-        perspective = (said * weights).sum(1) / weights.sum()
-        first = person > 0
-        own = np.where(named & first, plain, -np.inf).max(1)
-        others = np.where(~named & first, plain, -np.inf).max(1)
-        told = np.clip(np.nan_to_num(own - others, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
-    zero = np.zeros(b)
-    return (gap, np.where(asked, share, np.ones(b)), np.where(asked, perspective, zero),
-            np.where(asked, told, zero))
+    leading = plain[at, leaders]
+    order = np.argsort(-leading, axis=1, kind="stable")
+    leaders, leading = leaders[at, order], leading[at, order]
+    by_named_speaker = named[at, leaders]
+    share = np.where(asked, by_named_speaker[:, :5].sum(1) / min(5, t), 1.0)
+    if person is None:
+        return gap, share, np.zeros(b), np.zeros(b)
+    said = person[leaders] * np.where(by_named_speaker, 1.0, -1.0) * np.isfinite(leading)
+    perspective = (said * _RANK_WEIGHTS[:t]).sum(1) / _RANK_WEIGHT_SUMS[t]
+    difference = own - others  # both absent: NaN, read as no evidence either way
+    told = np.minimum(np.maximum(np.where(np.isnan(difference), 0.0, difference), -1.0), 1.0)
+    return gap, share, np.where(asked, perspective, 0.0), np.where(asked, told, 0.0)
+
+
+def speaker_groups(who: np.ndarray, first: np.ndarray) -> SpeakerGroups:
+    """Group rows by (speaker code, first-person text) for ``_speaker_agreement``."""
+    key = (np.asarray(who, np.int64) + 1) * 2 + np.asarray(first, bool)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if len(key) else np.zeros(0, int)
+    return SpeakerGroups(order, starts, order[starts], (sorted_key[starts] % 2).astype(bool))
 
 
 def _top(score: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -356,37 +411,51 @@ def _top(score: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
     c_eff = min(c, n)
     top = np.argpartition(-score, c_eff - 1, axis=1)[:, :c_eff] if c_eff < n else np.broadcast_to(
         np.arange(n), score.shape).copy()
-    top_scores = np.take_along_axis(score, top, 1)
+    at = np.arange(len(score))[:, None]
+    top_scores = score[at, top]
     order = np.argsort(-top_scores, axis=1, kind="stable")
-    rows = np.take_along_axis(top, order, 1)
-    top_scores = np.take_along_axis(top_scores, order, 1)
+    rows = top[at, order]
+    top_scores = top_scores[at, order]
     return _pad(np.where(np.isfinite(top_scores), rows, -1), top_scores, c)
 
 
-def _neighbour_best(score: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray] | None,
-                    links: sparse.csr_matrix | None) -> np.ndarray:
-    """(B, n) the best positive score among each row's graph neighbours (0 for none)."""
-    positive = np.maximum(score, 0.0)  # blocked rows (-inf) give nothing
-    best = np.zeros_like(positive)
-    if neighbours is not None:
-        # A trailing zero column: the "no neighbour" index -1 reads it.
-        padded = np.concatenate([positive, np.zeros((len(positive), 1), positive.dtype)], axis=1)
-        best = np.maximum(padded[:, neighbours[0]], padded[:, neighbours[1]])
-    if links is not None and links.nnz:
+def _with_neighbours(score: np.ndarray, graph: Graph, weight: float) -> np.ndarray:
+    """(B, n) score plus ``weight`` times the best positive score among each row's graph
+    neighbours (blocked rows stay blocked)."""
+    b, n = score.shape
+    # A trailing zero column: the "no neighbour" index -1 reads it; blocked rows (-inf) give 0.
+    padded = np.zeros((b, n + 1), score.dtype)
+    positive = np.maximum(score, 0.0, out=padded[:, :n])
+    best = np.maximum(np.take(padded, graph.prev, axis=1), np.take(padded, graph.next, axis=1))
+    if graph.links is not None:
         # Link weights are ≤ 1; a row linked to a strong match gets up to that match's score.
-        linked = (links @ positive.T).T / np.maximum(np.asarray(links.sum(1)).ravel(), 1.0)
-        best = np.maximum(best, linked)
-    return np.where(np.isfinite(score), best, 0.0).astype(score.dtype)
+        np.maximum(best, (graph.links @ positive.T).T / graph.degree, out=best)
+    best *= weight
+    best += score
+    return best
+
+
+_BETAS: weakref.WeakKeyDictionary[ModernHopfield, float] = weakref.WeakKeyDictionary()
+
+
+def _beta(hopfield: ModernHopfield) -> float:
+    """The Hopfield step's β as a float, read from torch once per (fixed-β) module."""
+    if hopfield.log_beta.requires_grad:
+        return hopfield.beta.item()
+    if hopfield not in _BETAS:
+        _BETAS[hopfield] = hopfield.beta.item()
+    return _BETAS[hopfield]
 
 
 def _complete(hopfield: ModernHopfield, patterns: np.ndarray, queries: np.ndarray, known: np.ndarray,
-              valid: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+              valid: np.ndarray, steps: int, dots: np.ndarray, full: bool) -> tuple[np.ndarray, np.ndarray]:
     """Hopfield completion over the candidates with the known dimensions clamped:
-    (completed cues (B, d), attention over the candidates (B, C))."""
-    if steps == 0 or known.all():
+    (completed cues (B, d), attention over the candidates (B, C)); ``dots`` are the
+    candidates' inner products with the cues, ``full``: every dimension of every cue is known."""
+    if steps == 0 or full:
         # With every dimension known the clamp restores the cue after each update, so the
         # completed cue is the cue itself: only the attention needs computing.
-        logits = hopfield.beta.item() * np.einsum("bcd,bd->bc", patterns, queries)
+        logits = _beta(hopfield) * dots
         logits = np.where(valid, logits - np.where(valid, logits, -np.inf).max(1, keepdims=True), -np.inf)
         weights = np.exp(logits)
         return queries.copy(), weights / np.maximum(weights.sum(1, keepdims=True), 1e-30)
