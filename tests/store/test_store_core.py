@@ -52,7 +52,8 @@ def test_partial_noisy_cue_recalls_its_episode_and_novel_cue_is_refused(store, r
         assert result.decided_by in {"search", "completion", "gate"}
     assert hits >= 14
     novel = store.recall(rng.standard_normal(DIM) * 3, k=3)
-    assert novel.status == "insufficient_evidence" and novel.decided_by == "gate" and novel.episodes == []
+    assert novel.status == "insufficient_evidence" and novel.decided_by == "gate" and not novel.accepted
+    assert len(novel.episodes) == 3, "a refusal still carries its ranked candidates, flagged"
     assert novel.trace["search"], "a refusal still shows what the search found"
 
 
@@ -132,7 +133,7 @@ def test_bad_input_is_a_clear_error_and_loses_nothing(store, rng):
     assert len(store) == 10 and store.check() == []
 
 
-def test_decay_is_bounded_inspectable_and_restored_by_recall(tmp_path, rng):
+def test_decay_is_bounded_inspectable_and_restored_by_recall_when_asked(tmp_path, rng):
     policy = DecayPolicy(base_stability=10 * DAY, floor=0.1, forget_below=0.2)
     old = time.time() - 400 * DAY
     with MemoryStore(tmp_path / "s", dim=DIM, decay=policy, durable=False) as s:
@@ -146,8 +147,8 @@ def test_decay_is_bounded_inspectable_and_restored_by_recall(tmp_path, rng):
         forgotten = s.forget()
         assert set(forgotten) == set(ids[:19]) and len(s) == 1
 
-    with MemoryStore(tmp_path / "d", dim=DIM, durable=False,
-                     decay=DecayPolicy(base_stability=1 * DAY)) as s:
+    with MemoryStore(tmp_path / "d", dim=DIM, durable=False, decay=DecayPolicy(base_stability=1 * DAY),
+                     config=RecallConfig(strengthen_on_recall=True)) as s:
         now = time.time()
         eid = s.add(vectors[0], timestamp=now - 2 * DAY)
         s.add_batch(clustered(rng, 10))

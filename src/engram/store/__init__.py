@@ -4,7 +4,8 @@ consolidates (SQLite + memory-mapped vectors by default, one backend interface f
 from engram.store.backend import Episode, Link, StorageBackend
 from engram.store.consolidation import SleepConfig, SleepReport
 from engram.store.decay import DecayPolicy, StrengthReport
-from engram.store.gate import GateModel, expected_calibration_error
+from engram.store.embed import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+from engram.store.gate import GateModel, expected_calibration_error, fit_gate
 from engram.store.memory import CalibrationReport, MemoryStore, Recalled, RecallResult
 from engram.store.pipeline import RecallConfig
 from engram.store.sqlite import SQLiteBackend
@@ -12,17 +13,21 @@ from engram.store.sqlite import SQLiteBackend
 __all__ = [
     "CalibrationReport",
     "DecayPolicy",
+    "Embedder",
     "Episode",
     "GateModel",
+    "HashingEmbedder",
     "Link",
     "MemoryStore",
     "RecallConfig",
     "RecallResult",
     "Recalled",
     "SQLiteBackend",
+    "SentenceTransformerEmbedder",
     "SleepConfig",
     "SleepReport",
     "StorageBackend",
     "StrengthReport",
     "expected_calibration_error",
+    "fit_gate",
 ]

@@ -22,6 +22,8 @@ class Episode:
     ``kind`` is ``"episode"`` for what a user added and ``"semantic"`` for a prototype that
     ``sleep()`` made from a cluster of episodes (its sources are linked with kind ``"source"``).
     ``stability`` (seconds) and ``last_access`` (Unix time) drive the decay schedule.
+    ``text``, ``who`` (speaker) and ``session`` are the conversation fields recall searches
+    and filters on (empty / None for vector-only episodes).
     """
 
     id: str
@@ -37,6 +39,9 @@ class Episode:
     last_access: float = 0.0
     recalls: int = 0
     replays: int = 0
+    text: str = ""
+    who: str | None = None
+    session: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,17 @@ class IndexRows:
     kinds: list[str] = field(default_factory=list)
     stability: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n,) seconds
     last_access: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n,) Unix time
+
+
+@dataclass(frozen=True)
+class EpisodeFields:
+    """The fields of an episode that recall filters and ranks on, besides its embedding."""
+
+    timestamp: float
+    tags: tuple[str, ...]
+    text: str
+    who: str | None
+    session: int | str | None
 
 
 class StorageBackend(ABC):
@@ -137,6 +153,16 @@ class StorageBackend(ABC):
     @abstractmethod
     def update_state(self, space: str, changes: dict[str, Any]) -> None:
         """Merge ``changes`` into the space's state (a None value removes a key)."""
+
+    def episode_fields(self, space: str, ids: Sequence[str]) -> dict[str, EpisodeFields]:
+        """Timestamp, tags, text, who and session of the live episodes among ``ids`` (a
+        vector-only backend may leave text, who and session empty)."""
+        found = self.get(space, ids, with_embeddings=False)
+        return {i: EpisodeFields(e.timestamp, e.tags, e.text, e.who, e.session) for i, e in found.items()}
+
+    def search_text(self, space: str, query: str, limit: int) -> list[tuple[str, float]]:
+        """Full-text query: (id, score) best first; backends without a text index raise."""
+        raise NotImplementedError(f"{type(self).__name__} has no full-text index")
 
     @abstractmethod
     def close(self) -> None:

@@ -1,4 +1,6 @@
-"""The in-memory recall index of one space: unit-norm embeddings, ids and decay state.
+"""The in-memory recall index of one space: unit-norm embeddings, ids, decay state and the
+fields recall filters and ranks on (speaker, session, time, tags, text as BM25 postings), plus
+the episode graph (temporal neighbours within a session, sleep's links).
 
 Built from the backend and kept in step with it: this process's writes are applied directly;
 other processes' commits are noticed through the backend's cheap ``changed()`` check and read
@@ -7,9 +9,27 @@ incrementally (new rows) or, after deletions and compactions elsewhere, by a ful
 
 from __future__ import annotations
 
-import numpy as np
+import re
+from typing import Any
 
-from engram.store.backend import IndexRows, StorageBackend
+import numpy as np
+from scipy import sparse
+
+from engram.store.backend import EpisodeFields, IndexRows, StorageBackend
+from engram.store.lexical import STOPWORDS, BM25Index, stem, tokens
+from engram.store.pipeline import CueParts
+
+_WORDS = re.compile(r"[A-Za-z]+")
+_FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|i'll|my|me|mine|we|our|us)\b")
+_SECOND_PERSON = re.compile(r"\b(you|your|you're|you've|yours)\b")
+
+
+def _person(text: str) -> float:
+    """+1 when a text speaks of its speaker (first person), −1 when it only addresses the
+    listener (second person), 0 otherwise: who a turn's news belongs to (English only)."""
+    lowered = text.lower()
+    first, second = bool(_FIRST_PERSON.search(lowered)), bool(_SECOND_PERSON.search(lowered))
+    return float(first) - float(second)
 
 
 class RecallIndex:
@@ -31,6 +51,22 @@ class RecallIndex:
         self._faiss_rows = 0
         self._projection: np.ndarray | None = None
         self._sketch = np.zeros((0, 0), dtype=np.float32)
+        self.timestamps = np.zeros(0)
+        self.who = np.zeros(0, dtype=np.int32)  # code in ``speakers``, -1: none
+        self.session = np.zeros(0, dtype=np.int32)  # code in ``sessions``, -1: none
+        self.speakers: dict[str, int] = {}
+        self.sessions: dict[Any, int] = {}
+        self.tag_rows: dict[str, list[int]] = {}
+        self.texts: list[str] = []
+        self.prev = np.zeros(0, dtype=np.int64)  # the row before in the same session, -1: none
+        self.next = np.zeros(0, dtype=np.int64)
+        self._last_in_session: dict[int, int] = {}
+        self.lexical = BM25Index()
+        self.empty_prototype = np.zeros(0, dtype=bool)
+        self.person = np.zeros(0, dtype=np.float32)  # +1 first-person text, −1 second-person, 0
+        self._speaker_patterns: dict[int, re.Pattern[str]] = {}
+        self._speaker_words: set[str] = set()
+        self._links: sparse.csr_matrix | None = None
 
     @property
     def size(self) -> int:
@@ -46,22 +82,28 @@ class RecallIndex:
 
     def reload(self, backend: StorageBackend, space: str) -> None:
         self.__init__(self.dim)
-        self.append(backend.index_rows(space))
+        self.load(backend, space, backend.index_rows(space))
+
+    def load(self, backend: StorageBackend, space: str, rows: IndexRows) -> None:
+        """Append rows read from the backend together with their fields."""
+        self.append(rows, backend.episode_fields(space, rows.ids) if rows.ids else {})
 
     def sync(self, backend: StorageBackend, space: str) -> bool:
         """Catch up with commits from other connections; True when there were any."""
         if not backend.changed():
             return False
         new = backend.index_rows(space, after_seq=self.max_seq)
-        self.append(new)
+        self.load(backend, space, new)
+        self._links = None  # another process may have slept (new links) or deleted
         if backend.count(space) != self.live:
             self.reload(backend, space)
         return True
 
-    def append(self, rows: IndexRows) -> None:
+    def append(self, rows: IndexRows, fields: dict[str, EpisodeFields] | None = None) -> None:
         n_new = len(rows.ids)
         if n_new == 0:
             return
+        self._append_fields(rows.ids, rows.kinds or ["episode"] * n_new, fields or {})
         start = self.size
         if start + n_new > self._capacity_rows:
             capacity = max(1024, 2 * (start + n_new))
@@ -80,11 +122,92 @@ class RecallIndex:
         self.alive = np.concatenate([self.alive, np.ones(n_new, dtype=bool)])
         self.max_seq = max(self.max_seq, int(rows.seqs.max()))
 
+    def _append_fields(self, ids: list[str], kinds: list[str], fields: dict[str, EpisodeFields]) -> None:
+        start = self.size
+        n = len(ids)
+        stamps, who, session = np.zeros(n), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
+        prev, texts = np.full(n, -1, np.int64), []
+        self.next = np.concatenate([self.next, np.full(n, -1, np.int64)])
+        for i, eid in enumerate(ids):
+            f = fields.get(eid)
+            texts.append(f.text if f else "")
+            if f is None:
+                continue
+            stamps[i] = f.timestamp
+            if f.who is not None:
+                who[i] = self.speakers.setdefault(f.who, len(self.speakers))
+            for tag in f.tags:
+                self.tag_rows.setdefault(tag, []).append(start + i)
+            if f.session is not None:
+                code = self.sessions.setdefault(f.session, len(self.sessions))
+                session[i] = code
+                before = self._last_in_session.get(code, -1)
+                prev[i] = before
+                if before >= 0:
+                    self.next[before] = start + i
+                self._last_in_session[code] = start + i
+        self.timestamps = np.concatenate([self.timestamps, stamps])
+        self.who = np.concatenate([self.who, who])
+        self.session = np.concatenate([self.session, session])
+        self.prev = np.concatenate([self.prev, prev])
+        self.texts.extend(texts)
+        self.lexical.append(texts)
+        empty = np.array([k == "semantic" and not t for k, t in zip(kinds, texts, strict=True)], dtype=bool)
+        self.empty_prototype = np.concatenate([self.empty_prototype, empty])
+        self.person = np.concatenate([self.person, np.array([_person(t) for t in texts], dtype=np.float32)])
+        self._links = None
+
+    def cue_parts(self, texts: list[str | None]) -> CueParts:
+        """Lexical terms, named speakers, word coverage and unknown names of each text cue."""
+        b = len(texts)
+        parts = CueParts.none(b)
+        if len(self._speaker_patterns) != len(self.speakers):
+            self._speaker_patterns = {code: re.compile(rf"\b{re.escape(name.lower())}\b")
+                                      for name, code in self.speakers.items()}
+            self._speaker_words = {w for name in self.speakers for w in tokens(name)}
+        patterns, speaker_words = self._speaker_patterns, self._speaker_words
+        known_words = self.lexical.vocabulary
+        for i, text in enumerate(texts):
+            if not text:
+                continue
+            parts.terms[i] = self.lexical.query_terms(text)
+            lowered = text.lower()
+            parts.speakers[i] = [code for code, pattern in patterns.items() if pattern.search(lowered)]
+            words = set(tokens(text))
+            if words:
+                seen = [w for w in words if w in known_words or w in speaker_words]
+                parts.coverage[i] = len(seen) / len(words)
+            # A capitalised word after the first is a name; one the space never saw is a stranger.
+            names = {stem(w.lower()) for w in _WORDS.findall(text)[1:]
+                     if w[0].isupper() and w.lower() not in STOPWORDS}
+            parts.unknown_names[i] = sum(w not in known_words and w not in speaker_words for w in names)
+        return parts
+
+    def content_free_prototypes(self) -> np.ndarray | None:
+        """(n,) semantic prototypes without text, which must never take result slots (None: none)."""
+        return self.empty_prototype if self.empty_prototype.any() else None
+
+    def links_matrix(self, backend: StorageBackend, space: str) -> sparse.csr_matrix:
+        """(n, n) symmetric weights of sleep's links between live rows (built when first needed)."""
+        if self._links is None or self._links.shape[0] != self.size:
+            src, dst, weight = [], [], []
+            for link in backend.links(space):
+                a, b = self.row_of.get(link.src), self.row_of.get(link.dst)
+                if a is not None and b is not None and link.kind != "source":
+                    src += [a, b]
+                    dst += [b, a]
+                    weight += [link.weight, link.weight]
+            self._links = sparse.csr_matrix((np.asarray(weight, np.float32), (src, dst)),
+                                            shape=(self.size, self.size))
+        return self._links
+
     def remove(self, ids: list[str]) -> None:
+        self._links = None
         for eid in ids:
             row = self.row_of.pop(eid, None)
             if row is not None:
                 self.alive[row] = False
+                self.lexical.remove([row])
                 self.n_dead += 1
                 self.unit[row] = 0.0
                 if row < len(self._sketch):

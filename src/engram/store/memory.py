@@ -4,13 +4,16 @@ One object is one named memory space of a store directory; spaces of the same di
 never see each other's episodes, links or calibration.
 
 Example:
-    >>> store = MemoryStore("memories", space="agent-1", dim=4)          # doctest: +SKIP
-    >>> store.add([1.0, 0.0, 0.5, 0.2], payload={"text": "met Ada"})     # doctest: +SKIP
-    >>> store.recall([1.0, 0.0, 0.0, 0.0], k=1, known=[1, 1, 0, 0])      # doctest: +SKIP
+    >>> store = MemoryStore("memories", space="chat", embedder=HashingEmbedder())  # doctest: +SKIP
+    >>> store.add(text="I adopted a dog called Rex", who="Ada", session=1)         # doctest: +SKIP
+    >>> store.recall("What is the name of Ada's dog?", k=3).episodes[0].episode.text  # doctest: +SKIP
+    >>> vectors = MemoryStore("vectors", dim=4)                                   # doctest: +SKIP
+    >>> vectors.recall([1.0, 0.0, 0.0, 0.0], k=1, known=[1, 1, 0, 0])             # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -28,12 +31,17 @@ from engram.ca3 import ModernHopfield
 from engram.store import pipeline
 from engram.store.backend import Episode, Link, StorageBackend
 from engram.store.decay import DecayPolicy, StrengthReport, explain
-from engram.store.gate import GateModel, fit_gate
+from engram.store.embed import Embedder, HashingEmbedder, check_embeddings
+from engram.store.gate import GateModel, default_gate, fit_gate
 from engram.store.index import RecallIndex
-from engram.store.pipeline import RecallConfig, Separator
+from engram.store.lexical import MAX_TEXT_CHARS
+from engram.store.pipeline import FEATURES, CueParts, RecallConfig, Separator
 from engram.store.sqlite import SQLiteBackend, check_space_name
 
 _ID_MAX = 128
+_FIELD_MAX = 128
+_CACHE_MAX = 50_000
+_WHERE_FIELDS = ("who", "session", "tags", "kind")
 # faiss is optional: without it, spaces above ``faiss_above`` keep the exact scan.
 _HAS_FAISS = importlib.util.find_spec("faiss") is not None
 
@@ -53,13 +61,15 @@ class Recalled:
 class RecallResult:
     """The answer to one cue.
 
-    ``status`` is ``"recalled"`` (``episodes`` ranked, best first) or ``"insufficient_evidence"``
-    (``episodes`` empty). ``decided_by`` names the stage that settled it: ``"search"`` (the
-    nearest neighbour stood, or nothing was stored), ``"completion"`` (Hopfield completion
-    changed the winner), ``"separation"`` (the sparse attractor did) or ``"gate"`` (refused).
-    ``confidence`` is the gate's probability that the top episode is the cue's own;
-    ``calibrated`` says whether the gate was fitted on this store. ``completion`` is the
-    completed cue (unit norm); ``trace`` holds per-stage detail for inspection.
+    ``status`` is ``"recalled"`` or ``"insufficient_evidence"``; either way ``episodes`` holds
+    the ranked candidates, best first (a refusal flags them, so an agent can still decide).
+    ``decided_by`` names the stage that settled it: ``"search"`` (the fused search's best
+    stood, or nothing was stored), ``"completion"`` (Hopfield completion changed the winner),
+    ``"separation"`` (the sparse attractor did) or ``"gate"`` (refused).
+    ``confidence`` is the gate's probability that the top episode answers the cue;
+    ``calibrated`` says whether the gate was fitted (on this store or shipped for its
+    embedder). ``completion`` is the completed cue (unit norm); ``trace`` holds per-stage
+    detail, ``trace["features"]`` the gate's features by name.
     """
 
     status: str
@@ -101,7 +111,10 @@ class MemoryStore:
     Args:
         path: the store directory (created if absent).
         space: the memory space this object reads and writes (created if absent).
-        dim: embedding dimension, fixed when the store is created (768 by default).
+        embedder: what embeds text (``engram.store.embed``); recorded in the space, and a space
+            made with one embedder refuses another (name or dimension). None: vectors only,
+            unless the space was made with the offline ``HashingEmbedder`` (rebuilt as needed).
+        dim: embedding dimension, fixed when the store is created (the embedder's, else 768).
         config: the recall pipeline's settings (``RecallConfig``).
         decay: the forgetting schedule (``DecayPolicy``).
         durable: fsync every write (``False`` trades power-loss safety for speed; a process
@@ -120,14 +133,18 @@ class MemoryStore:
         durable: bool = True,
         backend: StorageBackend | None = None,
         seed: int = 0,
+        embedder: Embedder | None = None,
     ):
         self.space = check_space_name(space)
+        if embedder is not None:
+            dim = _embedder_dim(embedder, dim)
         self.backend = backend if backend is not None else SQLiteBackend(path, dim=dim, durable=durable)
         self.dim = self.backend.dim
+        self.backend.ensure_space(self.space)
+        self.embedder = self._check_embedder(embedder)
         self.config = config or RecallConfig()
         self.decay = decay or DecayPolicy()
         self.seed = int(seed)
-        self.backend.ensure_space(self.space)
         self._lock = threading.RLock()
         self._hopfield = ModernHopfield(self.dim, beta=self.config.beta, steps=1)
         self._separator = (
@@ -136,8 +153,11 @@ class MemoryStore:
         )
         self._index = RecallIndex(self.dim)
         self._index.reload(self.backend, self.space)
-        self._gate = GateModel.from_state(self.backend.get_state(self.space).get("gate"))
+        self._gate = self._load_gate()
         self._pending: dict[str, tuple[float, float, int]] = {}
+        # Recalled episodes as stored (payload, text, vector), so a recall reads no rows; any
+        # write that could change one (delete, compact, touch, sleep, another process) clears it.
+        self._recalled_cache: dict[str, Episode] = {}
         self._calibration_failed_at = 0
         self._last_flush = time.monotonic()
 
@@ -197,34 +217,95 @@ class MemoryStore:
             stability=self.decay.initial_stability(salience, reward), last_access=timestamp,
         )
 
+    def _check_embedder(self, embedder: Embedder | None) -> Embedder | None:
+        """Record the space's embedder, or refuse one other than the recorded one."""
+        recorded = self.backend.get_state(self.space).get("embedder")
+        if embedder is None:
+            if recorded and recorded["name"].startswith("hashing-"):
+                return HashingEmbedder(int(recorded["dim"]))
+            return None
+        if embedder.dim != self.dim:
+            raise ValueError(f"embedder: {embedder.name} makes {embedder.dim}-dimensional vectors, the "
+                             f"store holds {self.dim}-dimensional ones")
+        if recorded is None:
+            self.backend.update_state(self.space, {"embedder": {"name": embedder.name, "dim": embedder.dim}})
+        elif recorded["name"] != embedder.name or int(recorded["dim"]) != embedder.dim:
+            raise ValueError(
+                f"embedder: space {self.space!r} was made with {recorded['name']} ({recorded['dim']} "
+                f"dimensions), got {embedder.name} ({embedder.dim}); mixing them would compare "
+                "vectors of different models"
+            )
+        return embedder
+
+    def _load_gate(self) -> GateModel:
+        """The space's own fitted gate, else the one shipped for its embedder, else the prior."""
+        state = self.backend.get_state(self.space).get("gate")
+        if state:
+            return GateModel.from_state(state)
+        shipped = default_gate(self.embedder.name) if self.embedder is not None else None
+        return shipped or GateModel.prior()
+
+    def _embed(self, texts: list[str], name: str) -> np.ndarray:
+        if self.embedder is None:
+            raise ValueError(f"{name}: text needs an embedder; open the store with "
+                             "MemoryStore(..., embedder=...) or pass embeddings")
+        vectors = self.embedder.embed(texts, progress=len(texts) >= 1000)
+        return check_embeddings(vectors, len(texts), self.dim, self.embedder.name)
+
+    def _embed_episodes(self, texts: list[str], who: list[str | None]) -> np.ndarray:
+        inputs = [f"{w}: {t}" if self.config.embed_speaker and w else t
+                  for t, w in zip(texts, who, strict=True)]
+        return self._embed(inputs, "text")
+
     # ------------------------------------------------------------------ writing
 
-    def add(self, embedding: Any, payload: dict[str, Any] | None = None, *, id: str | None = None,
+    def add(self, embedding: Any = None, payload: dict[str, Any] | None = None, *, text: str | None = None,
+            who: str | None = None, session: int | str | None = None, id: str | None = None,
             timestamp: float | None = None, reward: float = 0.0, salience: float = 0.0,
             tags: Sequence[str] = (), unfinished: bool = False) -> str:
-        """Store one episode; returns its id once it is durable."""
-        vector = self._vectors(embedding, "embedding", one=True)
-        episode = self._episode(vector, payload, id, timestamp, reward, salience, tags, unfinished,
-                                time.time())
-        self._write([episode])
-        return episode.id
+        """Store one episode (its text, embedded by the store's embedder, and/or its embedding);
+        returns its id once it is durable."""
+        if isinstance(embedding, str) and text is None and self.embedder is not None:
+            embedding, text = None, embedding
+        return self.add_batch(
+            None if embedding is None else self._vectors(embedding, "embedding", one=True)[None],
+            [payload], texts=None if text is None else [text], ids=None if id is None else [id],
+            who=[who], sessions=[session], timestamps=None if timestamp is None else [timestamp],
+            rewards=[reward], saliences=[salience], tags=[tags], unfinished=[unfinished],
+        )[0]
 
-    def add_batch(self, embeddings: Any, payloads: Sequence[dict[str, Any] | None] | None = None, *,
+    def add_batch(self, embeddings: Any = None, payloads: Sequence[dict[str, Any] | None] | None = None, *,
+                  texts: Sequence[str] | None = None, who: str | Sequence[str | None] | None = None,
+                  sessions: Sequence[int | str | None] | None = None,
                   ids: Sequence[str] | None = None, timestamps: Sequence[float] | None = None,
                   rewards: Sequence[float] | None = None, saliences: Sequence[float] | None = None,
                   tags: Sequence[Sequence[str]] | None = None,
                   unfinished: Sequence[bool] | None = None) -> list[str]:
-        """Store many episodes in one transaction (all or none); returns their ids."""
-        vectors = self._vectors(embeddings, "embeddings", one=False)
-        n = len(vectors)
+        """Store many episodes in one transaction (all or none); returns their ids.
+
+        Give ``texts`` (embedded by the store's embedder, as "who: text" when
+        ``config.embed_speaker``), ``embeddings``, or both (the text is then stored and searched,
+        the embedding used as given). ``who`` is one speaker for all or one per episode.
+        """
+        if embeddings is None and texts is None:
+            raise TypeError("embeddings: expected embeddings or texts=, got neither")
+        texts = None if texts is None else _texts(texts)
+        given = None if embeddings is None else self._vectors(embeddings, "embeddings", one=False)
+        n = len(texts) if given is None else len(given)  # type: ignore[arg-type]
+        who = [who] * n if who is None or isinstance(who, str) else list(who)
         columns = {"payloads": payloads, "ids": ids, "timestamps": timestamps, "rewards": rewards,
-                   "saliences": saliences, "tags": tags, "unfinished": unfinished}
+                   "saliences": saliences, "tags": tags, "unfinished": unfinished, "texts": texts,
+                   "who": who, "sessions": sessions}
         for name, column in columns.items():
             if column is not None and len(column) != n:
                 raise ValueError(f"{name}: expected {n} entries (one per embedding), got {len(column)}")
         if ids is not None and len(set(ids)) != n:
             raise ValueError("ids: expected unique ids within the batch, got duplicates")
+        speakers = [_field(w, "who", str) for w in who]
+        session_of = [None] * n if sessions is None else [_field(v, "sessions", (int, str)) for v in sessions]
         now = time.time()
+        # Check every field before embedding: a bad one costs no model time and stores nothing.
+        vectors = given if given is not None else self._embed_episodes(list(texts), speakers)  # type: ignore[arg-type]
         episodes = [
             self._episode(
                 vectors[i],
@@ -239,6 +320,8 @@ class MemoryStore:
             )
             for i in range(n)
         ]
+        episodes = [dataclasses.replace(e, text=texts[i] if texts is not None else "", who=speakers[i],
+                                        session=session_of[i]) for i, e in enumerate(episodes)]
         self._write(episodes)
         return [e.id for e in episodes]
 
@@ -247,7 +330,8 @@ class MemoryStore:
             self._flush_touches()
             self.backend.insert(self.space, episodes)
             self._index.sync(self.backend, self.space)
-            self._index.append(self.backend.index_rows(self.space, after_seq=self._index.max_seq))
+            self._index.load(self.backend, self.space,
+                             self.backend.index_rows(self.space, after_seq=self._index.max_seq))
 
     def delete(self, ids: str | Sequence[str]) -> list[str]:
         """Delete episodes and their links; returns the ids that existed. ``compact()`` then
@@ -258,6 +342,7 @@ class MemoryStore:
         with self._lock:
             self._flush_touches()
             removed = self.backend.delete(self.space, ids)
+            self._recalled_cache.clear()
             self._index.remove(removed)
             self._index.sync(self.backend, self.space)
         return removed
@@ -267,6 +352,7 @@ class MemoryStore:
         with self._lock:
             self._flush_touches()
             report = self.backend.compact(self.space)
+            self._recalled_cache.clear()
             self._index.reload(self.backend, self.space)
         return report
 
@@ -276,10 +362,26 @@ class MemoryStore:
         """The episode with this id, or None."""
         if not isinstance(id, str):
             raise TypeError(f"id: expected a string, got {type(id).__name__}")
-        return self.backend.get(self.space, [id]).get(id)
+        return self._with_fields(self.backend.get(self.space, [id])).get(id)
 
     def get_many(self, ids: Sequence[str]) -> dict[str, Episode]:
-        return self.backend.get(self.space, list(ids))
+        return self._with_fields(self.backend.get(self.space, list(ids)))
+
+    def _with_fields(self, found: dict[str, Episode]) -> dict[str, Episode]:
+        """Episodes with their text, speaker and session (kept beside the row by the backend)."""
+        fields = self.backend.episode_fields(self.space, list(found)) if found else {}
+        return {i: dataclasses.replace(e, text=fields[i].text, who=fields[i].who, session=fields[i].session)
+                if i in fields else e for i, e in found.items()}
+
+    def search_text(self, query: str, k: int = 10) -> list[tuple[Episode, float]]:
+        """Full-text search (SQLite FTS5 query syntax, BM25 ranked): (episode, score), best first."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"query: expected a non-empty FTS5 query string, got {query!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k: expected a positive integer, got {k!r}")
+        hits = self.backend.search_text(self.space, query, k)
+        found = self.get_many([i for i, _ in hits])
+        return [(found[i], score) for i, score in hits if i in found]
 
     def __len__(self) -> int:
         with self._lock:
@@ -299,35 +401,60 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ recall
 
-    def recall(self, cue: Any, k: int = 5, known: Any = None, *, now: float | None = None) -> RecallResult:
-        """Ranked episodes for a cue (d,), or "insufficient evidence".
+    def recall(self, cue: Any, k: int = 5, known: Any = None, *, text: str | None = None,
+               where: dict[str, Any] | None = None, since: float | None = None, until: float | None = None,
+               now: float | None = None) -> RecallResult:
+        """Ranked episodes for a cue, and whether memory holds enough evidence to answer.
 
-        ``known`` masks the dimensions of a partial cue (bool or 0/1, shape (d,)); the rest of
-        the cue is ignored and filled in by completion.
+        ``cue`` is a text (embedded by the store's embedder; its words also drive the lexical
+        search) or a vector (d,); with a vector, ``text`` gives the words. ``known`` masks the
+        dimensions of a partial vector cue (the rest is filled in by completion). ``where``
+        filters inside the search: ``{"who": "Ada", "session": 3, "tags": ["work"],
+        "kind": "episode"}`` (a list of values means any of them; tags: all of them);
+        ``since`` / ``until`` bound the episode's timestamp.
         """
+        if isinstance(cue, str):
+            return self.recall_batch([cue], k=k, where=where, since=since, until=until, now=now)[0]
         cue = self._vectors(cue, "cue", one=True)
         return self.recall_batch(cue[None], k=k, known=None if known is None else self._known(
-            known, (self.dim,))[None], now=now)[0]
+            known, (self.dim,))[None], texts=None if text is None else [text], where=where, since=since,
+            until=until, now=now)[0]
 
     def recall_batch(self, cues: Any, k: int = 5, known: Any = None, *,
-                     now: float | None = None) -> list[RecallResult]:
-        """``recall`` for a batch of cues (B, d) with masks (d,) or (B, d)."""
+                     texts: Sequence[str | None] | None = None,
+                     where: dict[str, Any] | None = None, since: float | None = None,
+                     until: float | None = None, now: float | None = None) -> list[RecallResult]:
+        """``recall`` for a batch: texts, or vectors (B, d) with masks (d,) or (B, d) and
+        optional ``texts`` (one per cue, None for none)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k: expected a positive integer, got {k!r}")
+        if isinstance(cues, (list, tuple)) and cues and all(isinstance(c, str) for c in cues):
+            if texts is not None:
+                raise ValueError("texts: give texts only with vector cues (text cues are their own text)")
+            texts = list(_texts(cues, "cues"))
+            cues = self._embed(texts, "cues")
         cues = self._vectors(cues, "cues", one=False)
+        if texts is not None:
+            texts = [None if t is None else _texts([t], "texts")[0] for t in texts]
+            if len(texts) != len(cues):
+                raise ValueError(f"texts: expected {len(cues)} entries (one per cue), got {len(texts)}")
         known = self._known(known, cues.shape)
         if not (np.abs(np.where(known, cues, 0.0)).sum(1) > 0).all():
             raise ValueError("cue: the known dimensions of a cue are all zero, so there is no evidence")
         now = time.time() if now is None else _finite_float(now, "now")
+        bounds = (None if since is None else _finite_float(since, "since"),
+                  None if until is None else _finite_float(until, "until"))
+        where = _where(where)
         with self._lock:
             if self._index.sync(self.backend, self.space):
                 # Another process may have recalibrated the gate (e.g. `engram sleep`).
-                self._gate = GateModel.from_state(self.backend.get_state(self.space).get("gate"))
+                self._gate = self._load_gate()
+                self._recalled_cache.clear()
             if self._index.live == 0:
                 return [RecallResult("insufficient_evidence", "search", 0.0, self._gate.calibrated, [],
                                      None, {"reason": "the space holds no episodes"}) for _ in cues]
             live = self._index.live
-            if (not self._gate.calibrated and live >= self.config.min_calibration
+            if (self.embedder is None and not self._gate.calibrated and live >= self.config.min_calibration
                     and live >= 2 * self._calibration_failed_at):
                 try:
                     self._calibrate_locked(samples=min(256, live), seed=self.seed)
@@ -335,29 +462,63 @@ class MemoryStore:
                     # Too uniform to fit (e.g. every cue answered wrongly): keep the prior, retry
                     # once the space has doubled.
                     self._calibration_failed_at = live
-            stages = self._run(cues, known, now)
-            features = stages.features()
+            parts = self._index.cue_parts(list(texts) if texts is not None else [None] * len(cues))
+            hidden = self._filter_mask(where, bounds)
+            stages = self._run(cues, known, now, parts=parts, hidden=hidden)
+            features = pipeline.features(stages, parts)
             confidence = self._gate.confidence(features)
             # Strength of the candidates only: O(B·C), not O(n), per query.
             rows = np.maximum(stages.rows, 0)
             strengths = self.decay.strength(self._index.stability[rows], now - self._index.last_access[rows])
             results = [self._answer(stages, features[i], i, confidence[i], strengths[i], k)
                        for i in range(len(cues))]
-            self._touch([r for r in results if r.accepted], now)
+            if self.config.strengthen_on_recall:
+                self._touch([r for r in results if r.accepted and r.episodes], now)
         self._attach_episodes(results)
         return results
+
+    def _filter_mask(self, where: dict[str, Any],
+                     bounds: tuple[float | None, float | None]) -> np.ndarray | None:
+        """(n,) rows the filters exclude (None: no filter)."""
+        idx = self._index
+        hidden = np.zeros(idx.size, dtype=bool)
+        if "who" in where:
+            codes = [idx.speakers[w] for w in where["who"] if w in idx.speakers]
+            hidden |= ~np.isin(idx.who, codes)
+        if "session" in where:
+            codes = [idx.sessions[v] for v in where["session"] if v in idx.sessions]
+            hidden |= ~np.isin(idx.session, codes)
+        for tag in where.get("tags", ()):
+            has = np.zeros(idx.size, dtype=bool)
+            has[idx.tag_rows.get(tag, [])] = True
+            hidden |= ~has
+        if "kind" in where:
+            hidden |= ~np.isin(np.asarray(idx.kinds), where["kind"])
+        since, until = bounds
+        if since is not None:
+            hidden |= idx.timestamps < since
+        if until is not None:
+            hidden |= idx.timestamps > until
+        return hidden if (where or since is not None or until is not None) else None
 
     def _strengths(self, now: float) -> np.ndarray:
         idx = self._index
         return self.decay.strength(idx.stability, now - idx.last_access)
 
-    def _run(self, cues: np.ndarray, known: np.ndarray, now: float,
-             exclude_rows: np.ndarray | None = None) -> pipeline.Stages:
+    def _run(self, cues: np.ndarray, known: np.ndarray, now: float, parts: CueParts | None = None,
+             hidden: np.ndarray | None = None, exclude_rows: np.ndarray | None = None) -> pipeline.Stages:
         idx = self._index
+        parts = parts or CueParts.none(len(cues))
         dead = idx.dead_mask()
         if self.decay.forget_below > self.decay.floor:
             forgotten = self._strengths(now) < self.decay.forget_below
             dead = forgotten if dead is None else dead | forgotten
+        # Prototypes without content never take result slots (sleep's links still reach them).
+        empty_prototypes = idx.content_free_prototypes()
+        if empty_prototypes is not None:
+            dead = empty_prototypes if dead is None else dead | empty_prototypes
+        if hidden is not None:
+            dead = hidden if dead is None else dead | hidden
         candidates = None
         limit = self.config.faiss_above
         if limit is not None and idx.live >= limit and exclude_rows is None and _HAS_FAISS:
@@ -370,8 +531,22 @@ class MemoryStore:
             candidates = idx.sketch_search(pipeline.masked_cues(cues, known), self.config.candidates,
                                            self.config.sketch_dim, self.config.sketch_shortlist,
                                            self.seed, dead)
+        lexical = named = None
+        if any(parts.terms):
+            lexical = np.zeros((len(cues), idx.size), dtype=np.float32)
+            for i, terms in enumerate(parts.terms):
+                scores, ceiling = idx.lexical.scores(terms, idx.size)
+                lexical[i] = scores / ceiling if ceiling > 0 else 0.0
+        if any(parts.speakers):
+            named = np.zeros((len(cues), idx.size), dtype=bool)
+            for i, speakers in enumerate(parts.speakers):
+                for code in speakers:
+                    named[i] |= idx.who == code
+        neighbours = (idx.prev, idx.next) if idx.sessions else None
+        links = idx.links_matrix(self.backend, self.space) if self.config.graph else None
         return pipeline.run(idx.view(), cues, known, self.config, self._hopfield, self._separator,
-                            candidates=candidates, dead=dead, exclude_rows=exclude_rows)
+                            candidates=candidates, dead=dead, exclude_rows=exclude_rows, lexical=lexical,
+                            named=named, neighbours=neighbours, links=links, person=idx.person)
 
     def _answer(self, stages: pipeline.Stages, features: np.ndarray, i: int, confidence: float,
                 strengths: np.ndarray, k: int) -> RecallResult:
@@ -379,48 +554,76 @@ class MemoryStore:
         rows = stages.rows[i]
         valid = np.flatnonzero(rows >= 0)
         winner = int(stages.winner[i])
+        threshold = self.config.threshold if self.config.threshold is not None else self._gate.threshold
         trace = {
             "search": [{"id": idx.ids[rows[j]], "score": float(stages.search_scores[i, j])}
                        for j in valid[:k]],
-            "completion_winner": idx.ids[rows[winner]],
-            "features": dict(zip(("masked_cosine", "margin", "attention"),
-                                 map(float, features), strict=True)),
+            "completion_winner": idx.ids[rows[winner]] if len(valid) else None,
+            "features": dict(zip(FEATURES, map(float, features), strict=True)),
             "separation_confidence": None if np.isnan(stages.separation_confidence[i])
             else float(stages.separation_confidence[i]),
-            "threshold": self.config.threshold,
+            "threshold": threshold,
         }
         completion = stages.states[i]
-        if confidence < self.config.threshold:
-            return RecallResult("insufficient_evidence", "gate", float(confidence), self._gate.calibrated,
-                                [], completion, trace)
-        w = self.config.strength_weight
-        score = stages.attention[i, valid] * strengths[valid] ** w
+        # Decayed strength lowers the rank additively: a fresh episode loses nothing.
+        score = stages.scores[i, valid] + self.config.strength_weight * (strengths[valid] - 1.0)
         order = [winner] + [int(valid[j]) for j in np.argsort(-score, kind="stable") if valid[j] != winner]
         ranked = [
             Recalled(
                 episode=Episode(id=idx.ids[rows[j]], embedding=idx.unit[rows[j]].copy(), payload={},
                                 timestamp=0.0),
-                score=float(stages.attention[i, j] * strengths[j] ** w),
+                score=float(stages.scores[i, j] + self.config.strength_weight * (strengths[j] - 1.0)),
                 attention=float(stages.attention[i, j]),
                 masked_cosine=float(stages.masked_cos[i, j]),
                 strength=float(strengths[j]),
             )
-            for j in order[:k]
+            for j in order[:k] if rows[j] >= 0
         ]
+        if not ranked:
+            return RecallResult("insufficient_evidence", "search", 0.0, self._gate.calibrated, [], completion,
+                                {**trace, "reason": "no episode passes the filters"})
+        if self.config.gate and confidence < threshold:
+            return RecallResult("insufficient_evidence", "gate", float(confidence), self._gate.calibrated,
+                                ranked, completion, trace)
         return RecallResult("recalled", stages.decided_by[i], float(confidence), self._gate.calibrated,
                             ranked, completion, trace)
 
     def _attach_episodes(self, results: list[RecallResult]) -> None:
-        """Replace the placeholder episodes of answers with the stored ones (payload, metadata)."""
+        """Replace the placeholder episodes of answers with the stored ones (payload, text, metadata)."""
         wanted = {r.episode.id for result in results for r in result.episodes}
         if not wanted:
             return
-        stored = self.backend.get(self.space, sorted(wanted))
+        cache = self._recalled_cache
+        missing = sorted(wanted - cache.keys())
+        if missing:
+            if len(cache) + len(missing) > _CACHE_MAX:
+                cache.clear()
+            cache.update(self.get_many(missing))
+        stored = {i: cache[i] for i in wanted if i in cache}
         for result in results:
             result.episodes[:] = [
                 Recalled(stored[r.episode.id], r.score, r.attention, r.masked_cosine, r.strength)
                 for r in result.episodes if r.episode.id in stored
             ]
+
+    # ------------------------------------------------------------------ gate
+
+    def gate_features(self, results: Sequence[RecallResult]) -> np.ndarray:
+        """(len(results), len(FEATURES)) the gate's features of recall answers, for ``fit_gate``."""
+        rows = []
+        for r in results:
+            if "features" not in r.trace:
+                raise ValueError("results: an answer from an empty space has no gate features")
+            rows.append([r.trace["features"][f] for f in FEATURES])
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURES))
+
+    def set_gate(self, model: GateModel) -> None:
+        """Use (and persist in the space) a gate fitted elsewhere, e.g. on labelled questions."""
+        if not isinstance(model, GateModel):
+            raise TypeError(f"model: expected a GateModel, got {type(model).__name__}")
+        with self._lock:
+            self.backend.update_state(self.space, {"gate": model.to_state()})
+            self._gate = model
 
     # ------------------------------------------------------------------ decay
 
@@ -441,6 +644,7 @@ class MemoryStore:
 
     def _flush_touches(self) -> None:
         if self._pending:
+            self._recalled_cache.clear()
             self.backend.touch(self.space, [(eid, s, t, n) for eid, (s, t, n) in self._pending.items()])
             self._pending.clear()
         self._last_flush = time.monotonic()
@@ -488,7 +692,8 @@ class MemoryStore:
         with_source = self._run(cues, known, time.time())
         held_out = self._run(cues, known, time.time(), exclude_rows=sources)
         got = with_source.rows[np.arange(len(sources)), with_source.winner] == sources
-        features = np.concatenate([with_source.features(), held_out.features()])
+        none = CueParts.none(len(sources))
+        features = np.concatenate([pipeline.features(with_source, none), pipeline.features(held_out, none)])
         labels = np.concatenate([got, np.zeros(len(sources), dtype=bool)])
         try:
             self._gate = fit_gate(features, labels)
@@ -497,7 +702,7 @@ class MemoryStore:
             raise
         self.backend.update_state(self.space, {"gate": self._gate.to_state()})
         confidence = self._gate.confidence(features)
-        accepted = confidence >= self.config.threshold
+        accepted = confidence >= (self.config.threshold if self.config.threshold is not None else 0.5)
         n = len(sources)
         return CalibrationReport(
             samples=n, stored_top1=float(got.mean()), accept_stored=float(accepted[:n].mean()),
@@ -521,6 +726,7 @@ class MemoryStore:
         with self._lock:
             self._flush_touches()
             report = consolidate(self, SleepConfig(**options))
+            self._recalled_cache.clear()
             self._index.sync(self.backend, self.space)
         return report
 
@@ -583,6 +789,64 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(space={self.space!r}, dim={self.dim}, episodes={self._index.live})"
+
+
+def _embedder_dim(embedder: Any, dim: Any) -> int:
+    if not isinstance(embedder, Embedder):
+        raise TypeError(
+            f"embedder: expected an object with name, dim and embed(), got {type(embedder).__name__}")
+    if dim is not None and dim != embedder.dim:
+        raise ValueError(f"dim: {embedder.name} makes {embedder.dim}-dimensional vectors, got dim={dim}")
+    return int(embedder.dim)
+
+
+def _texts(texts: Any, name: str = "texts") -> list[str]:
+    """Texts checked: a list of non-empty strings of at most ``MAX_TEXT_CHARS`` characters."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"{name}: expected a list of strings, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}: entry {i} is {type(text).__name__}, expected a string")
+        if not text.strip():
+            raise ValueError(f"{name}: entry {i} is empty; an episode or cue needs some text")
+        if len(text) > MAX_TEXT_CHARS:
+            raise ValueError(f"{name}: entry {i} has {len(text)} characters, more than {MAX_TEXT_CHARS}")
+    return list(texts)
+
+
+def _field(value: Any, name: str, kinds: type | tuple[type, ...]) -> Any:
+    """A speaker or session value checked: None, or a short non-empty string (or an integer)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise TypeError(f"{name}: expected {' or '.join(k.__name__ for k in np.atleast_1d(kinds))} or None, "
+                        f"got {type(value).__name__} {value!r}")
+    if isinstance(value, str) and not 0 < len(value) <= _FIELD_MAX:
+        raise ValueError(f"{name}: expected 1-{_FIELD_MAX} characters, got {value!r}")
+    return value
+
+
+def _where(where: Any) -> dict[str, list[Any]]:
+    """A ``where=`` filter checked and normalised: each field to the list of accepted values."""
+    if where is None:
+        return {}
+    if not isinstance(where, dict):
+        raise TypeError(f"where: expected a dict of field filters, got {type(where).__name__}")
+    unknown = sorted(set(where) - set(_WHERE_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"where: unknown field {unknown[0]!r}; filterable fields are {', '.join(_WHERE_FIELDS)}")
+    kinds: dict[str, tuple[type, ...]] = {"who": (str,), "session": (int, str), "tags": (str,),
+                                          "kind": (str,)}
+    out: dict[str, list[Any]] = {}
+    for key, value in where.items():
+        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, kinds[key]):
+                raise TypeError(f"where: {key} expects {' or '.join(k.__name__ for k in kinds[key])} values, "
+                                f"got {type(v).__name__} {v!r}")
+        out[key] = values
+    return out
 
 
 def synthetic_cues(unit: np.ndarray, rng: np.random.Generator, keep: tuple[float, float] = (0.3, 0.7),

@@ -1,16 +1,25 @@
-"""The recall pipeline: candidate search → pattern completion (→ pattern separation) → features.
+"""The recall pipeline: dense + lexical scores → graph completion → candidates → Hopfield
+completion (→ pattern separation) → gate features.
 
-Stages, each a function you can run alone:
-  search      exact masked inner product of the cue with every unit-norm embedding (one BLAS
-              GEMM), or a faiss IVF index above a configurable size; keeps the top C;
-  complete    modern Hopfield retrieval over the C candidates (``engram.ca3.ModernHopfield``)
-              with the known dimensions of the cue clamped between steps, so the unknown ones
-              are filled in from the candidates the cue agrees with;
-  separate    optional dentate-gyrus step: a fixed random expansion to a sparse k-WTA code,
-              then ``engram.ca3.AttractorMemory(code="sparse")`` over the candidates' codes;
-              its CA1-style gate may overrule the continuous winner when it accepts;
-  features    what the CA1 gate (``engram.store.gate``) scores: the masked cosine of the
-              winner, its margin over the runner-up, and the winner's attention weight.
+Stages, each switchable in ``RecallConfig`` (the benchmark ablates each):
+  dense       masked inner product of the cue with every unit-norm embedding (one BLAS GEMM),
+              or a faiss IVF index / random sketch above a configurable size;
+  lexical     BM25 of the cue's words against every episode's text (``engram.store.lexical``),
+              divided by the score a perfect match would get, so it lies in [0, 1];
+              fused additively with the dense score, plus a bonus for episodes whose speaker
+              the cue names (the space knows its speakers from the stored ``who`` values);
+  graph       completion over the episode graph: each episode also receives a share of the
+              best score among its neighbours (the turns before and after it in its session,
+              and the episodes sleep linked to it), so a cue that finds one turn of an
+              exchange brings the turns it belongs with;
+  completion  modern Hopfield retrieval over the top C candidates (``engram.ca3``) with the
+              known dimensions of the cue clamped; the completed cue replaces the cue in the
+              candidates' dense scores (for a partial vector cue it fills in the rest);
+  separation  optional dentate-gyrus step: a sparse k-WTA code and a sparse attractor over
+              the candidates; its CA1-style gate may overrule the winner when it accepts;
+  features    what the CA1 gate (``engram.store.gate``) compares: how well the winner matches
+              the cue (dense and lexical), its margin over the rest, and whether the cue's
+              explicit parts (a named speaker, its words) agree with what is stored.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from engram.ca3 import AttractorMemory, ModernHopfield
 from engram.codes import kwta
@@ -35,14 +45,24 @@ class RecallConfig:
         separation: run the dentate-gyrus pattern separation and sparse attractor stage.
         dg_units: size of the sparse expansion; dg_sparsity: its coding level; dg_threshold:
             the sparse attractor's own CA1 gate threshold (it overrules only when it accepts).
-        threshold: the gate's confidence threshold (answers below it are refused).
+        threshold: the gate's confidence threshold (answers below it are refused); None: the
+            threshold the gate was fitted with (0.5 for the prior).
         strength_weight: how much decayed strength lowers a candidate's rank (score · s^w).
         faiss_above: use a faiss IVF index when a space holds at least this many episodes
             and faiss is installed (None: always exact); faiss_nprobe: IVF lists per query.
         sketch_dim: when > 0, search in two stages: a random projection to this many
             dimensions shortlists ``sketch_shortlist`` rows, which are rescored exactly
             (approximate; 0, the default, scans every row exactly).
-        min_calibration: episodes needed before the gate calibrates itself.
+        min_calibration: episodes needed before the gate calibrates itself (vector spaces only;
+            a text space uses a gate fitted on labelled questions, see ``engram.store.gate``).
+        dense, lexical, graph, completion, gate: switch each stage (``completion=False`` is the
+            same as ``completion_steps=0``; ``gate=False`` accepts every answer).
+        lexical_weight: weight of the [0, 1] BM25 score beside the dense cosine.
+        speaker_weight: bonus for episodes whose speaker the cue names.
+        graph_weight: share of the best neighbour's score an episode receives.
+        embed_speaker: embed "who: text" instead of the text when the store embeds an episode.
+        strengthen_on_recall: an accepted recall strengthens its winner (off: recall is
+            read-only and rankings never drift with query history).
     """
 
     candidates: int = 32
@@ -52,13 +72,23 @@ class RecallConfig:
     dg_units: int = 1024
     dg_sparsity: float = 0.05
     dg_threshold: float = 0.7
-    threshold: float = 0.5
+    threshold: float | None = None
     strength_weight: float = 0.25
     faiss_above: int | None = 200_000
     faiss_nprobe: int = 32
     sketch_dim: int = 0
     sketch_shortlist: int = 512
     min_calibration: int = 64
+    dense: bool = True
+    lexical: bool = True
+    graph: bool = True
+    completion: bool = True
+    gate: bool = True
+    lexical_weight: float = 1.6
+    speaker_weight: float = 0.3
+    graph_weight: float = 0.4
+    embed_speaker: bool = True
+    strengthen_on_recall: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
@@ -67,7 +97,7 @@ class RecallConfig:
             raise ValueError(f"beta: expected a positive finite value, got {self.beta}")
         if not isinstance(self.completion_steps, int) or self.completion_steps < 0:
             raise ValueError(f"completion_steps: expected an integer ≥ 0, got {self.completion_steps!r}")
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold: expected a value in [0, 1], got {self.threshold}")
         if not 0.0 < self.dg_sparsity < 0.5:
             raise ValueError(f"dg_sparsity: expected a value in (0, 0.5), got {self.dg_sparsity}")
@@ -86,27 +116,66 @@ class RecallConfig:
 
 @dataclass
 class Stages:
-    """Per-cue outputs of the pipeline for a batch of B cues and C candidates."""
+    """Per-cue outputs of the pipeline for a batch of B cues and C candidates (search order)."""
 
-    rows: np.ndarray  # (B, C) index rows of the candidates, search order; -1 pads
-    search_scores: np.ndarray  # (B, C) masked inner products from the search
+    rows: np.ndarray  # (B, C) index rows of the candidates, best fused score first; -1 pads
+    search_scores: np.ndarray  # (B, C) fused scores before Hopfield completion
     masked_cos: np.ndarray  # (B, C) cosine of cue and candidate over the known dimensions
-    attention: np.ndarray  # (B, C) final Hopfield attention (search order)
+    attention: np.ndarray  # (B, C) final Hopfield attention
     states: np.ndarray  # (B, d) completed cues, unit norm
     winner: np.ndarray  # (B,) position in the candidate list of the chosen episode
     decided_by: list[str]  # "search", "completion" or "separation" for each cue
     separation_confidence: np.ndarray  # (B,) sparse attractor gate confidence, NaN if unused
+    scores: np.ndarray  # (B, C) final rank scores (after completion)
+    lexical: np.ndarray  # (B, C) BM25 share of each candidate
+    named: np.ndarray  # (B, C) the candidate's speaker is one the cue names
+    # Judged without the speaker bonus, over every row: how far the best episode by a named
+    # speaker trails the best episode by anyone (≤ 0), and the named speakers' share of the
+    # five best. Category-5 LoCoMo questions give one speaker what the other said: the
+    # memory's own best match then belongs to the other speaker.
+    speaker_gap: np.ndarray  # (B,)
+    speaker_share: np.ndarray  # (B,)
+    # Who did it, as the best matches tell it: a speaker tells their own news in the first
+    # person ("I signed with…") and the other answers in the second ("congrats on your…").
+    # Each of the ten best rows (without the bonus) supports the named speaker (+1) or the
+    # other (−1) by its speaker and person; rank-weighted mean, 0 when nobody is named.
+    speaker_perspective: np.ndarray  # (B,)
 
-    def features(self) -> np.ndarray:
-        """(B, 3) gate features: winner's masked cosine, margin over the best other, attention."""
-        b = np.arange(len(self.winner))
-        s1 = self.masked_cos[b, self.winner]
-        others = self.masked_cos.copy()
-        others[b, self.winner] = -np.inf
-        others[self.rows < 0] = -np.inf
-        s2 = others.max(1)
-        margin = np.where(np.isfinite(s2), s1 - s2, 1.0)
-        return np.stack([s1, margin, self.attention[b, self.winner]], axis=1).astype(np.float64)
+
+@dataclass(frozen=True)
+class CueParts:
+    """What recall knows of each cue besides its vector: lexical term ids and named speakers."""
+
+    terms: list[list[int]]  # per cue: BM25 term ids (empty: no text)
+    speakers: list[list[int]]  # per cue: speaker codes the cue names
+    coverage: np.ndarray  # (B,) share of the cue's words that occur anywhere in the space
+    unknown_names: np.ndarray  # (B,) names in the cue that the space has never seen (count)
+
+    @classmethod
+    def none(cls, b: int) -> CueParts:
+        return cls([[] for _ in range(b)], [[] for _ in range(b)], np.ones(b), np.zeros(b))
+
+
+FEATURES = ("masked_cosine", "margin", "attention", "lexical", "coverage", "unknown_names",
+            "speaker_named", "speaker_share", "speaker_gap", "speaker_perspective")
+
+
+def features(stages: Stages, parts: CueParts) -> np.ndarray:
+    """(B, len(FEATURES)) gate features of each cue's answer (see the module docstring)."""
+    b = np.arange(len(stages.winner))
+    w = stages.winner
+    valid = stages.rows >= 0
+    others = np.where(valid, stages.scores, -np.inf)
+    others[b, w] = -np.inf
+    best_other = others.max(1)
+    finite = np.isfinite(best_other)
+    margin = np.where(finite, stages.scores[b, w] - np.where(finite, best_other, 0.0), 1.0)
+    named_any = np.array([len(s) > 0 for s in parts.speakers], dtype=float)
+    return np.stack([
+        stages.masked_cos[b, w], margin, stages.attention[b, w], stages.lexical[b, w],
+        parts.coverage, parts.unknown_names, named_any, stages.speaker_share, stages.speaker_gap,
+        stages.speaker_perspective,
+    ], axis=1).astype(np.float64)
 
 
 def masked_cues(cues: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -114,38 +183,6 @@ def masked_cues(cues: np.ndarray, known: np.ndarray) -> np.ndarray:
     masked = np.where(known, cues, 0.0).astype(np.float32)
     norms = np.linalg.norm(masked, axis=1, keepdims=True)
     return masked / np.maximum(norms, 1e-12)
-
-
-def search(
-    unit: np.ndarray,
-    queries: np.ndarray,
-    c: int,
-    dead: np.ndarray | None = None,
-    exclude_rows: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-C by inner product: (rows (B, C), scores (B, C)), best first, -1 pads.
-
-    ``dead`` (n,) masks rows for every cue (deleted, forgotten); ``exclude_rows`` (B,) hides
-    one row per cue (held-out sources during calibration; -1 hides none).
-    """
-    n = unit.shape[0]
-    scores = queries @ unit.T
-    if dead is not None:
-        scores[:, dead] = -np.inf
-    if exclude_rows is not None:
-        hide = exclude_rows >= 0
-        scores[np.flatnonzero(hide), exclude_rows[hide]] = -np.inf
-    c_eff = min(c, n)
-    if c_eff < n:
-        top = np.argpartition(-scores, c_eff - 1, axis=1)[:, :c_eff]
-    else:
-        top = np.broadcast_to(np.arange(n), (len(queries), n)).copy()
-    top_scores = np.take_along_axis(scores, top, 1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    rows = np.take_along_axis(top, order, 1)
-    top_scores = np.take_along_axis(top_scores, order, 1)
-    rows = np.where(np.isfinite(top_scores), rows, -1)
-    return _pad(rows, top_scores, c)
 
 
 def _pad(rows: np.ndarray, scores: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,30 +225,161 @@ def run(
     candidates: tuple[np.ndarray, np.ndarray] | None = None,
     dead: np.ndarray | None = None,
     exclude_rows: np.ndarray | None = None,
+    lexical: np.ndarray | None = None,
+    named: np.ndarray | None = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    links: sparse.csr_matrix | None = None,
+    person: np.ndarray | None = None,
 ) -> Stages:
-    """Run search → completion (→ separation) for cues (B, d) with known masks (B, d).
+    """Run the stages for cues (B, d) with known masks (B, d) over the n rows of ``unit``.
 
-    ``candidates`` (rows, scores) skips the exact search (the faiss path supplies them).
+    ``candidates`` (rows, scores) replaces the exact dense scan (the faiss / sketch paths);
+    ``dead`` (n,) or (B, n) hides rows (deleted, forgotten, filtered out); ``exclude_rows`` (B,)
+    hides one row per cue; ``lexical`` (B, n) is the BM25 share, ``named`` (B, n) marks rows
+    whose speaker the cue names; ``neighbours`` (prev, next) and ``links`` form the graph;
+    ``person`` (n,) is +1 for a first-person text, −1 for a second-person one, 0 otherwise.
     """
     queries = masked_cues(cues, known)
-    rows, scores = candidates if candidates is not None else search(
-        unit, queries, config.candidates, dead, exclude_rows
-    )
+    b, n = len(cues), unit.shape[0]
+    if candidates is not None:
+        # Rows the approximate search did not return count as far (the worst returned score).
+        floor = np.where(np.isfinite(candidates[1]), candidates[1], np.inf).min(1, keepdims=True)
+        dense = np.broadcast_to(np.where(np.isfinite(floor), floor, -1.0), (b, n)).astype(np.float32)
+        rows_c = np.maximum(candidates[0], 0)
+        np.put_along_axis(dense, rows_c, np.where(candidates[0] >= 0, candidates[1], dense[0, 0]), 1)
+    else:
+        dense = (unit @ queries.T).T  # one pass over the rows: the memory-bound cost of recall
+    plain = dense if config.dense else np.zeros_like(dense)
+    if config.lexical and lexical is not None:
+        plain = plain + np.float32(config.lexical_weight) * lexical
+    if exclude_rows is not None:
+        blocked = np.zeros((b, n), dtype=bool) if dead is None else np.broadcast_to(dead, (b, n)).copy()
+        hide = exclude_rows >= 0
+        blocked[np.flatnonzero(hide), exclude_rows[hide]] = True
+        plain = np.where(blocked, -np.inf, plain)
+    elif dead is not None:
+        plain = np.where(dead, -np.inf, plain)
+    score = plain if named is None else plain + np.float32(config.speaker_weight) * named
+    graph = config.graph and (neighbours is not None or links is not None)
+    if graph:
+        score = score + config.graph_weight * _neighbour_best(score, neighbours, links)
+    gap, share, perspective = np.zeros(b), np.ones(b), np.zeros(b)
+    if named is not None:
+        if graph:
+            plain = plain + config.graph_weight * _neighbour_best(plain, neighbours, links)
+        gap, share, perspective = _speaker_agreement(plain, named, person)
+    rows, search_scores = _top(score, config.candidates)
     valid = rows >= 0
-    patterns = unit[np.where(valid, rows, 0)] * valid[..., None]  # (B, C, d)
+    safe = np.where(valid, rows, 0)
+    patterns = unit[safe] * valid[..., None]  # (B, C, d)
     knownf = known.astype(np.float32)
     masked_pat = patterns * knownf[:, None, :]
     pat_norms = np.linalg.norm(masked_pat, axis=2)
     masked_cos = np.einsum("bcd,bd->bc", masked_pat, queries) / np.maximum(pat_norms, 1e-12)
     masked_cos = np.where(valid, masked_cos, -np.inf)
+    lex_c = np.take_along_axis(lexical, safe, 1) * valid if lexical is not None else np.zeros(rows.shape)
+    named_c = (np.take_along_axis(named, safe, 1) & valid) if named is not None else np.zeros(
+        rows.shape, dtype=bool)
 
+    steps = config.completion_steps if config.completion else 0
+    states, attention = _complete(hopfield, patterns, queries, known, valid, steps)
+    scores = search_scores.copy()
+    if steps and config.dense:
+        # The completed cue replaces the cue in the candidates' dense part of the score.
+        dense_c = np.take_along_axis(dense, safe, 1)
+        completed = np.einsum("bcd,bd->bc", patterns, states)
+        scores = np.where(valid, scores + completed - dense_c, -np.inf)
+    winner = scores.argmax(1)
+    states = states if steps else patterns[np.arange(b), winner]
+    states = states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12)
+    decided = ["completion" if w != 0 else "search" for w in winner]
+    sep_conf = np.full(b, np.nan)
+    if separator is not None:
+        for i in range(b):
+            count = int(valid[i].sum())
+            if count < 2:
+                continue
+            nearest, confidence, accepted = separator.choose(patterns[i, :count], states[i],
+                                                             config.dg_threshold)
+            sep_conf[i] = confidence
+            if accepted and nearest != winner[i]:
+                winner[i] = nearest
+                decided[i] = "separation"
+    return Stages(rows, search_scores, masked_cos, attention, states, winner, decided, sep_conf,
+                  scores, lex_c, named_c, gap, share, perspective)
+
+
+def _speaker_agreement(plain: np.ndarray, named: np.ndarray, person: np.ndarray | None,
+                       top: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gap of the best named-speaker row to the best row, named share of the five best,
+    perspective support of the ``top`` best); cues that name nobody get (0, 1, 0)."""
+    b = len(plain)
+    asked = named.any(1)
+    best = plain.max(1)
+    by_named = np.where(named, plain, -np.inf).max(1)
+    gap = np.where(asked & np.isfinite(best), np.clip(by_named - best, -1.0, 0.0), 0.0)
+    t = min(top, plain.shape[1])
+    leaders = np.argpartition(-plain, t - 1, axis=1)[:, :t]
+    order = np.argsort(-np.take_along_axis(plain, leaders, 1), axis=1, kind="stable")
+    leaders = np.take_along_axis(leaders, order, 1)
+    alive = np.isfinite(np.take_along_axis(plain, leaders, 1))
+    by_named_speaker = np.take_along_axis(named, leaders, 1)
+    share = by_named_speaker[:, :5].mean(1)
+    perspective = np.zeros(b)
+    if person is not None:
+        said = person[leaders] * np.where(by_named_speaker, 1.0, -1.0) * alive
+        weights = np.exp(-np.arange(t) / 2.0)
+        perspective = (said * weights).sum(1) / weights.sum()
+    return gap, np.where(asked, share, np.ones(b)), np.where(asked, perspective, 0.0)
+
+
+def _top(score: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-C rows by score, best first (-1 pads where fewer than C rows are finite)."""
+    n = score.shape[1]
+    c_eff = min(c, n)
+    top = np.argpartition(-score, c_eff - 1, axis=1)[:, :c_eff] if c_eff < n else np.broadcast_to(
+        np.arange(n), score.shape).copy()
+    top_scores = np.take_along_axis(score, top, 1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    rows = np.take_along_axis(top, order, 1)
+    top_scores = np.take_along_axis(top_scores, order, 1)
+    return _pad(np.where(np.isfinite(top_scores), rows, -1), top_scores, c)
+
+
+def _neighbour_best(score: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray] | None,
+                    links: sparse.csr_matrix | None) -> np.ndarray:
+    """(B, n) the best positive score among each row's graph neighbours (0 for none)."""
+    positive = np.maximum(score, 0.0)  # blocked rows (-inf) give nothing
+    best = np.zeros_like(positive)
+    if neighbours is not None:
+        # A trailing zero column: the "no neighbour" index -1 reads it.
+        padded = np.concatenate([positive, np.zeros((len(positive), 1), positive.dtype)], axis=1)
+        best = np.maximum(padded[:, neighbours[0]], padded[:, neighbours[1]])
+    if links is not None and links.nnz:
+        # Link weights are ≤ 1; a row linked to a strong match gets up to that match's score.
+        linked = (links @ positive.T).T / np.maximum(np.asarray(links.sum(1)).ravel(), 1.0)
+        best = np.maximum(best, linked)
+    return np.where(np.isfinite(score), best, 0.0).astype(score.dtype)
+
+
+def _complete(hopfield: ModernHopfield, patterns: np.ndarray, queries: np.ndarray, known: np.ndarray,
+              valid: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hopfield completion over the candidates with the known dimensions clamped:
+    (completed cues (B, d), attention over the candidates (B, C))."""
+    if steps == 0 or known.all():
+        # With every dimension known the clamp restores the cue after each update, so the
+        # completed cue is the cue itself: only the attention needs computing.
+        logits = hopfield.beta.item() * np.einsum("bcd,bd->bc", patterns, queries)
+        logits = np.where(valid, logits - np.where(valid, logits, -np.inf).max(1, keepdims=True), -np.inf)
+        weights = np.exp(logits)
+        return queries.copy(), weights / np.maximum(weights.sum(1, keepdims=True), 1e-30)
     pat_t = torch.from_numpy(np.ascontiguousarray(patterns))
-    cue_t = torch.from_numpy(queries)[:, None, :]
+    cue_t = torch.from_numpy(np.ascontiguousarray(queries))[:, None, :]
     known_t = torch.from_numpy(known)[:, None, :]
     logits_mask = torch.from_numpy(np.where(valid, 0.0, -np.inf).astype(np.float32))
     state = cue_t
     with torch.no_grad():
-        for _ in range(config.completion_steps):
+        for _ in range(steps):
             # Padded candidates are zero vectors; push them out of the softmax explicitly.
             state = hopfield(state, pat_t, steps=1) if valid.all() else _masked_step(
                 hopfield, state, pat_t, logits_mask
@@ -220,26 +388,8 @@ def run(
             state = torch.where(known_t, cue_t * scale, state)
         logits = hopfield.beta * (state @ pat_t.transpose(-1, -2))[:, 0, :] + logits_mask
         attention = torch.softmax(logits, dim=-1).numpy()
-    winner = attention.argmax(1) if config.completion_steps else np.zeros(len(cues), dtype=np.int64)
-    # Without completion the lookup's answer is the completion: the nearest episode itself.
-    states = state[:, 0, :].numpy() if config.completion_steps else patterns[np.arange(len(cues)), winner]
-    states = states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12)
-
-    decided = ["completion" if w != 0 else "search" for w in winner]
-    sep_conf = np.full(len(cues), np.nan)
-    if separator is not None:
-        for i in range(len(cues)):
-            count = int(valid[i].sum())
-            if count < 2:
-                continue
-            nearest, confidence, accepted = separator.choose(
-                patterns[i, :count], states[i], config.dg_threshold
-            )
-            sep_conf[i] = confidence
-            if accepted and nearest != winner[i]:
-                winner[i] = nearest
-                decided[i] = "separation"
-    return Stages(rows, scores, masked_cos, attention, states, winner, decided, sep_conf)
+    states = state[:, 0, :].numpy()
+    return states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12), attention
 
 
 def _masked_step(

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from engram.store.backend import Episode, IndexRows, Link, StorageBackend
+from engram.store import lexical
+from engram.store.backend import Episode, EpisodeFields, IndexRows, Link, StorageBackend
 
 SCHEMA_VERSION = 1
 _SPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -126,6 +127,7 @@ class SQLiteBackend(StorageBackend):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            lexical.create(self._db)
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
                 self.dim = 768 if dim is None else self._check_dim(dim)
@@ -317,6 +319,7 @@ class SQLiteBackend(StorageBackend):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            lexical.insert(db, space, episodes)
             db.execute(
                 "UPDATE spaces SET next_slot = ? WHERE name = ?", (next_slot + len(episodes), space)
             )
@@ -339,6 +342,8 @@ class SQLiteBackend(StorageBackend):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
+            lexical.delete(db, space, [episode.id])
+            lexical.insert(db, space, [episode])
             db.execute("UPDATE spaces SET next_slot = ? WHERE name = ?", (next_slot + 1, space))
 
     def _episode(self, row: tuple, embedding: np.ndarray) -> Episode:
@@ -379,6 +384,7 @@ class SQLiteBackend(StorageBackend):
                     f"SELECT id, slot FROM episodes WHERE space = ? AND id IN ({marks})", (space, *chunk)
                 ).fetchall()
                 db.execute(f"DELETE FROM episodes WHERE space = ? AND id IN ({marks})", (space, *chunk))
+                lexical.delete(db, space, chunk)
                 db.execute(
                     f"DELETE FROM links WHERE space = ? AND (src IN ({marks}) OR dst IN ({marks}))",
                     (space, *chunk, *chunk),
@@ -415,6 +421,7 @@ class SQLiteBackend(StorageBackend):
                     "UPDATE spaces SET next_slot = ?, generation = ? WHERE name = ?",
                     (len(rows), generation + 1, name),
                 )
+                lexical.rebuild(db)
             report[name] = next_slot - len(rows)
             self._remove_stale_vectors(name, generation + 1)
         with self._lock:
@@ -542,6 +549,14 @@ class SQLiteBackend(StorageBackend):
                         (space, *chunk, *chunk, *kind_arg),
                     ).fetchall()
         return [Link(*row) for row in dict.fromkeys(rows)]
+
+    def episode_fields(self, space: str, ids: Sequence[str]) -> dict[str, EpisodeFields]:
+        with self._lock:
+            return lexical.episode_fields(self._db, space, ids)
+
+    def search_text(self, space: str, query: str, limit: int) -> list[tuple[str, float]]:
+        with self._lock:
+            return lexical.search(self._db, space, query, limit)
 
     # ------------------------------------------------------------------ integrity
 

@@ -1,0 +1,234 @@
+"""MemoryStore on text: fields, hybrid recall, graph completion, filters, the gate and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engram.store import GateModel, HashingEmbedder, MemoryStore, RecallConfig, fit_gate
+from engram.store.pipeline import FEATURES
+
+TURNS = [
+    ("Ada", 1, "I adopted a puppy called Rex last week"),
+    ("Bob", 1, "Congratulations! What breed is it?"),
+    ("Ada", 1, "A golden retriever, he loves the park"),
+    ("Bob", 2, "I started painting watercolour landscapes"),
+    ("Ada", 2, "That sounds relaxing, do you sell them?"),
+    ("Bob", 2, "Not yet, but a gallery asked about an exhibition"),
+    ("Ada", 3, "My sister is moving to Lisbon for her new job"),
+    ("Bob", 3, "Lisbon is lovely, the trams are famous"),
+]
+
+
+def text_store(path: Path, config: RecallConfig | None = None, **options) -> MemoryStore:
+    store = MemoryStore(path, space="chat", embedder=HashingEmbedder(256), durable=False,
+                        config=config or RecallConfig(), **options)
+    if len(store) == 0:
+        store.add_batch(texts=[t for _, _, t in TURNS], who=[w for w, _, _ in TURNS],
+                        sessions=[s for _, s, _ in TURNS], timestamps=[100.0 * s for _, s, _ in TURNS],
+                        ids=[f"t{i}" for i in range(len(TURNS))], tags=[["pets"]] * 3 + [["art"]] * 5)
+    return store
+
+
+class BadEmbedder:
+    """An embedder that breaks its promise: the wrong dimension or NaN."""
+
+    def __init__(self, dim: int, returns: int, nan: bool = False):
+        self.name, self.dim, self.returns, self.nan = "bad", dim, returns, nan
+
+    def embed(self, texts, batch_size=64, progress=False):
+        out = np.ones((len(texts), self.returns), dtype=np.float32)
+        if self.nan:
+            out[0, 0] = np.nan
+        return out
+
+
+def test_text_and_fields_come_back_after_reopening(tmp_path):
+    text_store(tmp_path / "s").close()
+    with MemoryStore(tmp_path / "s", space="chat", embedder=HashingEmbedder(256)) as s:
+        episode = s.get("t6")
+        fields = (episode.text, episode.who, episode.session, episode.timestamp)
+        assert fields == (TURNS[6][2], "Ada", 3, 300.0)
+        top = s.recall("Where is Ada's sister moving for her job?", k=3).episodes[0].episode
+        assert top.id == "t6" and top.text == TURNS[6][2] and top.who == "Ada"
+        assert {e.id for e, _ in s.search_text("lisbon")} == {"t6", "t7"}
+
+
+def test_a_space_refuses_another_embedder(tmp_path):
+    text_store(tmp_path / "s").close()
+    with pytest.raises(ValueError, match="dim"):
+        MemoryStore(tmp_path / "s", space="chat", embedder=HashingEmbedder(128))
+    other = HashingEmbedder(256)
+    other.name = "another-model"
+    with pytest.raises(ValueError, match="embedder: space 'chat' was made with hashing"):
+        MemoryStore(tmp_path / "s", space="chat", embedder=other)
+    # The offline embedder is recorded, so reopening without one still takes text.
+    with MemoryStore(tmp_path / "s", space="chat") as s:
+        assert s.recall("puppy Rex", k=1).episodes[0].episode.id == "t0"
+
+
+def test_deleted_text_leaves_no_trace_in_fts_or_on_disk(tmp_path):
+    with text_store(tmp_path / "s") as s:
+        s.add(text="the vault code is zebracactus", who="Ada", session=4, id="secret")
+        assert [e.id for e, _ in s.search_text("zebracactus")] == ["secret"]
+        assert s.recall("vault code", k=1).episodes[0].episode.id == "secret"
+        s.delete("secret")
+        assert s.search_text("zebracactus") == []
+        assert all(e.episode.id != "secret" for e in s.recall("vault code zebracactus", k=8).episodes)
+        s.compact()
+        assert s.search_text("zebracactus") == [] and len(s) == len(TURNS)
+        assert {e.id for e, _ in s.search_text("lisbon")} == {"t6", "t7"}  # the rest still indexed
+    for file in (tmp_path / "s").rglob("*"):
+        if file.is_file():
+            assert b"zebracactus" not in file.read_bytes(), file
+
+
+def test_filters_apply_inside_the_search(tmp_path):
+    with text_store(tmp_path / "s") as s:
+        only_bob = s.recall("puppy Rex park", k=8, where={"who": "Bob"})
+        assert only_bob.episodes and {e.episode.who for e in only_bob.episodes} == {"Bob"}
+        assert len(only_bob.episodes) == 4  # every Bob turn, nothing else, even with k=8
+        session = s.recall("Lisbon trams", k=8, where={"session": [2, 3]})
+        assert {e.episode.session for e in session.episodes} == {2, 3}
+        assert {e.episode.id for e in s.recall("anything", k=8, where={"tags": "pets"}).episodes} == {
+            "t0", "t1", "t2"}
+        late = s.recall("painting", k=8, since=200.0, until=250.0)
+        assert {e.episode.id for e in late.episodes} == {"t3", "t4", "t5"}
+        nobody = s.recall("painting", where={"who": "Carol"})
+        assert nobody.status == "insufficient_evidence" and nobody.episodes == []
+        with pytest.raises(ValueError, match="where: unknown field 'speaker'"):
+            s.recall("painting", where={"speaker": "Bob"})
+        with pytest.raises(TypeError, match="where: session expects int or str"):
+            s.recall("painting", where={"session": 2.5})
+        with pytest.raises(TypeError, match="where: expected a dict"):
+            s.recall("painting", where=["who", "Bob"])
+
+
+def test_a_refusal_carries_its_ranked_candidates(tmp_path):
+    with text_store(tmp_path / "s", RecallConfig(threshold=1.0)) as s:
+        result = s.recall("What breed is Ada's puppy?", k=3)
+        assert result.status == "insufficient_evidence" and not result.accepted
+        assert result.decided_by == "gate"
+        assert len(result.episodes) == 3 and result.episodes[0].episode.text
+        assert set(result.trace["features"]) == set(FEATURES)
+
+
+def test_recall_is_read_only_by_default(tmp_path):
+    with text_store(tmp_path / "s", RecallConfig(threshold=0.0)) as s:
+        before = {e.id: (e.stability, e.recalls) for e in s.iter_episodes()}
+        first = [[e.episode.id for e in r.episodes] for r in s.recall_batch(["puppy", "Lisbon"] * 5, k=4)]
+        assert s.recall("puppy").accepted
+        again = [[e.episode.id for e in r.episodes] for r in s.recall_batch(["puppy", "Lisbon"] * 5, k=4)]
+        s.close()
+    with MemoryStore(tmp_path / "s", space="chat") as s:
+        assert {e.id: (e.stability, e.recalls) for e in s.iter_episodes()} == before
+    assert first == again
+    with text_store(tmp_path / "s", RecallConfig(threshold=0.0, strengthen_on_recall=True)) as s:
+        s.recall("puppy Rex")
+        s.close()
+    with MemoryStore(tmp_path / "s", space="chat") as s:
+        assert s.get("t0").recalls == 1  # the option still strengthens what recall found
+
+
+def test_graph_completion_brings_the_turn_that_belongs_with_the_match(tmp_path):
+    # "What breed" matches t1 (Bob's question); the answer, t2, shares no word with the cue.
+    cue = "What breed is it?"
+    with text_store(tmp_path / "a", RecallConfig(threshold=0.0, speaker_weight=0.0)) as s:
+        with_graph = [e.episode.id for e in s.recall(cue, k=3).episodes]
+    with text_store(tmp_path / "b", RecallConfig(threshold=0.0, speaker_weight=0.0, graph=False)) as s:
+        without = [e.episode.id for e in s.recall(cue, k=3).episodes]
+    assert with_graph[0] == without[0] == "t1"
+    assert with_graph.index("t2") < (without.index("t2") if "t2" in without else 99)
+
+
+def test_bad_text_input_is_a_clear_error_and_stores_nothing(tmp_path):
+    with text_store(tmp_path / "s") as s:
+        with pytest.raises(ValueError, match="texts: entry 1 is empty"):
+            s.add_batch(texts=["fine", "  "])
+        with pytest.raises(ValueError, match="texts: entry 0 has 40000 characters"):
+            s.add(text="x" * 40_000)
+        with pytest.raises(TypeError, match="texts: entry 0 is int"):
+            s.add_batch(texts=[3])
+        with pytest.raises(TypeError, match="who: expected str"):
+            s.add(text="hello", who=7)
+        with pytest.raises(ValueError, match="who: expected 1-128 characters"):
+            s.add(text="hello", who="")
+        with pytest.raises(ValueError, match="sessions: expected 3 entries"):
+            s.add_batch(texts=["a", "b", "c"], sessions=[1, 2])
+        assert len(s) == len(TURNS)
+    for embedder, match in ((BadEmbedder(256, 128), r"returned shape \(1, 128\)"),
+                            (BadEmbedder(256, 256, nan=True), "returned NaN")):
+        with MemoryStore(tmp_path / "bad", space="b", embedder=embedder, durable=False) as s:
+            with pytest.raises(ValueError, match=f"embedder: bad {match}"):
+                s.add(text="hello there")
+            assert len(s) == 0 and s.search_text("hello") == []
+    with MemoryStore(tmp_path / "vectors", dim=8, durable=False) as s:
+        s.add(np.ones(8))
+        with pytest.raises(ValueError, match="cues: text needs an embedder"):
+            s.recall("a text cue")
+
+
+def test_sleep_prototypes_without_text_never_take_result_slots(tmp_path):
+    with text_store(tmp_path / "s", RecallConfig(threshold=0.0)) as s:
+        rng = np.random.default_rng(0)
+        base = HashingEmbedder(256).embed(["puppy park walk"])[0]
+        s.add_batch(np.stack([base + 0.01 * rng.standard_normal(256) for _ in range(6)]).astype(np.float32),
+                    texts=[f"walked the puppy in the park, day {i}" for i in range(6)], who="Ada",
+                    sessions=[5] * 6)
+        report = s.sleep(cluster_threshold=0.9, min_cluster=3)
+        assert report.prototypes_created >= 1 and s.stats()["semantic"] >= 1
+        kinds = {e.episode.kind for e in s.recall("puppy park walk", k=10).episodes}
+        assert kinds == {"episode"}
+
+
+def test_a_gate_fitted_on_one_split_is_calibrated_on_another_and_persists(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 4000
+    x = rng.standard_normal((n, len(FEATURES)))
+    p = 1 / (1 + np.exp(-(2.0 * x[:, 0] - 1.5 * x[:, 8] - 0.5)))
+    y = rng.random(n) < p
+    gate = fit_gate(x[: n // 2], y[: n // 2], threshold=0.3)
+    held = gate.confidence(x[n // 2 :])
+    bins = np.digitize(held, [0.2, 0.4, 0.6, 0.8])
+    for b in np.unique(bins):
+        inside = bins == b
+        assert abs(held[inside].mean() - y[n // 2 :][inside].mean()) < 0.06
+    with text_store(tmp_path / "s") as s:
+        assert not s.gate.calibrated
+        s.set_gate(gate)
+        features = s.gate_features(s.recall_batch(["puppy", "Lisbon"], k=2))
+        assert features.shape == (2, len(FEATURES))
+    with MemoryStore(tmp_path / "s", space="chat") as s:
+        assert s.gate == gate and s.recall("puppy").trace["threshold"] == 0.3
+        assert json.loads(json.dumps(s.gate.to_state())) == gate.to_state()
+    with pytest.raises(ValueError, match="features: expected shape"):
+        fit_gate(x[:, :3], y)
+    with pytest.raises(ValueError, match="labels: calibration needs both"):
+        fit_gate(x[:10], np.ones(10))
+    with pytest.raises(TypeError, match="model: expected a GateModel"):
+        MemoryStore(tmp_path / "s", space="chat").set_gate({"coef": [1.0]})
+    foreign = {"coef": [1.0, 2.0], "intercept": 0.0, "features": ["x", "y"]}
+    assert GateModel.from_state(foreign) == GateModel.prior()
+
+
+def test_locomo_turns_with_a_sentence_transformer(tmp_path, data_dir):
+    from engram.store import SentenceTransformerEmbedder
+
+    model = data_dir / "models" / "all-MiniLM-L6-v2"
+    if not model.is_dir():
+        pytest.skip(f"{model} is absent")
+    conversation = json.loads((data_dir / "locomo" / "conv-26.json").read_text())
+    turns = conversation["session_1"][:12]
+    embedder = SentenceTransformerEmbedder(model, device="cpu")
+    with MemoryStore(tmp_path / "s", space="conv", embedder=embedder, durable=False) as s:
+        s.add_batch(texts=[t["text"] for t in turns], who=[t["speaker"] for t in turns],
+                    sessions=[1] * len(turns), ids=[t["dia_id"] for t in turns])
+        assert s.stats()["episodes"] == len(turns)
+        question = next(q for q in conversation["qa"] if q["evidence"] == ["D1:3"])
+        top = [e.episode.id for e in s.recall(question["question"], k=3).episodes]
+        assert "D1:3" in top
+    with pytest.raises(ValueError, match="embedder: space 'conv' was made with sentence-transformers"):
+        MemoryStore(tmp_path / "s", space="conv", embedder=HashingEmbedder(embedder.dim))
