@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import sys
 import tempfile
 import time
@@ -48,14 +49,27 @@ from threadpoolctl import threadpool_limits
 from engram.data.locomo import CATEGORIES, Conversation, Turn, load_locomo
 from engram.runs import RunFolder, atomic_write_text, markdown_table, progress, seed_everything, to_json
 from engram.stats import bootstrap_ci
-from engram.store import MemoryStore, RecallConfig, expected_calibration_error
-from engram.store.gate import FEATURES, fit_gate
+from engram.store import (
+    Embedder,
+    MemoryStore,
+    RecallConfig,
+    SentenceTransformerEmbedder,
+    expected_calibration_error,
+    fit_gate,
+)
+from engram.store.gate import FEATURES, gate_file_name
 
 KS = (1, 5, 10)
 RRF_K = 60  # the usual reciprocal-rank-fusion constant (Cormack et al., 2009)
 ANSWERABLE = (1, 2, 3, 4)
+# Boolean settings of RecallConfig that are options, not stages of the pipeline.
+NOT_STAGES = ("embed_speaker", "strengthen_on_recall")
 TEXT_EMBEDDED = "speaker: text"
 TEXT_BM25 = "speaker (session date): text"
+GATE_LABELS = (
+    "answerable question (categories 1-4): 1 if the top result is one of its evidence turns, else 0; "
+    "category-5 questions and other conversations' questions: 0"
+)
 
 
 def turn_text(turn: Turn) -> str:
@@ -72,34 +86,23 @@ def bm25_text(turn: Turn) -> str:
 
 
 class Embeddings:
-    """Turn and question embeddings of one model, cached per conversation file by content hash."""
+    """Turn and question embeddings of the store's embedder, cached per conversation by content hash."""
 
-    def __init__(self, model_dir: Path, cache_dir: Path):
-        self.model_dir = model_dir
+    def __init__(self, embedder: Embedder, cache_dir: Path):
+        self.embedder = embedder
         self.cache_dir = cache_dir
-        self._model: Any = None
         self.seconds = 0.0
         self.cached = 0
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
-            self._model = SentenceTransformer(str(self.model_dir), device="cpu")
         start = time.perf_counter()
-        out = self._model.encode(
-            list(texts),
-            batch_size=64,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-        )
+        out = self.embedder.embed(list(texts))
         self.seconds += time.perf_counter() - start
         return np.asarray(out, dtype=np.float32)
 
     def of(self, conversation: Conversation, source: bytes) -> tuple[np.ndarray, np.ndarray]:
         """(turns (n, d), questions (q, d)), unit norm."""
-        tag = f"{self.model_dir.resolve()}|{conversation.name}|{TEXT_EMBEDDED}".encode()
+        tag = f"{self.embedder.name}|{conversation.name}|{TEXT_EMBEDDED}".encode()
         key = hashlib.sha256(source + tag).hexdigest()
         path = self.cache_dir / f"{conversation.name}-{key[:16]}.npz"
         if path.is_file():
@@ -126,11 +129,10 @@ class Answer:
     confidence: float = float("nan")
     accepted: bool = True
     features: tuple[float, ...] = ()
-    top: str | None = None  # the engine's best candidate, also when it refused
 
-    def __post_init__(self) -> None:
-        if self.top is None and self.ranked:
-            self.top = self.ranked[0]
+    @property
+    def top(self) -> str | None:
+        return self.ranked[0] if self.ranked else None
 
 
 @dataclass
@@ -189,50 +191,46 @@ def stage_switches() -> dict[str, dict[str, bool]]:
     """Each boolean stage of ``RecallConfig`` flipped from its default, one at a time."""
     variants = {}
     for f in dataclasses.fields(RecallConfig):
-        if f.type in ("bool", bool) and isinstance(f.default, bool):
-            label = f"engine {'-' if f.default else '+'}{f.name}"
-            variants[label] = {f.name: not f.default}
+        if f.type in ("bool", bool) and isinstance(f.default, bool) and f.name not in NOT_STAGES:
+            variants[f"engine {'-' if f.default else '+'}{f.name}"] = {f.name: not f.default}
     return variants
+
+
+def store_turns(store: MemoryStore, turns: Sequence[Turn], vectors: np.ndarray, ids: Sequence[str]) -> float:
+    """Seconds to store the turns as text episodes (embeddings given, so no model time)."""
+    start = time.perf_counter()
+    store.add_batch(
+        vectors,
+        payloads=[{"dia_id": t.dia_id, "session_date": t.session_date, "caption": t.caption} for t in turns],
+        texts=[t.text for t in turns],
+        who=[t.speaker for t in turns],
+        sessions=[t.session for t in turns],
+        timestamps=[t.timestamp for t in turns],
+        ids=list(ids),
+    )
+    return time.perf_counter() - start
 
 
 class Engine:
     """The engine on one conversation: a space of a fresh store holding its turns."""
 
-    def __init__(self, root: Path, space: Space, config: RecallConfig, seed: int):
+    def __init__(self, root: Path, space: Space, embedder: Embedder, config: RecallConfig, seed: int):
         self.space = space
         name = hashlib.sha1(space.conversation.name.encode()).hexdigest()[:12]
         self.store = MemoryStore(
-            root, space=f"c{name}", dim=space.turn_vectors.shape[1], config=config, durable=False, seed=seed
+            root, space=f"c{name}", embedder=embedder, config=config, durable=False, seed=seed
         )
         turns = space.conversation.turns
-        start = time.perf_counter()
-        self.store.add_batch(
-            space.turn_vectors,
-            payloads=[
-                {
-                    "text": turn_text(t),
-                    "speaker": t.speaker,
-                    "dia_id": t.dia_id,
-                    "session": t.session,
-                    "session_date": t.session_date,
-                    "caption": t.caption,
-                }
-                for t in turns
-            ],
-            ids=[t.dia_id for t in turns],
-            timestamps=[t.timestamp for t in turns],
-        )
-        self.ingest_s = time.perf_counter() - start
+        self.ingest_s = store_turns(self.store, turns, space.turn_vectors, [t.dia_id for t in turns])
 
     def answer(self, text: str, vector: np.ndarray) -> tuple[Answer, float]:
-        """The engine's answer and the seconds the recall took (the embedding is given)."""
+        """The engine's answer and the seconds the recall took (the query embedding is given)."""
         start = time.perf_counter()
-        result = self.store.recall(vector, k=max(KS))
+        result = self.store.recall(vector, k=max(KS), text=text)
         elapsed = time.perf_counter() - start
-        features = tuple(float(result.trace["features"][f]) for f in FEATURES)
+        features = tuple(float(v) for v in self.store.gate_features([result])[0])
         ranked = [r.episode.id for r in result.episodes]
-        top = ranked[0] if ranked else result.trace.get("completion_winner")
-        return Answer(ranked, float(result.confidence), bool(result.accepted), features, top), elapsed
+        return Answer(ranked, float(result.confidence), bool(result.accepted), features), elapsed
 
     def close(self) -> None:
         self.store.close()
@@ -456,46 +454,45 @@ def cross_fitted(
     engines: Sequence[Engine],
     own: Sequence[list[tuple[Question, Answer]]],
     novel: Sequence[list[tuple[Question, Answer]]],
-    threshold: float,
 ) -> tuple[Verdicts | None, list[dict[str, Any]]]:
-    """Leave one conversation out: fit on the others' questions, evaluate on the held-out space."""
+    """Leave one conversation out: fit on the others' questions, set on the held-out space, recall.
+
+    Held out from each fit: the held-out conversation's questions, in its own space and asked
+    to another space as novel ones.
+    """
     if len(engines) < 2:
         return None, []
     own_all: list[tuple[Question, Answer]] = []
     novel_all: list[Answer] = []
     folds = []
-    for held in range(len(engines)):
+    for held, engine in enumerate(engines):
         x, y = [], []
         for s in range(len(engines)):
-            if s == held:
-                continue
-            x += [a.features for q, a in own[s]]
-            y += [gate_label(q, a) for q, a in own[s]]
-            x += [a.features for q, a in novel[s] if q.source != held]
-            y += [0 for q, a in novel[s] if q.source != held]
-        model = fit_gate(np.array(x), np.array(y))
+            if s != held:
+                x += [a.features for _, a in own[s]] + [a.features for q, a in novel[s] if q.source != held]
+                y += [gate_label(q, a) for q, a in own[s]] + [0 for q, _ in novel[s] if q.source != held]
+        threshold = engine.store.gate.threshold
+        model = fit_gate(np.array(x), np.array(y), threshold=threshold)
+        engine.store.set_gate(model)
         folds.append(
             {
-                "held_out": engines[held].space.conversation.name,
+                "held_out": engine.space.conversation.name,
                 "fitted_on": len(y),
-                "coef": list(model.coef),
+                "positives": sum(y),
+                "threshold": threshold,
+                "coef": dict(zip(FEATURES, model.coef, strict=True)),
                 "intercept": model.intercept,
             }
         )
-        for q, a in own[held]:
-            confidence = float(model.confidence(np.array([a.features]))[0])
-            own_all.append(
-                (q, dataclasses.replace(a, confidence=confidence, accepted=confidence >= threshold))
-            )
-        for _q, a in novel[held]:
-            confidence = float(model.confidence(np.array([a.features]))[0])
-            novel_all.append(dataclasses.replace(a, confidence=confidence, accepted=confidence >= threshold))
+        own_all += [(q, engine.answer(q.text, q.vector)[0]) for q, _ in own[held]]
+        novel_all += [engine.answer(q.text, q.vector)[0] for q, _ in novel[held]]
     return verdicts(own_all, novel_all), folds
 
 
 def latency_at_scale(
     spaces: Sequence[Space],
     questions: Sequence[Question],
+    embedder: Embedder,
     episodes: int,
     queries: int,
     root: Path,
@@ -506,23 +503,17 @@ def latency_at_scale(
     turns = [t for s in spaces for t in s.conversation.turns]
     vectors = np.concatenate([s.turn_vectors for s in spaces])
     take = np.arange(episodes) % len(turns)
-    store = MemoryStore(root, space="latency", dim=vectors.shape[1], durable=False, seed=seed)
-    start = time.perf_counter()
-    store.add_batch(
-        vectors[take],
-        ids=[f"r{i}" for i in range(episodes)],
-        payloads=[{"text": turn_text(turns[j])} for j in take],
-        timestamps=[turns[j].timestamp for j in take],
-    )
-    ingest_s = time.perf_counter() - start
-    picked = rng.choice(len(questions), size=min(queries, len(questions)), replace=False)
+    store = MemoryStore(root, space="latency", embedder=embedder, durable=False, seed=seed)
     matrix = np.ascontiguousarray(vectors[take])
+    ingest_s = store_turns(store, [turns[j] for j in take], matrix, [f"r{i}" for i in range(episodes)])
+    picked = rng.choice(len(questions), size=min(queries, len(questions)), replace=False)
+    store.recall(questions[picked[0]].vector, k=max(KS), text=questions[picked[0]].text)  # warm caches
     engine_s, cosine_s = [], []
     for i in picked:
         q = questions[i]
         cosine_s.append(timed_cosine(matrix, q.vector, max(KS)))
         begin = time.perf_counter()
-        store.recall(q.vector, k=max(KS))
+        store.recall(q.vector, k=max(KS), text=q.text)
         engine_s.append(time.perf_counter() - begin)
     store.close()
     return {"episodes": episodes, "ingest_s": ingest_s, "threads": 1, **latency_figures(engine_s, cosine_s)}
@@ -550,6 +541,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=None,
         help="write the gate fitted on every given conversation here (JSON)",
     )
+    parser.add_argument(
+        "--gate-threshold", type=float, default=0.5, help="the refusal threshold written with --fit-default"
+    )
     args = parser.parse_args(argv)
     for name in ("max_questions", "latency_episodes", "latency_queries", "bootstrap"):
         value = getattr(args, name)
@@ -575,7 +569,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for c in load_locomo(p)
     }
     run = RunFolder.create(args.run_dir, "store_locomo", dataclasses.asdict(cfg), cfg.seed)
-    embeddings = Embeddings(args.model, args.run_dir / ".cache" / "locomo-embeddings")
+    embedder = SentenceTransformerEmbedder(args.model, device="cpu")
+    embeddings = Embeddings(embedder, args.run_dir / ".cache" / "locomo-embeddings")
 
     spaces, questions = [], []
     for source, conversation in enumerate(progress(conversations, "embedding")):
@@ -597,18 +592,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         own_answers: list[list[tuple[Question, Answer]]] = []
         novel_answers: list[list[tuple[Question, Answer]]] = []
         engine_s, cosine_s, ingest, engines = [], [], [], []
+        accepted: dict[str, list[bool]] = {}
         variants = {"engine": {}, **stage_switches()}
         for s, space in enumerate(progress(spaces, "conversations")):
             own = questions[s]
             for name, answers in baseline_answers(space, [(q.text, q.vector) for q in own]).items():
                 systems.setdefault(name, []).extend(labelled(own, answers))
             for label, switch in variants.items():
-                engine = Engine(
-                    root / label.replace(" ", "_"),
-                    space,
-                    dataclasses.replace(RecallConfig(), **switch),
-                    cfg.seed,
-                )
+                config = dataclasses.replace(RecallConfig(), **switch)
+                engine = Engine(root / label.replace(" ", "_"), space, embedder, config, cfg.seed)
                 answers = []
                 for q in own:
                     answer, seconds = engine.answer(q.text, q.vector)
@@ -617,6 +609,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         engine_s.append(seconds)
                         cosine_s.append(timed_cosine(space.turn_vectors, q.vector, max(KS)))
                 systems.setdefault(label, []).extend(labelled(own, answers))
+                accepted.setdefault(label, []).extend(
+                    a.accepted for q, a in zip(own, answers, strict=True) if q.category in ANSWERABLE
+                )
                 if label == "engine":
                     ingest.append(
                         {
@@ -630,21 +625,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     engines.append(engine)
                 else:
                     engine.close()
-        threshold = RecallConfig().threshold
         default = verdicts(
             [x for rows in own_answers for x in rows], [a for rows in novel_answers for _, a in rows]
         )
-        crossed, folds = cross_fitted(engines, own_answers, novel_answers, threshold)
+        crossed, folds = cross_fitted(engines, own_answers, novel_answers)
         all_questions = [q for qs in questions for q in qs if q.category in ANSWERABLE]
         scale = latency_at_scale(
-            spaces, all_questions, cfg.latency_episodes, cfg.latency_queries, root / "latency", cfg.seed, rng
+            spaces,
+            all_questions,
+            embedder,
+            cfg.latency_episodes,
+            cfg.latency_queries,
+            root / "latency",
+            cfg.seed,
+            rng,
         )
         if args.fit_default is not None:
-            write_default_gate(args.fit_default, own_answers, novel_answers, conversations, files)
+            write_default_gate(
+                args.fit_default, own_answers, novel_answers, conversations, files, args.gate_threshold
+            )
         for engine in engines:
             engine.close()
 
     figures = {name: retrieval_figures(rows) for name, rows in systems.items()}
+    for label, flags in accepted.items():
+        figures[label]["answerable_accepted"] = float(np.mean(flags)) if flags else None
     baselines = {name: figures[name] for name in ("cosine", "bm25", "fusion")}
     engine_rows = systems["engine"]
     at_size = latency_figures(engine_s, cosine_s)
@@ -656,7 +661,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "text_bm25": cfg.text_bm25,
         **{k: v for k, v in figures["engine"].items()},
         **default.figures(),
-        "gate": "default (as shipped; in-sample if it was fitted on these conversations)",
+        "gate": "default: the gate the engine ships for this embedder (the prior where it ships none)",
+        "default_gate": shipped_gate(embedder, conversations, files),
         "cross_fitted": None
         if crossed is None
         else {
@@ -717,34 +723,45 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def shipped_gate(
+    embedder: Embedder, conversations: Sequence[Conversation], files: dict[str, Path]
+) -> dict[str, Any]:
+    """Which shipped gate the default is, and which of these conversations it was fitted on."""
+    from importlib import resources
+
+    entry = resources.files("engram.store").joinpath("gates", gate_file_name(embedder.name))
+    if not entry.is_file():
+        return {"file": None, "in_sample": []}
+    shipped = json.loads(entry.read_text())
+    hashes = {f.get("sha256") for f in shipped.get("fitted_on", [])}
+    in_sample = [c.name for c in conversations if _sha256(files[c.name]) in hashes]
+    return {"file": entry.name, "fitted_on": len(hashes), "in_sample": in_sample}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def write_default_gate(
     path: Path,
     own: Sequence[list[tuple[Question, Answer]]],
     novel: Sequence[list[tuple[Question, Answer]]],
     conversations: Sequence[Conversation],
     files: dict[str, Path],
+    threshold: float,
 ) -> None:
-    """The gate fitted on every given conversation's questions, with what it was fitted on."""
+    """The gate fitted on every given conversation's questions (``GateModel.to_state`` fields),
+    with what it was fitted on, so a rerun can tell in-sample conversations apart."""
     x = [a.features for rows in own for _, a in rows] + [a.features for rows in novel for _, a in rows]
     y = [gate_label(q, a) for rows in own for q, a in rows] + [0 for rows in novel for _ in rows]
-    model = fit_gate(np.array(x), np.array(y))
-    atomic_write_text(
-        path,
-        to_json(
-            {
-                "gate": model.to_state(),
-                "features": list(FEATURES),
-                "labels": "answerable question: 1 if the top result is an evidence turn else 0; "
-                "category 5 and other conversations' questions: 0",
-                "fitted_on": [
-                    {"conversation": c.name, "sha256": hashlib.sha256(files[c.name].read_bytes()).hexdigest()}
-                    for c in conversations
-                ],
-                "samples": len(y),
-                "positives": int(sum(y)),
-            }
-        ),
-    )
+    model = fit_gate(np.array(x), np.array(y), threshold=threshold)
+    record = {
+        **model.to_state(),
+        "labels": GATE_LABELS,
+        "fitted_on": [{"conversation": c.name, "sha256": _sha256(files[c.name])} for c in conversations],
+        "positives": int(sum(y)),
+    }
+    atomic_write_text(path, to_json(record))
 
 
 def report(run: RunFolder, results: dict[str, Any], systems: dict[str, list]) -> None:
