@@ -682,6 +682,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "per_conversation": ingest,
         },
         "baselines": baselines,
+        "per_conversation": per_conversation(conversations, questions, systems),
         "ablations": {name: figures[name] for name in variants if name != "engine"},
         "vs_best_baseline": {
             f"recall_at_{k}": paired_difference(
@@ -721,6 +722,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"wall {results['wall_s']:.0f} s  run folder {run.path}"
     )
     return results
+
+
+def per_conversation(
+    conversations: Sequence[Conversation],
+    questions: Sequence[Sequence[Question]],
+    systems: dict[str, list[tuple[int, Sequence[str], Answer]]],
+) -> list[dict[str, Any]]:
+    """recall@1 and @10 of the engine and the baselines on each conversation (rows are in order)."""
+    rows, start = [], 0
+    for conversation, asked in zip(conversations, questions, strict=True):
+        end = start + sum(q.category in ANSWERABLE for q in asked)
+        row: dict[str, Any] = {"conversation": conversation.name, "questions": end - start}
+        for name in ("engine", "cosine", "bm25", "fusion"):
+            part = systems[name][start:end]
+            for k in (1, 10):
+                row[f"{name} r@{k}"] = (
+                    float(np.mean([recall_at(a.ranked, e, k) for _, e, a in part])) if (part) else None
+                )
+        rows.append(row)
+        start = end
+    return rows
 
 
 def shipped_gate(
@@ -796,6 +818,7 @@ def report(run: RunFolder, results: dict[str, Any], systems: dict[str, list]) ->
         for label, g in gates
     ]
     run.write_csv("refusal.csv", refusal)
+    run.write_csv("per_conversation.csv", results["per_conversation"])
 
     figure, axes = plt.subplots(1, len(gates), figsize=(4.5 * len(gates), 4), squeeze=False)
     for ax, (label, g) in zip(axes[0], gates, strict=True):
@@ -861,6 +884,10 @@ def report(run: RunFolder, results: dict[str, Any], systems: dict[str, list]) ->
         f"Engine − best baseline, paired bootstrap 95%: recall@10 {d10['difference']:+.3f} "
         f"[{d10['low']:+.3f}, {d10['high']:+.3f}] vs {d10['baseline']}; recall@1 {d1['difference']:+.3f} "
         f"[{d1['low']:+.3f}, {d1['high']:+.3f}] vs {d1['baseline']}.",
+        "",
+        "Per conversation:",
+        "",
+        markdown_table(results["per_conversation"]),
         "",
         "## Refusal",
         "",
