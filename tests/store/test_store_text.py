@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +237,60 @@ def test_locomo_turns_with_a_sentence_transformer(tmp_path, data_dir):
         assert "D1:3" in top
     with pytest.raises(ValueError, match="embedder: space 'conv' was made with sentence-transformers"):
         MemoryStore(tmp_path / "s", space="conv", embedder=HashingEmbedder(embedder.dim))
+
+
+INGEST_TEXT = textwrap.dedent(
+    """
+    import sys
+    from engram.store import HashingEmbedder, MemoryStore
+    store = MemoryStore(sys.argv[1], space="chat", embedder=HashingEmbedder(64))
+    for b in range(100000):
+        store.add_batch(texts=[f"batch{b}word turn {j}" for j in range(10)], who="Ada",
+                        sessions=[b] * 10, ids=[f"{b}-{j}" for j in range(10)])
+        if b % 3 == 2:
+            store.delete([f"{b - 1}-{j}" for j in range(10)])
+        print(b, flush=True)
+    """
+)
+
+
+def test_text_index_agrees_with_the_rows_after_kill_9(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-c", INGEST_TEXT, str(tmp_path / "s")],
+                               stdout=subprocess.PIPE, text=True, env=env)
+    done = []
+    for line in process.stdout:
+        done.append(int(line))
+        if len(done) >= 30:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with MemoryStore(tmp_path / "s", space="chat") as s:
+        assert s.check() == []
+        for b in done:
+            deleted = b % 3 == 1 and b + 1 in done
+            found = {e.id for e, _ in s.search_text(f"batch{b}word", k=20)}
+            assert found == (set() if deleted else {f"{b}-{j}" for j in range(10)}), b
+        ids = {e.id for e in s.iter_episodes()}
+        assert all(s.get(i).text.startswith("batch") for i in ids)
+        s.compact()
+        assert s.check() == []
+
+
+def test_sleep_links_episodes_naming_the_same_thing_and_recall_follows_them(tmp_path):
+    with text_store(tmp_path / "s", RecallConfig(threshold=0.0, speaker_weight=0.0)) as s:
+        s.add_batch(texts=["I booked flights for June, we fly to Zanzibar", "Enjoy the beaches of Zanzibar"],
+                    who=["Ada", "Bob"], sessions=[7, 9], ids=["trip", "beach"])
+        s.add_batch(texts=[f"filler turn number {i} about nothing much" for i in range(6)], who="Bob",
+                    sessions=[8] * 6)
+        cue = "When are the flights booked for June?"
+        before = {e.episode.id: e.score for e in s.recall(cue, k=16).episodes}
+        s.sleep()
+        assert any(k.kind == "entity" and {k.src, k.dst} == {"trip", "beach"} for k in s.links("trip"))
+        after = {e.episode.id: e.score for e in s.recall(cue, k=16).episodes}
+    with text_store(tmp_path / "s", RecallConfig(threshold=0.0, speaker_weight=0.0, graph=False)) as s:
+        unlinked = {e.episode.id: e.score for e in s.recall(cue, k=16).episodes}
+    assert max(after, key=after.get) == "trip"
+    # The other mention, sessions apart, gains a share of the match's score.
+    assert after["beach"] > before["beach"] + 0.05
+    assert unlinked["beach"] < before["beach"]

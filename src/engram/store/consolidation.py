@@ -3,8 +3,9 @@
   replay     prioritise the episodes added since the last sleep by reward, novelty (distance
              to everything else stored), salience and the unfinished flag; replay the top ones
              (a replay grows stability, more weakly than a recall);
-  link       similarity links (top neighbours above a cosine) and temporal links (episodes
-             close in time) for the replayed episodes;
+  link       similarity links (top neighbours above a cosine), temporal links (episodes
+             close in time) and entity links (episodes whose texts name the same rare thing)
+             for the replayed episodes; recall's graph stage follows them;
   cluster    join replayed episodes to existing semantic prototypes or group them into new
              ones (greedy leader clustering); a prototype is a stored episode of kind
              ``"semantic"`` whose ``"source"`` links point at its members;
@@ -50,6 +51,7 @@ class SleepConfig:
     salience_weight: float = 1.0
     unfinished_weight: float = 1.0
     similar_k: int = 5
+    entity_max_episodes: int = 8
     similar_min: float = 0.8
     temporal_window: float = 3600.0
     cluster_threshold: float = 0.8
@@ -245,15 +247,38 @@ def _link(store: MemoryStore, replayed: list[str], recent: list[Episode], config
             top = np.argpartition(-sims[i], min(config.similar_k, sims.shape[1] - 1))[: config.similar_k]
             links += [Link(eid, idx.ids[r], "similar", float(sims[i, r]))
                       for r in top if sims[i, r] >= config.similar_min and idx.kinds[r] == "episode"]
-    timeline = sorted(recent, key=lambda e: (e.timestamp, e.id))
+    # Stable: episodes with the same timestamp (turns of one session) keep insertion order.
+    timeline = sorted(recent, key=lambda e: e.timestamp)
     for a, b in itertools.pairwise(timeline):
         gap = b.timestamp - a.timestamp
         if gap <= config.temporal_window:
             weight = float(np.exp(-gap / config.temporal_window)) if config.temporal_window else 1.0
             links.append(Link(a.id, b.id, "temporal", weight))
-    for kind in ("similar", "temporal"):
+    links += _entity_links(store, ids, config.entity_max_episodes)
+    for kind in ("similar", "temporal", "entity"):
         new = store.backend.add_links(store.space, [k for k in links if k.kind == kind])
         report.links_added[kind] = report.links_added.get(kind, 0) + new
+
+
+def _entity_links(store: MemoryStore, ids: list[str], max_episodes: int) -> list[Link]:
+    """Links between episodes whose texts name the same rare thing (a capitalised word other
+    than a speaker's name, in at most ``max_episodes`` episodes): a cue that finds one mention
+    of "Minnesota Wolves" then also brings the others, sessions apart."""
+    if max_episodes < 2:
+        return []
+    idx = store._index
+    mentions: dict[str, list[int]] = {}
+    for row in np.flatnonzero(idx.alive):
+        for name in idx.names_in(idx.texts[row]):
+            mentions.setdefault(name, []).append(int(row))
+    links = []
+    for eid in ids:
+        row = idx.row_of[eid]
+        for name in idx.names_in(idx.texts[row]):
+            rows = mentions[name]
+            if len(rows) <= max_episodes:
+                links += [Link(eid, idx.ids[r], "entity", 1.0) for r in rows if r != row]
+    return links
 
 
 def _cluster(store: MemoryStore, replayed: list[str], config: SleepConfig, report: SleepReport) -> None:

@@ -67,6 +67,7 @@ class RecallIndex:
         self._speaker_patterns: dict[int, re.Pattern[str]] = {}
         self._speaker_words: set[str] = set()
         self._links: sparse.csr_matrix | None = None
+        self._link_kinds: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -155,16 +156,14 @@ class RecallIndex:
         empty = np.array([k == "semantic" and not t for k, t in zip(kinds, texts, strict=True)], dtype=bool)
         self.empty_prototype = np.concatenate([self.empty_prototype, empty])
         self.person = np.concatenate([self.person, np.array([_person(t) for t in texts], dtype=np.float32)])
-        self._links = None
+        if self._links is not None:  # new rows have no links until a sleep links them
+            self._links.resize((start + n, start + n))
 
     def cue_parts(self, texts: list[str | None]) -> CueParts:
         """Lexical terms, named speakers, word coverage and unknown names of each text cue."""
         b = len(texts)
         parts = CueParts.none(b)
-        if len(self._speaker_patterns) != len(self.speakers):
-            self._speaker_patterns = {code: re.compile(rf"\b{re.escape(name.lower())}\b")
-                                      for name, code in self.speakers.items()}
-            self._speaker_words = {w for name in self.speakers for w in tokens(name)}
+        self._refresh_speakers()
         patterns, speaker_words = self._speaker_patterns, self._speaker_words
         known_words = self.lexical.vocabulary
         for i, text in enumerate(texts):
@@ -178,22 +177,42 @@ class RecallIndex:
                 seen = [w for w in words if w in known_words or w in speaker_words]
                 parts.coverage[i] = len(seen) / len(words)
             # A capitalised word after the first is a name; one the space never saw is a stranger.
-            names = {stem(w.lower()) for w in _WORDS.findall(text)[1:]
-                     if w[0].isupper() and w.lower() not in STOPWORDS}
-            parts.unknown_names[i] = sum(w not in known_words and w not in speaker_words for w in names)
+            names = self.names_in(text)
+            parts.unknown_names[i] = sum(w not in known_words for w in names)
         return parts
 
     def content_free_prototypes(self) -> np.ndarray | None:
         """(n,) semantic prototypes without text, which must never take result slots (None: none)."""
         return self.empty_prototype if self.empty_prototype.any() else None
 
-    def links_matrix(self, backend: StorageBackend, space: str) -> sparse.csr_matrix:
-        """(n, n) symmetric weights of sleep's links between live rows (built when first needed)."""
-        if self._links is None or self._links.shape[0] != self.size:
+    def _refresh_speakers(self) -> None:
+        """Rebuild the speaker-name patterns and words when a new speaker appeared."""
+        if len(self._speaker_patterns) != len(self.speakers):
+            self._speaker_patterns = {code: re.compile(rf"\b{re.escape(name.lower())}\b")
+                                      for name, code in self.speakers.items()}
+            self._speaker_words = {w for name in self.speakers for w in tokens(name)}
+
+    def names_in(self, text: str) -> set[str]:
+        """Stems of the capitalised words of a text after its first word (names, places, titles),
+        other than stopwords and the space's speakers."""
+        self._refresh_speakers()
+        return {stem(w.lower()) for w in _WORDS.findall(text)[1:]
+                if w[0].isupper() and w.lower() not in STOPWORDS} - self._speaker_words
+
+    def links_changed(self) -> None:
+        """Reread the links on next use (sleep added some, or episodes were deleted)."""
+        self._links = None
+
+    def links_matrix(self, backend: StorageBackend, space: str,
+                     kinds: tuple[str, ...]) -> sparse.csr_matrix:
+        """(n, n) symmetric weights of sleep's links of these kinds between live rows (built
+        when first needed)."""
+        if self._links is None or self._link_kinds != kinds:
             src, dst, weight = [], [], []
+            self._link_kinds = kinds
             for link in backend.links(space):
                 a, b = self.row_of.get(link.src), self.row_of.get(link.dst)
-                if a is not None and b is not None and link.kind != "source":
+                if a is not None and b is not None and link.kind in kinds:
                     src += [a, b]
                     dst += [b, a]
                     weight += [link.weight, link.weight]

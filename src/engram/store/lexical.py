@@ -70,6 +70,19 @@ def rebuild(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO episode_fts (episode_fts) VALUES ('rebuild')")
 
 
+def check(db: sqlite3.Connection, space: str) -> list[str]:
+    """Problems of the text index: text rows without an episode, or an FTS5 index that
+    disagrees with the text it indexes (empty list: consistent)."""
+    problems = [f"{eid}: text row without an episode" for (eid,) in db.execute(
+        "SELECT t.id FROM episode_text t LEFT JOIN episodes e ON e.space = t.space AND e.id = t.id "
+        "WHERE t.space = ? AND e.id IS NULL", (space,))]
+    try:
+        db.execute("INSERT INTO episode_fts (episode_fts, rank) VALUES ('integrity-check', 1)")
+    except sqlite3.DatabaseError as error:
+        problems.append(f"full-text index: {error}")
+    return problems
+
+
 def episode_fields(db: sqlite3.Connection, space: str, ids: Sequence[str]) -> dict[str, EpisodeFields]:
     """Timestamp, tags, text, who and session of the live episodes among ``ids``."""
     found: dict[str, EpisodeFields] = {}
@@ -194,5 +207,5 @@ class BM25Index:
         return out, ceiling
 
 
-__all__ = ["MAX_TEXT_CHARS", "STOPWORDS", "BM25Index", "create", "delete", "episode_fields", "insert",
-           "rebuild", "search", "stem", "tokens"]
+__all__ = ["MAX_TEXT_CHARS", "STOPWORDS", "BM25Index", "check", "create", "delete", "episode_fields",
+           "insert", "rebuild", "search", "stem", "tokens"]

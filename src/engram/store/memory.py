@@ -543,7 +543,8 @@ class MemoryStore:
                 for code in speakers:
                     named[i] |= idx.who == code
         neighbours = (idx.prev, idx.next) if idx.sessions else None
-        links = idx.links_matrix(self.backend, self.space) if self.config.graph else None
+        links = (idx.links_matrix(self.backend, self.space, self.config.graph_links)
+                 if self.config.graph else None)
         return pipeline.run(idx.view(), cues, known, self.config, self._hopfield, self._separator,
                             candidates=candidates, dead=dead, exclude_rows=exclude_rows, lexical=lexical,
                             named=named, neighbours=neighbours, links=links, person=idx.person)
@@ -727,6 +728,7 @@ class MemoryStore:
             self._flush_touches()
             report = consolidate(self, SleepConfig(**options))
             self._recalled_cache.clear()
+            self._index.links_changed()
             self._index.sync(self.backend, self.space)
         return report
 

@@ -60,6 +60,8 @@ class RecallConfig:
         lexical_weight: weight of the [0, 1] BM25 score beside the dense cosine.
         speaker_weight: bonus for episodes whose speaker the cue names.
         graph_weight: share of the best neighbour's score an episode receives.
+        graph_links: the kinds of sleep's links the graph stage follows (LoCoMo: "similar"
+            links between look-alike turns lowered recall@10, entity links raised it).
         embed_speaker: embed "who: text" instead of the text when the store embeds an episode.
         strengthen_on_recall: an accepted recall strengthens its winner (off: recall is
             read-only and rankings never drift with query history).
@@ -87,6 +89,7 @@ class RecallConfig:
     lexical_weight: float = 1.6
     speaker_weight: float = 0.3
     graph_weight: float = 0.4
+    graph_links: tuple[str, ...] = ("temporal", "entity")
     embed_speaker: bool = True
     strengthen_on_recall: bool = False
 
@@ -110,6 +113,8 @@ class RecallConfig:
                 f"sketch_shortlist: expected an integer ≥ candidates ({self.candidates}), "
                 f"got {self.sketch_shortlist!r}"
             )
+        if not isinstance(self.graph_links, tuple) or not all(isinstance(k, str) for k in self.graph_links):
+            raise TypeError(f"graph_links: expected a tuple of link kinds, got {self.graph_links!r}")
         if self.faiss_above is not None and self.faiss_above < 1:
             raise ValueError(f"faiss_above: expected a positive size or None, got {self.faiss_above}")
 
@@ -137,9 +142,12 @@ class Stages:
     speaker_share: np.ndarray  # (B,)
     # Who did it, as the best matches tell it: a speaker tells their own news in the first
     # person ("I signed with…") and the other answers in the second ("congrats on your…").
-    # Each of the ten best rows (without the bonus) supports the named speaker (+1) or the
+    # Each of the twenty best rows (without the bonus) supports the named speaker (+1) or the
     # other (−1) by its speaker and person; rank-weighted mean, 0 when nobody is named.
     speaker_perspective: np.ndarray  # (B,)
+    # The best first-person row of a named speaker against the best first-person row of anyone
+    # else (clipped to [−1, 1]; 0 when nobody is named).
+    speaker_told_gap: np.ndarray  # (B,)
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,7 @@ class CueParts:
 
 
 FEATURES = ("masked_cosine", "margin", "attention", "lexical", "coverage", "unknown_names",
-            "speaker_named", "speaker_share", "speaker_gap", "speaker_perspective")
+            "speaker_named", "speaker_share", "speaker_gap", "speaker_perspective", "speaker_told_gap")
 
 
 def features(stages: Stages, parts: CueParts) -> np.ndarray:
@@ -174,7 +182,7 @@ def features(stages: Stages, parts: CueParts) -> np.ndarray:
     return np.stack([
         stages.masked_cos[b, w], margin, stages.attention[b, w], stages.lexical[b, w],
         parts.coverage, parts.unknown_names, named_any, stages.speaker_share, stages.speaker_gap,
-        stages.speaker_perspective,
+        stages.speaker_perspective, stages.speaker_told_gap,
     ], axis=1).astype(np.float64)
 
 
@@ -263,11 +271,11 @@ def run(
     graph = config.graph and (neighbours is not None or links is not None)
     if graph:
         score = score + config.graph_weight * _neighbour_best(score, neighbours, links)
-    gap, share, perspective = np.zeros(b), np.ones(b), np.zeros(b)
+    agreement = np.zeros(b), np.ones(b), np.zeros(b), np.zeros(b)
     if named is not None:
         if graph:
             plain = plain + config.graph_weight * _neighbour_best(plain, neighbours, links)
-        gap, share, perspective = _speaker_agreement(plain, named, person)
+        agreement = _speaker_agreement(plain, named, person)
     rows, search_scores = _top(score, config.candidates)
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
@@ -306,13 +314,14 @@ def run(
                 winner[i] = nearest
                 decided[i] = "separation"
     return Stages(rows, search_scores, masked_cos, attention, states, winner, decided, sep_conf,
-                  scores, lex_c, named_c, gap, share, perspective)
+                  scores, lex_c, named_c, *agreement)
 
 
 def _speaker_agreement(plain: np.ndarray, named: np.ndarray, person: np.ndarray | None,
-                       top: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       top: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(gap of the best named-speaker row to the best row, named share of the five best,
-    perspective support of the ``top`` best); cues that name nobody get (0, 1, 0)."""
+    perspective support of the ``top`` best, first-person gap); cues that name nobody get
+    (0, 1, 0, 0)."""
     b = len(plain)
     asked = named.any(1)
     best = plain.max(1)
@@ -325,12 +334,18 @@ def _speaker_agreement(plain: np.ndarray, named: np.ndarray, person: np.ndarray 
     alive = np.isfinite(np.take_along_axis(plain, leaders, 1))
     by_named_speaker = np.take_along_axis(named, leaders, 1)
     share = by_named_speaker[:, :5].mean(1)
-    perspective = np.zeros(b)
+    perspective, told = np.zeros(b), np.zeros(b)
     if person is not None:
         said = person[leaders] * np.where(by_named_speaker, 1.0, -1.0) * alive
-        weights = np.exp(-np.arange(t) / 2.0)
+        weights = np.exp(-np.arange(t) / 4.0)
         perspective = (said * weights).sum(1) / weights.sum()
-    return gap, np.where(asked, share, np.ones(b)), np.where(asked, perspective, 0.0)
+        first = person > 0
+        own = np.where(named & first, plain, -np.inf).max(1)
+        others = np.where(~named & first, plain, -np.inf).max(1)
+        told = np.clip(np.nan_to_num(own - others, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    zero = np.zeros(b)
+    return (gap, np.where(asked, share, np.ones(b)), np.where(asked, perspective, zero),
+            np.where(asked, told, zero))
 
 
 def _top(score: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:

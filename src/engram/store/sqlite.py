@@ -564,6 +564,7 @@ class SQLiteBackend(StorageBackend):
         """Problems found: rows whose vector is missing or fails its CRC (empty list: consistent)."""
         problems: list[str] = []
         with self._lock:
+            problems += lexical.check(self._db, space)
             _, generation = self._space_row(space)
             rows = self._db.execute(
                 "SELECT id, slot, crc FROM episodes WHERE space = ?", (space,)
