@@ -64,6 +64,7 @@ RRF_K = 60  # the usual reciprocal-rank-fusion constant (Cormack et al., 2009)
 ANSWERABLE = (1, 2, 3, 4)
 # Boolean settings of RecallConfig that are options, not stages of the pipeline.
 NOT_STAGES = ("embed_speaker", "strengthen_on_recall")
+SLEPT = "engine after sleep()"  # the full engine after one consolidation of each space
 TEXT_EMBEDDED = "speaker: text"
 TEXT_BM25 = "speaker (session date): text"
 GATE_LABELS = (
@@ -214,7 +215,15 @@ def store_turns(store: MemoryStore, turns: Sequence[Turn], vectors: np.ndarray, 
 class Engine:
     """The engine on one conversation: a space of a fresh store holding its turns."""
 
-    def __init__(self, root: Path, space: Space, embedder: Embedder, config: RecallConfig, seed: int):
+    def __init__(
+        self,
+        root: Path,
+        space: Space,
+        embedder: Embedder,
+        config: RecallConfig,
+        seed: int,
+        sleep: bool = False,
+    ):
         self.space = space
         name = hashlib.sha1(space.conversation.name.encode()).hexdigest()[:12]
         self.store = MemoryStore(
@@ -222,6 +231,10 @@ class Engine:
         )
         turns = space.conversation.turns
         self.ingest_s = store_turns(self.store, turns, space.turn_vectors, [t.dia_id for t in turns])
+        start = time.perf_counter()
+        if sleep:
+            self.store.sleep()
+        self.sleep_s = time.perf_counter() - start
 
     def answer(self, text: str, vector: np.ndarray) -> tuple[Answer, float]:
         """The engine's answer and the seconds the recall took (the query embedding is given)."""
@@ -593,14 +606,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         novel_answers: list[list[tuple[Question, Answer]]] = []
         engine_s, cosine_s, ingest, engines = [], [], [], []
         accepted: dict[str, list[bool]] = {}
-        variants = {"engine": {}, **stage_switches()}
+        sleeps: list[float] = []
+        variants = {"engine": {}, **stage_switches(), SLEPT: {}}
         for s, space in enumerate(progress(spaces, "conversations")):
             own = questions[s]
             for name, answers in baseline_answers(space, [(q.text, q.vector) for q in own]).items():
                 systems.setdefault(name, []).extend(labelled(own, answers))
             for label, switch in variants.items():
                 config = dataclasses.replace(RecallConfig(), **switch)
-                engine = Engine(root / label.replace(" ", "_"), space, embedder, config, cfg.seed)
+                engine = Engine(
+                    root / label.replace(" ", "_"), space, embedder, config, cfg.seed, sleep=label == SLEPT
+                )
                 answers = []
                 for q in own:
                     answer, seconds = engine.answer(q.text, q.vector)
@@ -612,6 +628,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 accepted.setdefault(label, []).extend(
                     a.accepted for q, a in zip(own, answers, strict=True) if q.category in ANSWERABLE
                 )
+                if label == SLEPT:
+                    sleeps.append(engine.sleep_s)
                 if label == "engine":
                     ingest.append(
                         {
@@ -679,6 +697,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "embedding_s": embeddings.seconds,
             "embeddings_cached": embeddings.cached,
             "store_s": float(sum(r["ingest_s"] for r in ingest)),
+            "sleep_s": float(sum(sleeps)),
             "per_conversation": ingest,
         },
         "baselines": baselines,
