@@ -333,6 +333,25 @@ class Verdicts:
             },
         }
 
+    def operating_points(self) -> list[dict[str, float]]:
+        """Acceptance and refusal at thresholds 0.05 … 0.95, to choose the default threshold."""
+        retrieved = self.answerable_retrieved.astype(bool)
+        points = []
+        for t in np.round(np.arange(0.05, 1.0, 0.05), 2):
+            row = {
+                "threshold": float(t),
+                "answerable_accepted": float(np.mean(self.answerable_conf >= t)),
+                "answerable_retrieved_accepted": float(np.mean(self.answerable_conf[retrieved] >= t))
+                if retrieved.any()
+                else None,
+                "adversarial_refused": float(np.mean(self.adversarial_conf < t))
+                if len(self.adversarial_conf)
+                else None,
+                "novel_refused": float(np.mean(self.novel_conf < t)) if len(self.novel_conf) else None,
+            }
+            points.append(row)
+        return points
+
     def reliability(self, bins: int = 10) -> list[dict[str, Any]]:
         confidence = np.concatenate([self.answerable_conf, self.adversarial_conf])
         labels = np.concatenate([self.answerable_correct, np.zeros(len(self.adversarial_conf))])
@@ -686,6 +705,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         else {
             "gate": "leave one conversation out: fitted on the others, evaluated on the held-out one",
             **crossed.figures(),
+            "operating_points": crossed.operating_points(),
             "folds": folds,
         },
         "latency_p50_ms": scale["engine_p50_ms"],

@@ -118,6 +118,10 @@ def test_gates_are_labelled_apart_and_the_fitted_default_loads(benchmark):
     crossed = results["cross_fitted"]
     assert [f["held_out"] for f in crossed["folds"]] == ["conv-26", "conv-30"]
     assert 0.0 <= crossed["ece"] <= 1.0
+    points = crossed["operating_points"]
+    accepted = [p["answerable_accepted"] for p in points]
+    refused = [p["adversarial_refused"] for p in points]
+    assert accepted == sorted(accepted, reverse=True) and refused == sorted(refused)
     shipped = json.loads((root / "gate.json").read_text())
     gate = GateModel.from_state(shipped)
     assert gate.calibrated and gate.features == FEATURES
