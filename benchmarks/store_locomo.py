@@ -46,6 +46,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from engram.data import data_root
 from engram.data.locomo import CATEGORIES, Conversation, Turn, load_locomo
 from engram.runs import RunFolder, atomic_write_text, markdown_table, progress, seed_everything, to_json
 from engram.stats import bootstrap_ci
@@ -553,9 +554,24 @@ def latency_at_scale(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, type=Path, help="folder (or file) of LoCoMo conversations")
-    parser.add_argument("--model", required=True, type=Path, help="sentence-transformers model folder")
-    parser.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=data_root() / "locomo",
+        help="folder (or file) of LoCoMo conversations (default: the shared data folder's)",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=data_root() / "models" / "all-MiniLM-L6-v2",
+        help="sentence-transformers model folder",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write the results JSON (besides the run folder's results.json)",
+    )
     parser.add_argument("--run-dir", default=Path("runs"), type=Path, help="root of the run folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -581,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a positive integer, got {value}")
+    if not args.data.exists():
+        parser.error(f"--data: expected a folder or file of LoCoMo conversations, got {args.data}")
     if not args.model.is_dir():
         parser.error(f"--model: expected a sentence-transformers folder, got {args.model}")
     began = time.perf_counter()
@@ -754,7 +772,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
     }
     results["wall_s"] = time.perf_counter() - began
-    atomic_write_text(args.json, to_json(results))
+    if args.json is not None:
+        atomic_write_text(args.json, to_json(results))
     report(run, results, systems)
     print(
         f"recall@10 {results['recall_at_10']:.3f}  recall@1 {results['recall_at_1']:.3f}  "
