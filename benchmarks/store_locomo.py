@@ -505,7 +505,10 @@ def cross_fitted(
                 x += [a.features for _, a in own[s]] + [a.features for q, a in novel[s] if q.source != held]
                 y += [gate_label(q, a) for q, a in own[s]] + [0 for q, _ in novel[s] if q.source != held]
         threshold = engine.store.gate.threshold
-        model = fit_gate(np.array(x), np.array(y), threshold=threshold)
+        try:
+            model = fit_gate(np.array(x), np.array(y), threshold=threshold)
+        except ValueError as error:  # e.g. no question of the other conversations answered right
+            return None, [*folds, {"held_out": engine.space.conversation.name, "error": str(error)}]
         engine.store.set_gate(model)
         folds.append(
             {
@@ -696,9 +699,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             rng,
         )
         if args.fit_default is not None:
-            write_default_gate(
-                args.fit_default, own_answers, novel_answers, conversations, files, args.gate_threshold
-            )
+            gate = default_gate_record(own_answers, novel_answers, conversations, files, args.gate_threshold)
+            atomic_write_text(args.fit_default, to_json(gate))
+            run.write_json("default_gate.json", gate)
         for engine in engines:
             engine.close()
 
@@ -718,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         **default.figures(),
         "gate": "default: the gate the engine ships for this embedder (the prior where it ships none)",
         "default_gate": shipped_gate(embedder, conversations, files),
-        "cross_fitted": None
+        "cross_fitted": {"folds": folds}
         if crossed is None
         else {
             "gate": "leave one conversation out: fitted on the others, evaluated on the held-out one",
@@ -822,26 +825,24 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_default_gate(
-    path: Path,
+def default_gate_record(
     own: Sequence[list[tuple[Question, Answer]]],
     novel: Sequence[list[tuple[Question, Answer]]],
     conversations: Sequence[Conversation],
     files: dict[str, Path],
     threshold: float,
-) -> None:
+) -> dict[str, Any]:
     """The gate fitted on every given conversation's questions (``GateModel.to_state`` fields),
     with what it was fitted on, so a rerun can tell in-sample conversations apart."""
     x = [a.features for rows in own for _, a in rows] + [a.features for rows in novel for _, a in rows]
     y = [gate_label(q, a) for rows in own for q, a in rows] + [0 for rows in novel for _ in rows]
     model = fit_gate(np.array(x), np.array(y), threshold=threshold)
-    record = {
+    return {
         **model.to_state(),
         "labels": GATE_LABELS,
         "fitted_on": [{"conversation": c.name, "sha256": _sha256(files[c.name])} for c in conversations],
         "positives": int(sum(y)),
     }
-    atomic_write_text(path, to_json(record))
 
 
 def report(run: RunFolder, results: dict[str, Any], systems: dict[str, list]) -> None:
@@ -855,7 +856,7 @@ def report(run: RunFolder, results: dict[str, Any], systems: dict[str, list]) ->
         table.append(row)
     run.write_csv("systems.csv", table)
     gates = [("default gate", results)] + (
-        [("cross-fitted gate", results["cross_fitted"])] if results["cross_fitted"] else []
+        [("cross-fitted gate", results["cross_fitted"])] if "ece" in results["cross_fitted"] else []
     )
     refusal = [
         {

@@ -131,7 +131,7 @@ def test_gates_are_labelled_apart_and_the_fitted_default_loads(benchmark):
 def test_run_folder_holds_report_tables_and_plots(benchmark):
     _, _, root = benchmark
     (run,) = (root / "runs").glob("store_locomo-*")
-    for name in ("config.json", "results.json", "systems.csv", "refusal.csv", "reliability.png",
-                 "recall_by_category.png", "report.md"):
+    for name in ("config.json", "results.json", "systems.csv", "refusal.csv", "per_conversation.csv",
+                 "reliability.png", "recall_by_category.png", "default_gate.json", "report.md"):
         assert (run / name).is_file(), name
     assert "## Refusal" in (run / "report.md").read_text()
