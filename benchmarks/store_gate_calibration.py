@@ -70,8 +70,7 @@ def main() -> None:
         answers = store.recall_batch(np.vstack([stored_cues, novel_cues]), k=1,
                                      known=np.vstack([stored_known, novel_known]))
         # The same answers scored by the prior, to show what calibration buys.
-        features = np.array([[a.trace["features"][f] for f in ("masked_cosine", "margin", "attention")]
-                             for a in answers])
+        features = store.gate_features(answers)
         store.close()
     n = cfg.cues
     top = np.array([a.trace["completion_winner"] for a in answers])

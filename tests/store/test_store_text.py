@@ -60,6 +60,11 @@ def test_text_and_fields_come_back_after_reopening(tmp_path):
         top = s.recall("Where is Ada's sister moving for her job?", k=3).episodes[0].episode
         assert top.id == "t6" and top.text == TURNS[6][2] and top.who == "Ada"
         assert {e.id for e, _ in s.search_text("lisbon")} == {"t6", "t7"}
+        assert s.export(tmp_path / "out.jsonl") == len(TURNS)
+        records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+        assert {(r["text"], r["who"], r["session"]) for r in records} == set(
+            (t, w, n) for w, n, t in TURNS)
+        assert s.stats()["embedder"]["dim"] == 256
 
 
 def test_a_space_refuses_another_embedder(tmp_path):
@@ -294,3 +299,22 @@ def test_sleep_links_episodes_naming_the_same_thing_and_recall_follows_them(tmp_
     # The other mention, sessions apart, gains a share of the match's score.
     assert after["beach"] > before["beach"] + 0.05
     assert unlinked["beach"] < before["beach"]
+
+
+def test_a_gate_shipped_for_the_embedder_is_used_until_the_space_has_its_own(tmp_path, monkeypatch):
+    import engram.store.gate as gate_module
+
+    shipped = GateModel(tuple(float(i) for i in range(len(FEATURES))), -3.0, True, 100, FEATURES, 0.25)
+    folder = tmp_path / "gates"
+    folder.mkdir()
+    name = HashingEmbedder(256).name
+    (folder / gate_module.gate_file_name(name)).write_text(json.dumps(shipped.to_state()))
+    monkeypatch.setattr(gate_module, "GATES", folder)
+    with text_store(tmp_path / "s") as s:
+        assert s.gate == shipped and s.recall("puppy").trace["threshold"] == 0.25
+        own = fit_gate(np.random.default_rng(0).standard_normal((50, len(FEATURES))), np.arange(50) % 2 == 0)
+        s.set_gate(own)
+    with MemoryStore(tmp_path / "s", space="chat") as s:
+        assert s.gate == own  # the space's own gate wins over the shipped one
+    with MemoryStore(tmp_path / "v", dim=8) as s:
+        assert not s.gate.calibrated  # a vector space without an embedder keeps the prior

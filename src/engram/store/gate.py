@@ -23,6 +23,8 @@ import numpy as np
 
 from engram.store.pipeline import FEATURES
 
+# Where the gates fitted for embedders ship (package data), one ``<embedder name>.json`` each.
+GATES = resources.files("engram.store").joinpath("gates")
 # The prior before fitting: confident only when the known part of the cue matches closely.
 _PRIOR = {"masked_cosine": 14.0, "margin": 6.0}
 _PRIOR_INTERCEPT = -10.0
@@ -102,7 +104,7 @@ def gate_file_name(embedder_name: str) -> str:
 
 def default_gate(embedder_name: str) -> GateModel | None:
     """The gate shipped for this embedder (``engram/store/gates/<name>.json``), if any."""
-    entry = resources.files("engram.store").joinpath("gates", gate_file_name(embedder_name))
+    entry = GATES.joinpath(gate_file_name(embedder_name))
     if not entry.is_file():
         return None
     return GateModel.from_state(json.loads(entry.read_text()))

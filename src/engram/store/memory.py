@@ -748,6 +748,7 @@ class MemoryStore:
             "strength_mean": float(strengths.mean()) if len(strengths) else None,
             "strength_min": float(strengths.min()) if len(strengths) else None,
             "sleeps": state.get("sleeps", 0),
+            "embedder": state.get("embedder"),
         }
 
     def export(self, path: str | os.PathLike[str], embeddings: bool = True) -> int:
@@ -757,13 +758,15 @@ class MemoryStore:
         lines = []
         ids = [e.id for e in self.iter_episodes()]
         for start in range(0, len(ids), 1000):
-            batch = self.backend.get(self.space, ids[start : start + 1000], with_embeddings=embeddings)
+            batch = self._with_fields(
+                self.backend.get(self.space, ids[start : start + 1000], with_embeddings=embeddings))
             for eid in ids[start : start + 1000]:
                 e = batch[eid]
                 record = {
                     "id": e.id, "kind": e.kind, "timestamp": e.timestamp, "payload": e.payload,
                     "reward": e.reward, "salience": e.salience, "tags": list(e.tags),
                     "unfinished": e.unfinished, "recalls": e.recalls, "replays": e.replays,
+                    "text": e.text, "who": e.who, "session": e.session,
                 }
                 if embeddings:
                     record["embedding"] = e.embedding.tolist()
