@@ -175,6 +175,8 @@ def test_bad_text_input_is_a_clear_error_and_stores_nothing(tmp_path):
             with pytest.raises(ValueError, match=f"embedder: bad {match}"):
                 s.add(text="hello there")
             assert len(s) == 0 and s.search_text("hello") == []
+    with text_store(tmp_path / "s") as s, pytest.raises(ValueError, match="text: a text cue is its own text"):
+        s.recall("puppy", text="something else")
     with MemoryStore(tmp_path / "vectors", dim=8, durable=False) as s:
         s.add(np.ones(8))
         with pytest.raises(ValueError, match="cues: text needs an embedder"):

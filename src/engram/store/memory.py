@@ -329,9 +329,16 @@ class MemoryStore:
         with self._lock:
             self._flush_touches()
             self.backend.insert(self.space, episodes)
-            self._index.sync(self.backend, self.space)
+            if self._index.sync(self.backend, self.space):
+                self._recalled_cache.clear()
             self._index.load(self.backend, self.space,
                              self.backend.index_rows(self.space, after_seq=self._index.max_seq))
+            if len(self._recalled_cache) + len(episodes) <= _CACHE_MAX:
+                # What was just stored is what a read would return (copies, so the caller's arrays
+                # and dicts stay theirs), so recalls of fresh episodes read no rows either.
+                stored = [dataclasses.replace(e, embedding=e.embedding.copy(),
+                                              payload=json.loads(json.dumps(e.payload))) for e in episodes]
+                self._recalled_cache.update({e.id: e for e in stored})
 
     def delete(self, ids: str | Sequence[str]) -> list[str]:
         """Delete episodes and their links; returns the ids that existed. ``compact()`` then
@@ -414,6 +421,9 @@ class MemoryStore:
         ``since`` / ``until`` bound the episode's timestamp.
         """
         if isinstance(cue, str):
+            if text is not None or known is not None:
+                raise ValueError("text: a text cue is its own text (and has no known mask); give text= "
+                                 "and known= only with a vector cue")
             return self.recall_batch([cue], k=k, where=where, since=since, until=until, now=now)[0]
         cue = self._vectors(cue, "cue", one=True)
         return self.recall_batch(cue[None], k=k, known=None if known is None else self._known(
