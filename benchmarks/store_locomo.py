@@ -143,7 +143,6 @@ class Space:
 
     conversation: Conversation
     turn_vectors: np.ndarray
-    question_vectors: np.ndarray
     bm25: Any
 
 
@@ -165,7 +164,7 @@ def bm25_ranking(space: Space, question: str) -> np.ndarray:
 
     n = len(space.conversation.turns)
     tokens = bm25s.tokenize([question], stopwords="en", show_progress=False)
-    if not tokens.vocab:
+    if not tokens.vocab:  # only stop words: BM25 has no opinion, the turns stay in order
         return np.arange(n)
     docs, _ = space.bm25.retrieve(tokens, k=n, show_progress=False)
     return np.asarray(docs[0])
@@ -268,10 +267,10 @@ def retrieval_figures(rows: Sequence[tuple[int, Sequence[str], Answer]]) -> dict
         out: dict[str, Any] = {"questions": len(subset)}
         for k in KS:
             out[f"recall_at_{k}"] = (
-                float(np.mean([recall_at(a.ranked, e, k) for _, e, a in subset])) if (subset) else None
+                float(np.mean([recall_at(a.ranked, e, k) for _, e, a in subset])) if subset else None
             )
             out[f"hit_at_{k}"] = (
-                float(np.mean([hit_at(a.ranked, e, k) for _, e, a in subset])) if (subset) else None
+                float(np.mean([hit_at(a.ranked, e, k) for _, e, a in subset])) if subset else None
             )
         return out
 
@@ -628,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     spaces, questions = [], []
     for source, conversation in enumerate(progress(conversations, "embedding")):
         turns, qvecs = embeddings.of(conversation, files[conversation.name].read_bytes())
-        spaces.append(Space(conversation, turns, qvecs, build_bm25(conversation)))
+        spaces.append(Space(conversation, turns, build_bm25(conversation)))
         questions.append(select_questions(conversation, qvecs, source, cfg.max_questions, rng))
 
     n = len(spaces)
