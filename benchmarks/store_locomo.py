@@ -798,7 +798,7 @@ def per_conversation(
             part = systems[name][start:end]
             for k in (1, 10):
                 row[f"{name} r@{k}"] = (
-                    float(np.mean([recall_at(a.ranked, e, k) for _, e, a in part])) if (part) else None
+                    float(np.mean([recall_at(a.ranked, e, k) for _, e, a in part])) if part else None
                 )
         rows.append(row)
         start = end
