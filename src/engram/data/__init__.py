@@ -2,5 +2,6 @@
 
 from engram.data.images import binarize, load_digits_patterns, load_mnist
 from engram.data.location import data_root
+from engram.data.locomo import load_locomo
 
-__all__ = ["binarize", "data_root", "load_digits_patterns", "load_mnist"]
+__all__ = ["binarize", "data_root", "load_digits_patterns", "load_locomo", "load_mnist"]
