@@ -83,17 +83,21 @@ def issue_key(path: str | os.PathLike[str], space: str, dim: int | None = None,
     after the new key is committed but before it reaches its owner leaves the old one valid.
     """
     overlap = arguments.real(overlap, "overlap", low=0.0)
-    backend = SQLiteBackend(path, dim=dim)
-    try:
-        backend.ensure_space(check_space_name(space))
-        key = "engram_" + secrets.token_urlsafe(32)
+    key = "engram_" + secrets.token_urlsafe(32)
+
+    def rotate(state: dict[str, Any]) -> dict[str, Any]:
+        # runs inside the write transaction: a concurrent rotation sees this one's key, not the
+        # key list from before it, so no rotation drops a key another has shown
         now = time.time()
-        state = backend.get_state(space)
         previous = [p for p in state.get("previous_keys", []) if p["expires"] > now] if overlap else []
         if overlap and "key_hash" in state:
             previous.append({"hash": state["key_hash"], "expires": now + overlap})
-        backend.update_state(space, {"key_hash": hash_key(key),
-                                     "previous_keys": previous[-_MAX_PREVIOUS_KEYS:] or None})
+        return {"key_hash": hash_key(key), "previous_keys": previous[-_MAX_PREVIOUS_KEYS:] or None}
+
+    backend = SQLiteBackend(path, dim=dim)
+    try:
+        backend.ensure_space(check_space_name(space))
+        backend.update_state_with(space, rotate)
     finally:
         backend.close()
     return key
