@@ -11,6 +11,11 @@ and compared in constant time. A new key leaves the previous ones valid for an o
 so a crash between committing a key and showing it never locks the owner out. Every status a
 route can answer is in the OpenAPI schema with its body (``Error``: one ``detail`` string that
 names the field); ``/metrics`` serves Prometheus text.
+
+Episodes and cues are text, vectors or both: ``create_app(path, embedder=...)`` embeds text in
+the spaces it serves (a space made with the offline ``HashingEmbedder`` reopens it without one);
+recall filters by ``where`` (who, session, tags, kind) and ``since``/``until``, and every answer
+lists its ranked candidates with their text, also a refusal.
 """
 
 import hashlib
