@@ -104,6 +104,17 @@ def test_bad_requests_are_clear_4xx_and_lose_nothing(served):
     assert client.get("/v1/spaces/alice/stats", headers=h).json()["episodes"] == 1
 
 
+def test_a_query_parameter_a_route_does_not_take_is_refused_not_ignored(served):
+    client, keys = served
+    h = {"X-API-Key": keys["alice"]}
+    client.post("/v1/spaces/alice/episodes", headers=h, json={"embedding": vec(0), "id": "e"})
+    typo = client.get("/v1/spaces/alice/episodes/e?embeddings=true", headers=h)
+    assert typo.status_code == 422 and typo.json()["detail"].startswith("embeddings: not a query parameter")
+    assert client.get("/v1/spaces/alice/episodes/e?embedding=true", headers=h).json()["embedding"] is not None
+    assert client.get("/v1/spaces/alice/stats?verbose=1", headers=h).status_code == 422
+    assert client.post("/v1/spaces/alice/recall?k=3", headers=h, json={"cue": vec(0)}).status_code == 422
+
+
 def test_a_batch_keeps_the_ids_and_timestamps_given_for_some_of_its_episodes(served):
     client, keys = served
     h = {"X-API-Key": keys["alice"]}

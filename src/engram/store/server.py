@@ -364,7 +364,7 @@ def _request_models(dim: int) -> SimpleNamespace:
 
         cues: list[vector] = Field(default=None, min_length=1, max_length=MAX_BATCH)
         texts: list[Text] = Field(default=None, min_length=1, max_length=MAX_BATCH,
-                                         description="one per cue when cues are given too")
+                                  description="one per cue when cues are given too")
         k: Integer = Field(default=5, ge=1, le=100)
         known: list[mask] | None = Field(default=None, description="only with cues, one per cue")
 
@@ -499,6 +499,19 @@ def _filters(body: Any) -> dict[str, Any]:
     return {"where": where, "since": body.since, "until": body.until}
 
 
+def _only_query(*names: str) -> Any:
+    """A dependency that refuses query parameters other than ``names``: the schema allows no
+    others, and an ignored one (``?embeddings=true``) would be a silently wrong answer."""
+
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - set(names))
+        if unknown:
+            takes = ", ".join(names) or "no query parameters"
+            raise HTTPException(422, f"{unknown[0]}: not a query parameter of this route (it takes {takes})")
+
+    return [Depends(check)]
+
+
 def _same_shape(episodes: list[Any], field: str) -> None:
     """Every episode of a batch gives ``field`` or none does (the store takes one column or none)."""
     given = [getattr(e, field) is not None for e in episodes]
@@ -609,7 +622,8 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
 
     spaces = APIRouter(prefix="/v1/spaces/{space}", responses=_errors(401, 403, 422))
 
-    @spaces.post("/episodes", status_code=201, response_model=Added, responses=_errors(409))
+    @spaces.post("/episodes", status_code=201, response_model=Added, responses=_errors(409),
+                 dependencies=_only_query())
     def add(body: bodies.EpisodeIn, store: MemoryStore = authorised) -> dict[str, str]:
         if body.embedding is None:
             if body.text is None:
@@ -622,7 +636,8 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
         episodes_added.inc()
         return {"id": eid}
 
-    @spaces.post("/episodes/batch", status_code=201, response_model=AddedMany, responses=_errors(409))
+    @spaces.post("/episodes/batch", status_code=201, response_model=AddedMany, responses=_errors(409),
+                 dependencies=_only_query())
     def add_batch(body: bodies.BatchIn, store: MemoryStore = authorised) -> dict[str, list[str]]:
         e = body.episodes
         _same_shape(e, "embedding")
@@ -644,7 +659,8 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
         episodes_added.inc(len(ids))
         return {"ids": ids}
 
-    @spaces.get("/episodes/{eid}", response_model=EpisodeOut, responses=_errors(404))
+    @spaces.get("/episodes/{eid}", response_model=EpisodeOut, responses=_errors(404),
+                 dependencies=_only_query("embedding"))
     def get(eid: str = addressed, embedding: bool = False, store: MemoryStore = authorised) -> dict[str, Any]:
         episode = store.get(eid)
         if episode is None:
@@ -657,14 +673,15 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
             out["embedding"] = episode.embedding.tolist()
         return out
 
-    @spaces.delete("/episodes/{eid}", response_model=Deleted, responses=_errors(404))
+    @spaces.delete("/episodes/{eid}", response_model=Deleted, responses=_errors(404),
+                 dependencies=_only_query())
     def delete(eid: str = addressed, store: MemoryStore = authorised) -> dict[str, list[str]]:
         removed = store.delete([eid])
         if not removed:
             raise HTTPException(404, f"id: no episode {eid!r} in space {store.space!r}")
         return {"deleted": removed}
 
-    @spaces.post("/recall", response_model=RecallOut)
+    @spaces.post("/recall", response_model=RecallOut, dependencies=_only_query())
     def recall(body: bodies.RecallIn, store: MemoryStore = authorised) -> dict[str, Any]:
         if body.cue is None:
             if body.text is None:
@@ -680,7 +697,7 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
         recalls.labels(result.status, result.decided_by).inc()
         return _answer(result)
 
-    @spaces.post("/recall/batch", response_model=RecallBatchOut)
+    @spaces.post("/recall/batch", response_model=RecallBatchOut, dependencies=_only_query())
     def recall_batch(body: bodies.RecallBatchIn, store: MemoryStore = authorised) -> dict[str, Any]:
         if body.cues is None:
             if body.texts is None:
@@ -699,11 +716,11 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
             recalls.labels(r.status, r.decided_by).inc()
         return {"results": [_answer(r) for r in results]}
 
-    @spaces.post("/sleep", response_model=SleepReport)
+    @spaces.post("/sleep", response_model=SleepReport, dependencies=_only_query())
     def sleep(body: bodies.SleepIn, store: MemoryStore = authorised) -> SleepReport:
         return store.sleep(replay_budget=body.replay_budget, walks=body.walks, seed=body.seed)
 
-    @spaces.get("/stats", response_model=StatsOut)
+    @spaces.get("/stats", response_model=StatsOut, dependencies=_only_query())
     def stats(store: MemoryStore = authorised) -> dict[str, Any]:
         return store.stats()
 
