@@ -10,14 +10,17 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engram.store.embed import Embedder
 
 
 def _has_store(path: str) -> bool:
     return (Path(path) / "engram.sqlite3").is_file()
 
 
-def _embedder(spec: str | None, dim: int | None):
+def _embedder(spec: str | None, dim: int | None) -> Embedder | None:
     """The embedder ``--embedder`` names: ``hashing`` (offline, weaker; the store's dimension,
     else ``--dim``, else 512) or a sentence-transformers model, by hub name or folder."""
     from engram.store import HashingEmbedder, SentenceTransformerEmbedder
