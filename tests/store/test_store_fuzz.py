@@ -21,7 +21,7 @@ from engram.store import HashingEmbedder, MemoryStore  # noqa: E402
 from engram.store.server import create_app, issue_key  # noqa: E402
 
 DIM = 16  # the smallest HashingEmbedder
-EXAMPLES = 30  # per operation and mode: about 480 cases in all, 15-35 s
+EXAMPLES = 30  # per operation and mode: about 480 cases in all, 30-60 s (schema processing dominates)
 
 
 @pytest.fixture(scope="module")
