@@ -1,4 +1,5 @@
-"""The HTTP API through FastAPI's TestClient, and the CLI: keys, validation, isolation, metrics."""
+"""The HTTP API through FastAPI's TestClient, and the CLI: keys, validation, isolation, metrics,
+episodes and cues given as text."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engram.cli import main
-from engram.store import MemoryStore
+from engram.store import GateModel, HashingEmbedder, MemoryStore
+from engram.store.pipeline import FEATURES
 from engram.store.server import create_app, issue_key
 
 DIM = 8
@@ -102,6 +104,17 @@ def test_bad_requests_are_clear_4xx_and_lose_nothing(served):
     assert client.get("/v1/spaces/alice/stats", headers=h).json()["episodes"] == 1
 
 
+def test_a_query_parameter_a_route_does_not_take_is_refused_not_ignored(served):
+    client, keys = served
+    h = {"X-API-Key": keys["alice"]}
+    client.post("/v1/spaces/alice/episodes", headers=h, json={"embedding": vec(0), "id": "e"})
+    typo = client.get("/v1/spaces/alice/episodes/e?embeddings=true", headers=h)
+    assert typo.status_code == 422 and typo.json()["detail"].startswith("embeddings: not a query parameter")
+    assert client.get("/v1/spaces/alice/episodes/e?embedding=true", headers=h).json()["embedding"] is not None
+    assert client.get("/v1/spaces/alice/stats?verbose=1", headers=h).status_code == 422
+    assert client.post("/v1/spaces/alice/recall?k=3", headers=h, json={"cue": vec(0)}).status_code == 422
+
+
 def test_a_batch_keeps_the_ids_and_timestamps_given_for_some_of_its_episodes(served):
     client, keys = served
     h = {"X-API-Key": keys["alice"]}
@@ -111,6 +124,149 @@ def test_a_batch_keeps_the_ids_and_timestamps_given_for_some_of_its_episodes(ser
     assert client.get("/v1/spaces/alice/episodes/named", headers=h).json()["timestamp"] == 1000.0
     other = client.get(f"/v1/spaces/alice/episodes/{r.json()['ids'][1]}", headers=h).json()
     assert other["timestamp"] > 1e9
+
+
+# ------------------------------------------------------------------ text
+
+TEXT_DIM = 32
+TURNS = [("Caroline", 1, "I went to a support group for transgender people yesterday", ["lgbtq"]),
+         ("Melanie", 1, "I painted a lake at sunrise last week", ["art"]),
+         ("Caroline", 2, "I am researching adoption agencies for my future family", ["family"]),
+         ("Melanie", 2, "We went camping in the mountains with the kids", ["family"])]
+
+
+@pytest.fixture
+def texted(tmp_path):
+    """A server with the offline embedder over a fresh space ``chat``."""
+    path = tmp_path / "t"
+    key = issue_key(path, "chat", dim=TEXT_DIM)
+    with TestClient(create_app(path, embedder=HashingEmbedder(TEXT_DIM))) as client:
+        yield client, {"X-API-Key": key}, path
+
+
+def test_text_episodes_and_text_recall_round_trip(texted):
+    client, h, _ = texted
+    one = client.post("/v1/spaces/chat/episodes", headers=h, json={
+        "text": TURNS[0][2], "who": TURNS[0][0], "session": TURNS[0][1], "tags": TURNS[0][3],
+        "timestamp": 1000.0, "id": "t0"})
+    assert one.status_code == 201 and one.json() == {"id": "t0"}
+    batch = client.post("/v1/spaces/chat/episodes/batch", headers=h, json={"episodes": [
+        {"text": text, "who": who, "session": session, "tags": tags, "timestamp": 1000.0 + i, "id": f"t{i}"}
+        for i, (who, session, text, tags) in enumerate(TURNS) if i > 0]})
+    assert batch.status_code == 201 and batch.json()["ids"] == ["t1", "t2", "t3"]
+    got = client.get("/v1/spaces/chat/episodes/t2", headers=h).json()
+    assert (got["text"], got["who"], got["session"], got["tags"]) == (TURNS[2][2], "Caroline", 2, ["family"])
+    question = "what is Caroline researching about adoption agencies?"
+    answer = client.post("/v1/spaces/chat/recall", headers=h, json={"text": question, "k": 2}).json()
+    top = answer["episodes"][0]
+    assert top["id"] == "t2" and top["text"] == TURNS[2][2] and top["who"] == "Caroline"
+    assert top["session"] == 2 and top["timestamp"] == 1002.0 and top["tags"] == ["family"]
+    assert answer["status"] in {"recalled", "insufficient_evidence"} and 0.0 <= answer["confidence"] <= 1.0
+    # filters act inside the search: the best match among Melanie's turns, then a time window
+    went = {"text": "I went to a support group", "k": 4}
+    assert client.post("/v1/spaces/chat/recall", headers=h, json=went).json()["episodes"][0]["id"] == "t0"
+    melanie = client.post("/v1/spaces/chat/recall", headers=h,
+                          json={**went, "where": {"who": "Melanie"}}).json()
+    assert {e["who"] for e in melanie["episodes"]} == {"Melanie"} and melanie["episodes"][0]["id"] == "t3"
+    family = {"text": "family", "k": 4}
+    tagged = client.post("/v1/spaces/chat/recall", headers=h,
+                         json={**family, "where": {"tags": "family", "session": [2]}}).json()
+    assert {e["id"] for e in tagged["episodes"]} == {"t2", "t3"}
+    window = client.post("/v1/spaces/chat/recall", headers=h,
+                         json={**family, "since": 1001.0, "until": 1002.0})
+    assert {e["id"] for e in window.json()["episodes"]} == {"t1", "t2"}
+    batch_recall = client.post("/v1/spaces/chat/recall/batch", headers=h, json={
+        "texts": ["painted a lake at sunrise", "camping in the mountains"], "k": 1})
+    assert [r["episodes"][0]["id"] for r in batch_recall.json()["results"]] == ["t1", "t3"]
+    # a vector cue with the words beside it, as a client with its own embedder would send
+    cue = HashingEmbedder(TEXT_DIM).embed(["painted a lake"])[0].tolist()
+    mixed = client.post("/v1/spaces/chat/recall", headers=h, json={"cue": cue, "text": "painted a lake"})
+    assert mixed.json()["episodes"][0]["id"] == "t1"
+
+
+def test_a_refusal_still_returns_its_ranked_candidates(texted):
+    client, h, path = texted
+    client.post("/v1/spaces/chat/episodes/batch", headers=h, json={"episodes": [
+        {"text": text, "who": who, "id": f"t{i}"} for i, (who, _, text, _) in enumerate(TURNS)]})
+    with MemoryStore(path, space="chat", embedder=HashingEmbedder(TEXT_DIM)) as store:
+        store.set_gate(GateModel((0.0,) * len(FEATURES), -20.0, calibrated=True))  # refuses everything
+    with TestClient(create_app(path, embedder=HashingEmbedder(TEXT_DIM))) as fresh:
+        answer = fresh.post("/v1/spaces/chat/recall", headers=h,
+                            json={"text": "camping with the kids", "k": 3})
+    body = answer.json()
+    assert body["status"] == "insufficient_evidence" and body["decided_by"] == "gate"
+    assert body["confidence"] < 1e-6
+    assert len(body["episodes"]) == 3 and body["episodes"][0]["id"] == "t3"
+    assert body["episodes"][0]["text"] == TURNS[3][2]
+
+
+def test_bad_text_requests_are_422_naming_the_field_and_store_nothing(texted):
+    client, h, _ = texted
+    url = "/v1/spaces/chat"
+    for route, body, field in [
+        ("/episodes", {"text": ""}, "text"),
+        ("/episodes", {"text": " \t\n"}, "text"),
+        ("/episodes", {"text": "x" * 40_000}, "text"),
+        ("/episodes", {"who": "Ada"}, "embedding"),
+        ("/episodes", {"text": "hi", "who": ""}, "who"),
+        ("/episodes", {"text": "hi", "session": 2**70}, "session"),
+        ("/episodes", {"text": "hi", "session": True}, "session"),
+        ("/episodes", {"text": "hi\ud800"}, "text"),
+        ("/episodes/batch", {"episodes": [{"text": "a"}, {"text": ""}]}, "episodes[1].text"),
+        ("/episodes/batch", {"episodes": [{"text": "a"}, {"embedding": [1.0] * TEXT_DIM}]},
+         "episodes[1].embedding"),
+        ("/recall", {"text": ""}, "text"),
+        ("/recall", {"text": "x" * 40_000}, "text"),
+        ("/recall", {"text": "hi", "where": {"speaker": "Ada"}}, "where.speaker"),
+        ("/recall", {"text": "hi", "where": {"who": 3}}, "where.who"),
+        ("/recall", {"text": "hi", "where": {"session": [1.5]}}, "where.session"),
+        ("/recall", {"text": "hi", "where": {"kind": "dream"}}, "where.kind"),
+        ("/recall", {"text": "hi", "where": {"who": []}}, "where.who"),
+        ("/recall", {"text": "hi", "since": "yesterday"}, "since"),
+        ("/recall", {"text": "hi", "known": [True] * TEXT_DIM}, "known"),
+        ("/recall", {"k": 3}, "cue"),
+        ("/recall/batch", {"texts": ["a", ""]}, "texts[1]"),
+        ("/recall/batch", {"texts": ["a"], "cues": [[1.0] * TEXT_DIM] * 2}, "texts"),
+    ]:
+        # json.dumps escapes the lone surrogate as \ud800, as a client's JSON would carry it
+        r = client.post(url + route, headers={**h, "Content-Type": "application/json"},
+                        content=json.dumps(body))
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["detail"].startswith(f"{field}: "), (body, r.text)
+    assert client.get(url + "/stats", headers=h).json()["episodes"] == 0
+
+
+def test_text_needs_an_embedder_and_the_server_refuses_a_mismatched_one(tmp_path):
+    path = tmp_path / "v"
+    key = issue_key(path, "plain", dim=TEXT_DIM)
+    h = {"X-API-Key": key}
+    url = "/v1/spaces/plain"
+    refused = "text: space 'plain' has no embedder"
+    with TestClient(create_app(path)) as client:  # no embedder: text only beside an embedding
+        alone = client.post(f"{url}/episodes", headers=h, json={"text": "hello there"})
+        assert alone.status_code == 422 and alone.json()["detail"].startswith(refused)
+        vector = [1.0] + [0.0] * (TEXT_DIM - 1)
+        beside = client.post(f"{url}/episodes", headers=h, json={"embedding": vector, "text": "hello"})
+        assert beside.status_code == 201
+        assert client.get(f"{url}/episodes/{beside.json()['id']}", headers=h).json()["text"] == "hello"
+        cue = client.post(f"{url}/recall", headers=h, json={"text": "hello"})
+        assert cue.status_code == 422 and cue.json()["detail"].startswith(refused)
+    with pytest.raises(ValueError, match=r"^embedder: hashing-ngrams-v1-16 .* makes 16-dimensional vectors, "
+                                         r"the store at .* holds 32-dimensional ones"):
+        create_app(path, embedder=HashingEmbedder(16))
+    with pytest.raises(TypeError, match=r"^embedder: expected a Embedder"):
+        create_app(path, embedder="hashing")
+
+
+def test_a_space_made_with_the_offline_embedder_takes_text_without_one(tmp_path):
+    path = tmp_path / "h"
+    key = issue_key(path, "chat", dim=TEXT_DIM)
+    with MemoryStore(path, space="chat", embedder=HashingEmbedder(TEXT_DIM)) as store:
+        store.add(text="the blue bicycle is in the garage", id="bike")
+    with TestClient(create_app(path)) as client:
+        r = client.post("/v1/spaces/chat/recall", headers={"X-API-Key": key},
+                        json={"text": "where is the bicycle"})
+    assert r.status_code == 200 and r.json()["episodes"][0]["id"] == "bike"
 
 
 def test_cli_add_recall_delete_sleep_stats_export(tmp_path, capsys):

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -242,6 +243,33 @@ def test_rotation_keeps_the_previous_key_for_the_overlap_only(store_path, monkey
         issue_key(path, "alice", overlap=-1)
 
 
+def test_concurrent_rotations_keep_every_key_they_showed_valid(store_path, monkeypatch):
+    path, keys = store_path
+    hash_quickly = server.hash_key
+
+    def hash_slowly(key: str) -> str:
+        time.sleep(0.05)  # widens any window between reading the key list and writing it back
+        return hash_quickly(key)
+
+    monkeypatch.setattr(server, "hash_key", hash_slowly)
+    start = threading.Barrier(4)
+    shown: list[str] = []
+
+    def rotate() -> None:
+        start.wait()
+        shown.append(issue_key(path, "alice"))
+
+    threads = [threading.Thread(target=rotate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    monkeypatch.setattr(server, "hash_key", hash_quickly)
+    assert len(set(shown)) == 4
+    for key in [keys["alice"], *shown]:
+        assert allowed(path, key), "every key a rotation showed, and the one before, still opens the space"
+
+
 ROTATE = textwrap.dedent(
     """
     import builtins, os, signal, sys
@@ -250,14 +278,14 @@ ROTATE = textwrap.dedent(
 
     point = sys.argv[1]
     kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
-    update = SQLiteBackend.update_state
-    def patched(self, space, changes):
+    update = SQLiteBackend.update_state_with
+    def patched(self, space, change):
         if point == "before-commit":
             kill()
-        update(self, space, changes)
+        update(self, space, change)
         if point == "after-commit":
             kill()
-    SQLiteBackend.update_state = patched
+    SQLiteBackend.update_state_with = patched
     show = builtins.print
     def shown(*args, **kwargs):
         show(*args, **kwargs)
@@ -323,5 +351,6 @@ def test_the_bodies_match_the_schema_and_types_are_strict(store_path):
             assert r.status_code == 422, (body, r.text)
             assert set(r.json()) == {"detail"} and r.json()["detail"].startswith(f"{field}: "), r.text
         missing = client.post("/v1/spaces/alice/recall", headers=h, json={})
-        assert missing.status_code == 422 and missing.json()["detail"].startswith("cue: Field required")
+        assert missing.status_code == 422
+        assert missing.json()["detail"].startswith("cue: expected a cue vector, a text or both")
         assert client.post("/v1/spaces/alice/recall", headers=h, json={"cue": [1] * DIM}).status_code == 200

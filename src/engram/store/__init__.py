@@ -1,7 +1,7 @@
 """The Engram memory engine: a persistent episodic memory that completes, refuses, forgets and
 consolidates (SQLite + memory-mapped vectors by default, one backend interface for others)."""
 
-from engram.store.backend import Episode, Link, StorageBackend
+from engram.store.backend import Episode, Link, StorageBackend, StoreError
 from engram.store.consolidation import SleepConfig, SleepReport
 from engram.store.decay import DecayPolicy, StrengthReport
 from engram.store.embed import Embedder, HashingEmbedder, SentenceTransformerEmbedder
@@ -27,6 +27,7 @@ __all__ = [
     "SleepConfig",
     "SleepReport",
     "StorageBackend",
+    "StoreError",
     "StrengthReport",
     "expected_calibration_error",
     "fit_gate",

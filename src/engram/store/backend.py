@@ -8,7 +8,7 @@ server backend (PostgreSQL with pgvector) can follow by implementing the same me
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,6 +165,11 @@ class StorageBackend(ABC):
     @abstractmethod
     def update_state(self, space: str, changes: dict[str, Any]) -> None:
         """Merge ``changes`` into the space's state (a None value removes a key)."""
+
+    @abstractmethod
+    def update_state_with(self, space: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Merge ``change(state)`` into the space's state, read and written atomically (no
+        concurrent update can fall between the read and the write)."""
 
     def episode_fields(self, space: str, ids: Sequence[str]) -> dict[str, EpisodeFields]:
         """Timestamp, tags, text, who and session of the live episodes among ``ids`` (a

@@ -902,6 +902,19 @@ class MemoryStore:
         check = getattr(self.backend, "check", None)
         return check(self.space) if check else []
 
+    def repair(self) -> list[str]:
+        """Drop the episodes ``check`` reports (vector missing or failing its CRC) so that the space
+        is consistent again, then reload the index; returns the ids dropped."""
+        repair = getattr(self.backend, "repair", None)
+        if repair is None:
+            raise NotImplementedError(f"{type(self.backend).__name__} has no repair")
+        with self._lock:
+            self._flush_touches()
+            removed = repair(self.space)
+            self._recalled_cache.clear()
+            self._index.reload(self.backend, self.space)
+        return removed
+
     def close(self) -> None:
         with self._lock:
             self._flush_touches()

@@ -11,6 +11,11 @@ and compared in constant time. A new key leaves the previous ones valid for an o
 so a crash between committing a key and showing it never locks the owner out. Every status a
 route can answer is in the OpenAPI schema with its body (``Error``: one ``detail`` string that
 names the field); ``/metrics`` serves Prometheus text.
+
+Episodes and cues are text, vectors or both: ``create_app(path, embedder=...)`` embeds text in
+the spaces it serves (a space made with the offline ``HashingEmbedder`` reopens it without one);
+recall filters by ``where`` (who, session, tags, kind) and ``since``/``until``, and every answer
+lists its ranked candidates with their text, also a refusal.
 """
 
 import hashlib
@@ -36,6 +41,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from engram.store import arguments
 from engram.store.consolidation import SleepReport
+from engram.store.embed import Embedder
+from engram.store.lexical import MAX_TEXT_CHARS
 from engram.store.memory import ID_PATTERN, MemoryStore, RecallResult, check_episode_id
 from engram.store.sqlite import SQLiteBackend, check_space_name
 
@@ -56,6 +63,7 @@ _WRONG_KEY = "x-api-key: the key does not open this space"
 # errors of the store that are not a malformed request: what their message says -> status
 _STATUS_OF = (("payload: expected at most", 413), ("already in space", 409),
               ("expected unique ids within the batch", 409))
+_UNION_LABELS = frozenset({"int", "str", "float", "bool", "list", "dict", "none"})
 EpisodeId = Annotated[str, Field(min_length=1, max_length=128, json_schema_extra=_ID_SCHEMA)]
 
 Scope = MutableMapping[str, Any]
@@ -83,17 +91,21 @@ def issue_key(path: str | os.PathLike[str], space: str, dim: int | None = None,
     after the new key is committed but before it reaches its owner leaves the old one valid.
     """
     overlap = arguments.real(overlap, "overlap", low=0.0)
-    backend = SQLiteBackend(path, dim=dim)
-    try:
-        backend.ensure_space(check_space_name(space))
-        key = "engram_" + secrets.token_urlsafe(32)
+    key = "engram_" + secrets.token_urlsafe(32)
+
+    def rotate(state: dict[str, Any]) -> dict[str, Any]:
+        # runs inside the write transaction: a concurrent rotation sees this one's key, not the
+        # key list from before it, so no rotation drops a key another has shown
         now = time.time()
-        state = backend.get_state(space)
         previous = [p for p in state.get("previous_keys", []) if p["expires"] > now] if overlap else []
         if overlap and "key_hash" in state:
             previous.append({"hash": state["key_hash"], "expires": now + overlap})
-        backend.update_state(space, {"key_hash": hash_key(key),
-                                     "previous_keys": previous[-_MAX_PREVIOUS_KEYS:] or None})
+        return {"key_hash": hash_key(key), "previous_keys": previous[-_MAX_PREVIOUS_KEYS:] or None}
+
+    backend = SQLiteBackend(path, dim=dim)
+    try:
+        backend.ensure_space(check_space_name(space))
+        backend.update_state_with(space, rotate)
     finally:
         backend.close()
     return key
@@ -250,10 +262,59 @@ Integer = Annotated[int, BeforeValidator(_integral)]
 Real = Annotated[float, Field(ge=-_FLOAT32_MAX, le=_FLOAT32_MAX)]  # the store's range for times, weights
 
 
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("expected text that has a UTF-8 form (no lone surrogates)") from error
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not _VISIBLE.search(value):
+        raise ValueError("expected some text besides whitespace")
+    return value
+
+
+# Text of an episode or cue: 1 to MAX_TEXT_CHARS characters, one of them not whitespace. The
+# whitespace is listed (Python's and ECMAScript's together) rather than written \s, whose
+# meaning differs between the two, so that the schema and this check refuse the same texts.
+_VISIBLE_PATTERN = (r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+                    r"\u3000\ufeff]")
+_VISIBLE = re.compile(_VISIBLE_PATTERN)
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS,
+                            json_schema_extra={"pattern": _VISIBLE_PATTERN}),
+                 AfterValidator(_utf8), AfterValidator(_not_blank)]
+Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_utf8)]  # who, a session name
+SessionNumber = Annotated[int, BeforeValidator(_integral), Field(ge=-(2**63), le=2**63 - 1)]
+Session = SessionNumber | Name
+Tag = Annotated[str, AfterValidator(_utf8)]
+Kind = Literal["episode", "semantic"]
+
+
+def _one_or_many(kind: Any) -> Any:
+    """A filter value: one value, or a list of them (any of them; for tags, all of them)."""
+    return kind | Annotated[list[kind], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class WhereIn(_Strict):
+    """Filters applied inside the search (an unknown field is refused by name)."""
+
+    who: _one_or_many(Name) | None = None
+    session: _one_or_many(Session) | None = None
+    tags: _one_or_many(Tag) | None = None
+    kind: _one_or_many(Kind) | None = None
+
+
+def _either(first: str, second: str) -> dict[str, Any]:
+    return {"anyOf": [{"required": [first]}, {"required": [second]}]}
+
+
 def _request_models(dim: int) -> SimpleNamespace:
     """The request bodies for a store of ``dim``-dimensional embeddings.
 
     A vector is ``dim`` numbers of magnitude ≤ 0.99e18/√dim, at least one of them ≥ 2e-12.
+    An episode has an embedding, a text (embedded by the space's embedder) or both; a cue too.
     """
     bound = float(f"{0.99e18 / np.sqrt(dim):.3g}")
     number = Annotated[float, Field(ge=-bound, le=bound)]
@@ -265,27 +326,47 @@ def _request_models(dim: int) -> SimpleNamespace:
                      AfterValidator(_knows_something)]
 
     class EpisodeIn(_Strict):
-        embedding: vector
+        model_config = ConfigDict(json_schema_extra=_either("embedding", "text"))
+
+        # the two either-or fields take no null (JSON Schema's `required` counts a null as given)
+        embedding: vector = None  # type: ignore[assignment]
+        text: Text = None  # type: ignore[assignment]
+        who: Name | None = None
+        session: Session | None = None
         payload: dict[str, Any] = Field(default_factory=dict)
         id: EpisodeId | None = None
         timestamp: Real | None = None
         reward: Real = 0.0
         salience: Real = 0.0
-        tags: list[str] = Field(default_factory=list)
+        tags: list[Tag] = Field(default_factory=list)
         unfinished: bool = False
 
     class BatchIn(_Strict):
-        episodes: list[EpisodeIn] = Field(min_length=1, max_length=MAX_BATCH)
+        episodes: list[EpisodeIn] = Field(
+            min_length=1, max_length=MAX_BATCH,
+            description="every episode has an embedding or none has; the same for text")
 
-    class RecallIn(_Strict):
-        cue: vector
-        k: Integer = Field(default=5, ge=1, le=100)
-        known: mask | None = None
+    class Filters(_Strict):
+        where: WhereIn | None = None
+        since: Real | None = Field(default=None, description="earliest timestamp recalled")
+        until: Real | None = Field(default=None, description="latest timestamp recalled")
 
-    class RecallBatchIn(_Strict):
-        cues: list[vector] = Field(min_length=1, max_length=MAX_BATCH)
+    class RecallIn(Filters):
+        model_config = ConfigDict(json_schema_extra=_either("cue", "text"))
+
+        cue: vector = None  # type: ignore[assignment]
+        text: Text = Field(default=None, description="the cue's words (alone: embedded too)")
         k: Integer = Field(default=5, ge=1, le=100)
-        known: list[mask] | None = None
+        known: mask | None = Field(default=None, description="only with cue")
+
+    class RecallBatchIn(Filters):
+        model_config = ConfigDict(json_schema_extra=_either("cues", "texts"))
+
+        cues: list[vector] = Field(default=None, min_length=1, max_length=MAX_BATCH)
+        texts: list[Text] = Field(default=None, min_length=1, max_length=MAX_BATCH,
+                                  description="one per cue when cues are given too")
+        k: Integer = Field(default=5, ge=1, le=100)
+        known: list[mask] | None = Field(default=None, description="only with cues, one per cue")
 
     class SleepIn(_Strict):
         replay_budget: Integer = Field(default=512, ge=1)
@@ -311,6 +392,9 @@ class Deleted(BaseModel):
 class EpisodeOut(BaseModel):
     id: str
     payload: dict[str, Any]
+    text: str = Field(description="empty for an episode stored without text")
+    who: str | None
+    session: int | str | None
     timestamp: float
     kind: str
     reward: float
@@ -324,6 +408,10 @@ class EpisodeOut(BaseModel):
 class RecalledOut(BaseModel):
     id: str
     payload: dict[str, Any]
+    text: str
+    who: str | None
+    session: int | str | None
+    tags: list[str]
     kind: str
     score: float
     strength: float
@@ -336,7 +424,8 @@ class RecallOut(BaseModel):
     decided_by: str
     confidence: float
     calibrated: bool
-    episodes: list[RecalledOut]
+    episodes: list[RecalledOut] = Field(
+        description="the ranked candidates, best first, also when the status is a refusal")
     trace: dict[str, Any]
 
 
@@ -365,8 +454,10 @@ def _answer(result: RecallResult) -> dict[str, Any]:
         "confidence": result.confidence,
         "calibrated": result.calibrated,
         "episodes": [
-            {"id": r.episode.id, "payload": r.episode.payload, "kind": r.episode.kind, "score": r.score,
-             "strength": r.strength, "masked_cosine": r.masked_cosine, "timestamp": r.episode.timestamp}
+            {"id": r.episode.id, "payload": r.episode.payload, "text": r.episode.text, "who": r.episode.who,
+             "session": r.episode.session, "tags": list(r.episode.tags), "kind": r.episode.kind,
+             "score": r.score, "strength": r.strength, "masked_cosine": r.masked_cosine,
+             "timestamp": r.episode.timestamp}
             for r in result.episodes
         ],
         "trace": result.trace,
@@ -374,9 +465,12 @@ def _answer(result: RecallResult) -> dict[str, Any]:
 
 
 def _field(location: tuple[Any, ...]) -> str:
-    """("body", "episodes", 0, "embedding") -> "episodes[0].embedding"."""
+    """("body", "episodes", 0, "embedding") -> "episodes[0].embedding" (without the labels pydantic
+    gives the members of a union, such as "list[str]" or "int": they are types, not fields)."""
     name = ""
     for part in location[1:] if location and location[0] in ("body", "query", "path", "header") else location:
+        if isinstance(part, str) and (not part.isidentifier() or part in _UNION_LABELS):
+            continue
         name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
     return name or "body"
 
@@ -393,11 +487,57 @@ def _validation_detail(error: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The FastAPI application serving the store directory ``path`` (which must exist)."""
+def _needs_embedder(store: MemoryStore, field: str) -> None:
+    if store.embedder is None:
+        raise ValueError(f"{field}: space {store.space!r} has no embedder, so a text needs an embedding "
+                         "beside it (start the server with `engram serve --embedder NAME_OR_PATH`)")
+
+
+def _filters(body: Any) -> dict[str, Any]:
+    """The ``where`` / ``since`` / ``until`` arguments of a recall body."""
+    where = None if body.where is None else body.where.model_dump(exclude_none=True)
+    return {"where": where, "since": body.since, "until": body.until}
+
+
+def _only_query(*names: str) -> Any:
+    """A dependency that refuses query parameters other than ``names``: the schema allows no
+    others, and an ignored one (``?embeddings=true``) would be a silently wrong answer."""
+
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - set(names))
+        if unknown:
+            takes = ", ".join(names) or "no query parameters"
+            raise HTTPException(422, f"{unknown[0]}: not a query parameter of this route (it takes {takes})")
+
+    return [Depends(check)]
+
+
+def _same_shape(episodes: list[Any], field: str) -> None:
+    """Every episode of a batch gives ``field`` or none does (the store takes one column or none)."""
+    given = [getattr(e, field) is not None for e in episodes]
+    if any(given) and not all(given):
+        i = given.index(not given[0])
+        raise ValueError(f"episodes[{i}].{field}: expected every episode of a batch to give {field} or "
+                         f"none, got it in {sum(given)} of {len(given)}")
+
+
+def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTES,
+               embedder: Embedder | None = None) -> FastAPI:
+    """The FastAPI application serving the store directory ``path`` (which must exist).
+
+    ``embedder`` embeds the text of episodes and cues in every space it serves (a space made
+    with another embedder refuses it); without one, only spaces made with the offline
+    ``HashingEmbedder`` take text alone, the others need embeddings.
+    """
     max_body_bytes = arguments.integer(max_body_bytes, "max_body_bytes", low=1)
+    if embedder is not None:
+        arguments.instance(embedder, "embedder", Embedder)
     root = SQLiteBackend(path)
     dim = root.dim
+    if embedder is not None and embedder.dim != dim:
+        root.close()
+        raise ValueError(f"embedder: {embedder.name} makes {embedder.dim}-dimensional vectors, the store "
+                         f"at {path} holds {dim}-dimensional ones")
     bodies = _request_models(dim)
     stores: dict[str, MemoryStore] = {}
     opening = threading.Lock()
@@ -459,7 +599,7 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
         with opening:
             store = stores.get(space)
             if store is None:
-                store = stores[space] = MemoryStore(path, space=space)
+                store = stores[space] = MemoryStore(path, space=space, embedder=embedder)
         return store
 
     def episode_id(eid: Annotated[str, Path(min_length=1, max_length=128,
@@ -482,20 +622,35 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
 
     spaces = APIRouter(prefix="/v1/spaces/{space}", responses=_errors(401, 403, 422))
 
-    @spaces.post("/episodes", status_code=201, response_model=Added, responses=_errors(409))
+    @spaces.post("/episodes", status_code=201, response_model=Added, responses=_errors(409),
+                 dependencies=_only_query())
     def add(body: bodies.EpisodeIn, store: MemoryStore = authorised) -> dict[str, str]:
-        eid = store.add(np.asarray(body.embedding), body.payload, id=body.id, timestamp=body.timestamp,
-                        reward=body.reward, salience=body.salience, tags=body.tags,
-                        unfinished=body.unfinished)
+        if body.embedding is None:
+            if body.text is None:
+                raise ValueError("embedding: expected an embedding, a text or both, got neither")
+            _needs_embedder(store, "text")
+        eid = store.add(None if body.embedding is None else np.asarray(body.embedding), body.payload,
+                        text=body.text, who=body.who, session=body.session, id=body.id,
+                        timestamp=body.timestamp, reward=body.reward, salience=body.salience,
+                        tags=body.tags, unfinished=body.unfinished)
         episodes_added.inc()
         return {"id": eid}
 
-    @spaces.post("/episodes/batch", status_code=201, response_model=AddedMany, responses=_errors(409))
+    @spaces.post("/episodes/batch", status_code=201, response_model=AddedMany, responses=_errors(409),
+                 dependencies=_only_query())
     def add_batch(body: bodies.BatchIn, store: MemoryStore = authorised) -> dict[str, list[str]]:
         e = body.episodes
+        _same_shape(e, "embedding")
+        _same_shape(e, "text")
+        if e[0].embedding is None:
+            if e[0].text is None:
+                raise ValueError("episodes[0].embedding: expected an embedding, a text or both, got neither")
+            _needs_embedder(store, "episodes[0].text")
         now = time.time()
         ids = store.add_batch(
-            np.asarray([x.embedding for x in e]), [x.payload for x in e],
+            None if e[0].embedding is None else np.asarray([x.embedding for x in e]), [x.payload for x in e],
+            texts=None if e[0].text is None else [x.text for x in e], who=[x.who for x in e],
+            sessions=[x.session for x in e],
             ids=[x.id if x.id is not None else os.urandom(16).hex() for x in e],
             timestamps=[x.timestamp if x.timestamp is not None else now for x in e],
             rewards=[x.reward for x in e], saliences=[x.salience for x in e], tags=[x.tags for x in e],
@@ -504,45 +659,68 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
         episodes_added.inc(len(ids))
         return {"ids": ids}
 
-    @spaces.get("/episodes/{eid}", response_model=EpisodeOut, responses=_errors(404))
+    @spaces.get("/episodes/{eid}", response_model=EpisodeOut, responses=_errors(404),
+                 dependencies=_only_query("embedding"))
     def get(eid: str = addressed, embedding: bool = False, store: MemoryStore = authorised) -> dict[str, Any]:
         episode = store.get(eid)
         if episode is None:
             raise HTTPException(404, f"id: no episode {eid!r} in space {store.space!r}")
-        out = {"id": episode.id, "payload": episode.payload, "timestamp": episode.timestamp,
+        out = {"id": episode.id, "payload": episode.payload, "text": episode.text, "who": episode.who,
+               "session": episode.session, "timestamp": episode.timestamp,
                "kind": episode.kind, "reward": episode.reward, "salience": episode.salience,
                "tags": list(episode.tags), "unfinished": episode.unfinished, "recalls": episode.recalls}
         if embedding:
             out["embedding"] = episode.embedding.tolist()
         return out
 
-    @spaces.delete("/episodes/{eid}", response_model=Deleted, responses=_errors(404))
+    @spaces.delete("/episodes/{eid}", response_model=Deleted, responses=_errors(404),
+                 dependencies=_only_query())
     def delete(eid: str = addressed, store: MemoryStore = authorised) -> dict[str, list[str]]:
         removed = store.delete([eid])
         if not removed:
             raise HTTPException(404, f"id: no episode {eid!r} in space {store.space!r}")
         return {"deleted": removed}
 
-    @spaces.post("/recall", response_model=RecallOut)
+    @spaces.post("/recall", response_model=RecallOut, dependencies=_only_query())
     def recall(body: bodies.RecallIn, store: MemoryStore = authorised) -> dict[str, Any]:
-        known = None if body.known is None else np.asarray(body.known, dtype=bool)
-        result = store.recall(np.asarray(body.cue), k=body.k, known=known)
+        if body.cue is None:
+            if body.text is None:
+                raise ValueError("cue: expected a cue vector, a text or both, got neither")
+            if body.known is not None:
+                raise ValueError("known: masks the dimensions of a cue vector, but no cue was given")
+            _needs_embedder(store, "text")
+            result = store.recall(body.text, k=body.k, **_filters(body))
+        else:
+            known = None if body.known is None else np.asarray(body.known, dtype=bool)
+            result = store.recall(np.asarray(body.cue), k=body.k, known=known, text=body.text,
+                                  **_filters(body))
         recalls.labels(result.status, result.decided_by).inc()
         return _answer(result)
 
-    @spaces.post("/recall/batch", response_model=RecallBatchOut)
+    @spaces.post("/recall/batch", response_model=RecallBatchOut, dependencies=_only_query())
     def recall_batch(body: bodies.RecallBatchIn, store: MemoryStore = authorised) -> dict[str, Any]:
-        known = None if body.known is None else np.asarray(body.known, dtype=bool)
-        results = store.recall_batch(np.asarray(body.cues), k=body.k, known=known)
+        if body.cues is None:
+            if body.texts is None:
+                raise ValueError("cues: expected cue vectors, texts or both, got neither")
+            if body.known is not None:
+                raise ValueError("known: masks the dimensions of cue vectors, but no cues were given")
+            _needs_embedder(store, "texts")
+            results = store.recall_batch(body.texts, k=body.k, **_filters(body))
+        else:
+            if body.texts is not None and len(body.texts) != len(body.cues):
+                raise ValueError(f"texts: expected one per cue ({len(body.cues)}), got {len(body.texts)}")
+            known = None if body.known is None else np.asarray(body.known, dtype=bool)
+            results = store.recall_batch(np.asarray(body.cues), k=body.k, known=known, texts=body.texts,
+                                         **_filters(body))
         for r in results:
             recalls.labels(r.status, r.decided_by).inc()
         return {"results": [_answer(r) for r in results]}
 
-    @spaces.post("/sleep", response_model=SleepReport)
+    @spaces.post("/sleep", response_model=SleepReport, dependencies=_only_query())
     def sleep(body: bodies.SleepIn, store: MemoryStore = authorised) -> SleepReport:
         return store.sleep(replay_budget=body.replay_budget, walks=body.walks, seed=body.seed)
 
-    @spaces.get("/stats", response_model=StatsOut)
+    @spaces.get("/stats", response_model=StatsOut, dependencies=_only_query())
     def stats(store: MemoryStore = authorised) -> dict[str, Any]:
         return store.stats()
 

@@ -571,11 +571,17 @@ class SQLiteBackend(StorageBackend):
         return json.loads(row[0])
 
     def update_state(self, space: str, changes: dict[str, Any]) -> None:
+        self.update_state_with(space, lambda _: changes)
+
+    def update_state_with(self, space: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Merge ``change(state)`` into the space's state, reading and writing it in one write
+        transaction, so that concurrent read-modify-writes (key rotations) never lose one another."""
         with self._transaction() as db:
             row = db.execute("SELECT state FROM spaces WHERE name = ?", (space,)).fetchone()
             if row is None:
                 raise ValueError(f"space: no memory space named {space!r} in {self.path}")
             state = json.loads(row[0])
+            changes = change(dict(state))
             for key, value in changes.items():
                 if value is None:
                     state.pop(key, None)
