@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from engram.store.backend import StoreError
+
 COMMAND_MODULES: tuple[str, ...] = (
     "engram.experiments.demo",
     "engram.store.cli",
@@ -42,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"engram {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except StoreError as error:
+        # a store that cannot be used (damaged, full disk, read-only): its message names it
+        print(f"engram {args.command}: error: {error}", file=sys.stderr)
+        return 1
     return int(status or 0)
 
 

@@ -183,3 +183,15 @@ def test_locomo_turns_by_model_folder(tmp_path, data_dir, capsys):
     assert status == 2 and "made with sentence-transformers/all-MiniLM-L6-v2" in err
     status, _, err = run(capsys, "store", "recall", *common, "--embedder", "hashing", "--text", "hi")
     assert status == 2 and "embedder: space 'conv' was made with sentence-transformers" in err
+
+
+def test_a_store_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path, capsys):
+    path = tmp_path / "s"
+    with MemoryStore(path, space="s", dim=8) as store:
+        store.add_batch(np.eye(8, dtype=np.float32)[:6] + 0.1, ids=[f"e{i}" for i in range(6)])
+    (vectors,) = (path / "vectors").glob("s.*.f32")
+    os.truncate(vectors, vectors.stat().st_size - 10)
+    with pytest.warns(RuntimeWarning, match="e5"):
+        status, _, err = run(capsys, "store", "export", "--path", str(path), "--space", "s",
+                             "--out", str(tmp_path / "out.jsonl"))
+    assert status == 1 and err.count("\n") == 1 and "e5" in err and "repair" in err

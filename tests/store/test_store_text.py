@@ -226,6 +226,18 @@ def test_a_gate_fitted_on_one_split_is_calibrated_on_another_and_persists(tmp_pa
     assert GateModel.from_state(foreign) == GateModel.prior()
 
 
+def test_text_the_embedder_cannot_place_is_refused_by_name(tmp_path):
+    with text_store(tmp_path / "s") as s:
+        before = len(s)
+        with pytest.raises(ValueError, match=r"text: .* zero vector"):
+            s.add(text="!!! ???")
+        with pytest.raises(ValueError, match=r"text: .*entry 1 .* zero vector"):
+            s.add_batch(texts=["a fine turn", "日本語"])
+        with pytest.raises(ValueError, match=r"cues: .* zero vector"):
+            s.recall("!!!")
+        assert len(s) == before
+
+
 def test_sleep_keeps_the_gate_a_text_space_was_given(tmp_path):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((400, len(FEATURES)))

@@ -312,8 +312,15 @@ class MemoryStore:
         if self.embedder is None:
             raise ValueError(f"{name}: text needs an embedder; open the store with "
                              "MemoryStore(..., embedder=...) or pass embeddings")
-        vectors = self.embedder.embed(texts, progress=len(texts) >= 1000)
-        return check_embeddings(vectors, len(texts), self.dim, self.embedder.name)
+        vectors = check_embeddings(self.embedder.embed(texts, progress=len(texts) >= 1000), len(texts),
+                                   self.dim, self.embedder.name)
+        empty = np.flatnonzero(np.linalg.norm(vectors.astype(np.float64), axis=1) < _NORMS[0])
+        if len(empty):
+            # e.g. the hashing embedder on text without ASCII letters or digits: never findable
+            raise ValueError(f"{name}: {self.embedder.name} gives entry {int(empty[0])} "
+                             f"({texts[int(empty[0])][:60]!r}) a zero vector, so it could never be "
+                             "recalled; use an embedder that reads this text")
+        return vectors
 
     def _embed_episodes(self, texts: list[str], who: list[str | None]) -> np.ndarray:
         inputs = [f"{w}: {t}" if self.config.embed_speaker and w else t

@@ -391,7 +391,8 @@ def _speaker_agreement(plain: np.ndarray, named: np.ndarray, person: np.ndarray 
         return gap, share, np.zeros(b), np.zeros(b)
     said = person[leaders] * np.where(by_named_speaker, 1.0, -1.0) * np.isfinite(leading)
     perspective = (said * _RANK_WEIGHTS[:t]).sum(1) / _RANK_WEIGHT_SUMS[t]
-    difference = own - others  # both absent: NaN, read as no evidence either way
+    with np.errstate(invalid="ignore"):
+        difference = own - others  # both absent (−inf − −inf = NaN): read as no evidence either way
     told = np.minimum(np.maximum(np.where(np.isnan(difference), 0.0, difference), -1.0), 1.0)
     return gap, share, np.where(asked, perspective, 0.0), np.where(asked, told, 0.0)
 
