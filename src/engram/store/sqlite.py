@@ -138,6 +138,17 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start : start + _CHUNK]
 
 
+def _delete_rows(db: sqlite3.Connection, space: str, ids: Sequence[str]) -> None:
+    """Delete episodes' rows, their text and their links (inside the caller's transaction)."""
+    marks = ",".join("?" * len(ids))
+    db.execute(f"DELETE FROM episodes WHERE space = ? AND id IN ({marks})", (space, *ids))
+    lexical.delete(db, space, ids)
+    db.execute(
+        f"DELETE FROM links WHERE space = ? AND (src IN ({marks}) OR dst IN ({marks}))",
+        (space, *ids, *ids),
+    )
+
+
 def _runs(slots: Sequence[int]) -> Iterable[tuple[int, int]]:
     """(first, count) of each run of consecutive numbers in sorted ``slots``."""
     start = previous = None
@@ -724,12 +735,7 @@ class SQLiteBackend(StorageBackend):
                 rows = db.execute(
                     f"SELECT id, slot FROM episodes WHERE space = ? AND id IN ({marks})", (space, *chunk)
                 ).fetchall()
-                db.execute(f"DELETE FROM episodes WHERE space = ? AND id IN ({marks})", (space, *chunk))
-                lexical.delete(db, space, chunk)
-                db.execute(
-                    f"DELETE FROM links WHERE space = ? AND (src IN ({marks}) OR dst IN ({marks}))",
-                    (space, *chunk, *chunk),
-                )
+                _delete_rows(db, space, chunk)
                 # Zeroed only after the commit: a rollback must find every vector as it was.
                 db.executemany("INSERT OR IGNORE INTO scrubs VALUES (?, ?, ?)",
                                [(space, generation, slot) for _, slot in rows])
@@ -994,13 +1000,7 @@ class SQLiteBackend(StorageBackend):
             _, problems = self._load(space, generation, rows, slot_col=1, crc_col=2)
             damaged = [rows[i][0] for i in sorted(problems)]
             for chunk in _chunks(damaged):
-                marks = ",".join("?" * len(chunk))
-                db.execute(f"DELETE FROM episodes WHERE space = ? AND id IN ({marks})", (space, *chunk))
-                lexical.delete(db, space, chunk)
-                db.execute(
-                    f"DELETE FROM links WHERE space = ? AND (src IN ({marks}) OR dst IN ({marks}))",
-                    (space, *chunk, *chunk),
-                )
+                _delete_rows(db, space, chunk)
             db.executemany("INSERT OR IGNORE INTO scrubs VALUES (?, ?, ?)",
                            [(space, generation, rows[i][1]) for i in problems])
         if damaged:
