@@ -132,12 +132,12 @@ def cases(data: Path | None) -> dict[str, tuple[list, int, list[str]]]:
     return found
 
 
-def check_same(got: list[dict], want: list[dict], label: str) -> None:
+def check_same(got: list[dict], want: list[dict], label: str, confidence_tol: float = 1e-6) -> None:
     assert len(got) == len(want), label
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         where = f"{label} recall {i}"
         assert (g["status"], g["decided_by"], g["ids"]) == (w["status"], w["decided_by"], w["ids"]), where
-        assert g["confidence"] == pytest.approx(w["confidence"], abs=1e-6), where
+        assert g["confidence"] == pytest.approx(w["confidence"], abs=confidence_tol), where
         for key in ("scores", "masked_cosine", "attention"):
             assert np.allclose(g[key], w[key], atol=1e-5, rtol=0), f"{where}: {key}"
         assert g["features"].keys() == w["features"].keys(), where
@@ -150,7 +150,9 @@ def test_vector_recall_answers_are_unchanged(tmp_path):
     got = vector_recalls(tmp_path)
     assert got.keys() == golden.keys()
     for variant, answers in got.items():
-        check_same(answers, golden[variant], f"vectors/{variant}")
+        # a vector space fits its own gate (an iterative solver); its confidence differed by
+        # 2.5e-6 on a fresh CI clone, so it is compared to 1e-4 (ids, order and status exactly)
+        check_same(answers, golden[variant], f"vectors/{variant}", confidence_tol=1e-4)
 
 
 @pytest.mark.parametrize("case", ["synthetic", "locomo"])
