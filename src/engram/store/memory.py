@@ -535,10 +535,11 @@ class MemoryStore:
                 raise ValueError("text: a text cue is its own text (and has no known mask); give text= "
                                  "and known= only with a vector cue")
             return self.recall_batch([cue], k=k, where=where, since=since, until=until, now=now)[0]
-        cue = self._vectors(cue, "cue", one=True)
-        return self.recall_batch(cue[None], k=k, known=None if known is None else self._known(
-            known, (self.dim,))[None], texts=None if text is None else [text], where=where, since=since,
-            until=until, now=now)[0]
+        _check_k(k)
+        cue = self._vectors(cue, "cue", one=True)[None]
+        mask = np.ones(cue.shape, dtype=bool) if known is None else self._known(known, (self.dim,))[None]
+        texts = None if text is None else [_texts([text], "texts")[0]]
+        return self._recall_checked(cue, mask, texts, k, where, since, until, now)[0]
 
     def recall_batch(self, cues: Any, k: int = 5, known: Any = None, *,
                      texts: Sequence[str | None] | None = None,
@@ -546,8 +547,7 @@ class MemoryStore:
                      until: float | None = None, now: float | None = None) -> list[RecallResult]:
         """``recall`` for a batch: texts, or vectors (B, d) with masks (d,) or (B, d) and
         optional ``texts`` (one per cue, None for none)."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k: expected a positive integer, got {k!r}")
+        _check_k(k)
         if isinstance(cues, (list, tuple)) and cues and all(isinstance(c, str) for c in cues):
             if texts is not None:
                 raise ValueError("texts: give texts only with vector cues (text cues are their own text)")
@@ -559,6 +559,12 @@ class MemoryStore:
             if len(texts) != len(cues):
                 raise ValueError(f"texts: expected {len(cues)} entries (one per cue), got {len(texts)}")
         known = self._known(known, cues.shape)
+        return self._recall_checked(cues, known, texts, k, where, since, until, now)
+
+    def _recall_checked(self, cues: np.ndarray, known: np.ndarray, texts: list[str | None] | None, k: int,
+                        where: dict[str, Any] | None, since: float | None, until: float | None,
+                        now: float | None) -> list[RecallResult]:
+        """``recall_batch`` on cues, masks and texts already checked (``recall`` checks one cue once)."""
         known_norms = np.linalg.norm(np.where(known, cues, 0.0).astype(np.float64), axis=1)
         if not (known_norms >= _NORMS[0]).all():
             row = int(np.flatnonzero(known_norms < _NORMS[0])[0])
@@ -935,6 +941,11 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(space={self.space!r}, dim={self.dim}, episodes={self._index.live})"
+
+
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: expected a positive integer, got {k!r}")
 
 
 def _embedder_dim(embedder: Any, dim: Any) -> int:
