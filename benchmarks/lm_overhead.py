@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from engram.experiments.lm_ablation import MATCHED, variant_model
+from engram.lm.experiments.ablation import MATCHED, variant_model
 from engram.lm.model import GPT, PARTS, GPTConfig
 from engram.lm.train import TrainConfig, build_optimizer
 

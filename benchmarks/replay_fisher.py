@@ -10,8 +10,8 @@ import time
 
 import torch
 
-from engram.experiments.continual_train import mlp
 from engram.replay import fisher_diagonal, fisher_diagonal_loop
+from engram.replay.experiments.continual_train import mlp
 
 
 def best_of(fn, repeats: int = 3) -> float:

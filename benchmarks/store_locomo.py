@@ -48,7 +48,8 @@ from threadpoolctl import threadpool_limits
 
 from engram.data import data_root
 from engram.data.locomo import CATEGORIES, Conversation, Turn, load_locomo
-from engram.runs import RunFolder, atomic_write_text, markdown_table, progress, seed_everything, to_json
+from engram.io import atomic_write_text, to_json
+from engram.runs import RunFolder, markdown_table, progress, seed_everything
 from engram.stats import bootstrap_ci
 from engram.store import (
     Embedder,

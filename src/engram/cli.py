@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from engram.store.backend import StoreError
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "engram.experiments.demo",
+    "engram.ca3.experiments.demo",
     "engram.store.cli",
-    "engram.experiments.lab_cli",
-    "engram.experiments.eviction_recall",
-    "engram.experiments.eviction_variants",
-    "engram.experiments.lm_cli",
-    "engram.experiments.continual",
+    "engram.ca3.experiments.lab",
+    "engram.streaming.experiments.eviction",
+    "engram.streaming.experiments.variants",
+    "engram.lm.cli",
+    "engram.replay.experiments.continual",
 )
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from engram.ca3.experiments import lab as lab_cli
+from engram.ca3.experiments.report import SHARED_MACHINE
 from engram.cli import main
-from engram.experiments import lab_cli
-from engram.experiments.hopfield_report import SHARED_MACHINE
 
 
 def _rows(run: Path, name: str) -> list[dict[str, str]]:

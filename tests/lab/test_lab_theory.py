@@ -9,8 +9,8 @@ import pytest
 
 from engram import codes
 from engram.ca3 import AttractorMemory
-from engram.experiments import hopfield_theory as theory
-from engram.experiments.hopfield_measure import crossing, nearest_neighbour, recall
+from engram.ca3 import theory as theory
+from engram.ca3.experiments.measure import crossing, nearest_neighbour, recall
 
 
 def test_mceliece_limits_follow_their_formulas():

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from engram.experiments.lm_ablation import MATCHED, equal_parameter_comparison, variant_model
+from engram.lm.experiments.ablation import MATCHED, equal_parameter_comparison, variant_model
 from engram.lm.model import GPT, PARTS, GPTConfig, matched_mlp_hidden
 
 TINY = {"vocab_size": 26, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}

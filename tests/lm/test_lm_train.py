@@ -167,7 +167,7 @@ def finished_run(small_text, tmp_path_factory):
 
 
 def test_every_bit_flip_in_a_checkpoint_is_an_error_or_changes_nothing(finished_run, tmp_path):
-    from engram.runs import content_digest
+    from engram.io import content_digest
 
     original = (finished_run / "checkpoint.pt").read_bytes()
     expected = content_digest(load_checkpoint(finished_run))

@@ -8,8 +8,8 @@ import torch
 
 from engram.cli import main
 from engram.data.streams import make_stream
-from engram.experiments.continual import summarize
-from engram.experiments.continual_train import TrainConfig
+from engram.replay.experiments.continual import summarize
+from engram.replay.experiments.continual_train import TrainConfig
 
 
 @pytest.fixture(autouse=True)

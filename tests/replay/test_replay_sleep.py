@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from engram.data.streams import Stream, Task
-from engram.experiments.continual_train import TrainConfig, train_stream
 from engram.replay import (
     EpisodicBuffer,
     FastSlowPair,
@@ -17,6 +16,7 @@ from engram.replay import (
     normalise_weights,
     response_distance,
 )
+from engram.replay.experiments.continual_train import TrainConfig, train_stream
 
 
 @pytest.fixture(autouse=True)

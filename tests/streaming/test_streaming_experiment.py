@@ -4,8 +4,8 @@ import json
 import pytest
 
 from engram.cli import build_parser, main
-from engram.experiments import eviction_recall as ev
 from engram.runs import RunFolder
+from engram.streaming.experiments import eviction as ev
 
 
 def _tiny() -> ev.Config:

@@ -5,9 +5,9 @@ import torch
 
 from engram.cli import main
 from engram.data.recall_tasks import IGNORE, RecallTaskConfig, make_batch
-from engram.experiments import eviction_recall as ev
-from engram.experiments import eviction_variants as evv
 from engram.runs import RunFolder
+from engram.streaming.experiments import eviction as ev
+from engram.streaming.experiments import variants as evv
 
 
 def test_overwrite_batch_marks_the_old_value_of_each_overwritten_key():

@@ -21,7 +21,7 @@ from engram.ca3 import dynamics, single
 from engram.ca3.gate import CA1Gate
 from engram.ca3.monitor import ConvergenceStats
 from engram.codes import active_count, check_sparsity
-from engram.runs import atomic_write_bytes, content_digest
+from engram.io import atomic_write_bytes, content_digest
 
 CODES = ("bipolar", "sparse")
 UPDATES = ("sync", "async")

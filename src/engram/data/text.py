@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engram.runs import atomic_write_bytes, atomic_write_text
+from engram.io import atomic_write_bytes, atomic_write_text
 
 
 def read_text(path: str | os.PathLike[str]) -> str:

@@ -25,8 +25,9 @@ import torch
 import torch.distributed as dist
 
 from engram.data.text import TextCorpus, tokenizer_from_dict
+from engram.io import atomic_write_bytes, content_digest
 from engram.lm.model import GPT, GPTConfig
-from engram.runs import atomic_write_bytes, content_digest, progress, seed_everything
+from engram.runs import progress, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
 # What ``train`` writes; "checksum" (SHA-256 of the rest) is absent from checkpoints written

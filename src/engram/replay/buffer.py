@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engram.runs import atomic_write_bytes, content_digest
+from engram.io import atomic_write_bytes, content_digest
 
 EVICTIONS = ("reservoir", "priority")
 SAMPLINGS = ("uniform", "balanced", "prioritized")

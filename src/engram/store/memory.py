@@ -883,7 +883,7 @@ class MemoryStore:
 
     def export(self, path: str | os.PathLike[str], embeddings: bool = True) -> int:
         """Write every episode (and its links) as JSON Lines; returns the number written."""
-        from engram.runs import atomic_write_text
+        from engram.io import atomic_write_text
 
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path: expected a file path, got {type(path).__name__} {path!r}")

@@ -295,7 +295,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
-    from engram.experiments.lm_ablation import VARIANTS
+    from engram.lm.experiments.ablation import VARIANTS
 
     p = sub.add_parser("ablate", help="baseline vs each hippocampal part, several seeds")
     p.add_argument("--variants", default=",".join(VARIANTS))
@@ -322,7 +322,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
 
 def _ablate(args: argparse.Namespace) -> int:
     _set_threads(args)
-    from engram.experiments.lm_ablation import Config, run
+    from engram.lm.experiments.ablation import Config, run
 
     cfg = Config(
         variants=_parts(args.variants),

@@ -16,9 +16,9 @@ import numpy as np
 
 from engram import codes
 from engram.ca3 import AttractorMemory
-from engram.experiments import hopfield_theory as theory
-from engram.experiments.hopfield_measure import crossing, fixed_point_share, generator, recall
-from engram.experiments.hopfield_report import (
+from engram.ca3 import theory as theory
+from engram.ca3.experiments.measure import crossing, fixed_point_share, generator, recall
+from engram.ca3.experiments.report import (
     Claim,
     LabResult,
     caption,

@@ -26,8 +26,9 @@ import torch
 
 from engram import stats
 from engram.data.recall_tasks import min_query_distance
-from engram.experiments import eviction_recall as ev
-from engram.runs import RunFolder, atomic_write_text, markdown_table, number, progress
+from engram.io import atomic_write_text, number
+from engram.runs import RunFolder, markdown_table, progress
+from engram.streaming.experiments import eviction as ev
 
 BASELINE = ev.BASELINE
 DEFAULT_CELLS: dict[str, tuple[str, ...]] = {

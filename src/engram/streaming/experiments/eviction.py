@@ -29,7 +29,8 @@ import torch
 from engram import stats
 from engram.data.location import data_root
 from engram.data.recall_tasks import RecallTaskConfig, make_batch, min_query_distance
-from engram.runs import RunFolder, atomic_write_text, markdown_table, progress, to_json
+from engram.io import atomic_write_text, to_json
+from engram.runs import RunFolder, markdown_table, progress
 from engram.streaming import StreamingConfig, StreamingTransformer
 
 # Trained conditions and the model settings that make them; "projection_frozen" is not

@@ -15,9 +15,9 @@ import numpy as np
 
 from engram import codes
 from engram.ca3 import AttractorMemory
-from engram.experiments import hopfield_theory as theory
-from engram.experiments.hopfield_measure import generator, recall
-from engram.experiments.hopfield_report import (
+from engram.ca3 import theory as theory
+from engram.ca3.experiments.measure import generator, recall
+from engram.ca3.experiments.report import (
     SHARED_MACHINE,
     Claim,
     LabResult,

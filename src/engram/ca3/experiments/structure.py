@@ -11,10 +11,9 @@ import numpy as np
 
 from engram import codes
 from engram.ca3 import AttractorMemory
-from engram.data import binarize, load_digits_patterns, load_mnist
-from engram.experiments import hopfield_theory as theory
-from engram.experiments.hopfield_measure import crossing, generator, recall
-from engram.experiments.hopfield_report import (
+from engram.ca3 import theory as theory
+from engram.ca3.experiments.measure import crossing, generator, recall
+from engram.ca3.experiments.report import (
     Claim,
     LabResult,
     caption,
@@ -26,6 +25,7 @@ from engram.experiments.hopfield_report import (
     select,
     summarise,
 )
+from engram.data import binarize, load_digits_patterns, load_mnist
 from engram.runs import RunFolder, markdown_table
 
 METRICS = ("recall", "hamming", "spurious", "converged", "nn_recall")

@@ -21,8 +21,9 @@ import numpy as np
 from engram import stats
 from engram.data.location import data_root
 from engram.data.streams import BENCHMARKS, SCENARIOS, Stream, make_stream
-from engram.experiments.continual_train import STRATEGIES, RunResult, TrainConfig, train_stream
-from engram.runs import RunFolder, atomic_write_text, markdown_table, progress, to_json
+from engram.io import atomic_write_text, to_json
+from engram.replay.experiments.continual_train import STRATEGIES, RunResult, TrainConfig, train_stream
+from engram.runs import RunFolder, markdown_table, progress
 
 HIDDEN = {"split-digits": 400, "split-mnist": 400, "permuted-mnist": 1000}
 ITERS = {"split-digits": 100, "split-mnist": 500, "permuted-mnist": 500}

@@ -14,18 +14,19 @@ from types import ModuleType
 import torch
 from threadpoolctl import threadpool_limits
 
-from engram.experiments.hopfield_report import SHARED_MACHINE, LabResult, claims_markdown
-from engram.runs import RunFolder, atomic_write_bytes, atomic_write_text
+from engram.ca3.experiments.report import SHARED_MACHINE, LabResult, claims_markdown
+from engram.io import atomic_write_bytes, atomic_write_text
+from engram.runs import RunFolder
 
 EXPERIMENTS = {
-    "capacity": "engram.experiments.hopfield_capacity",
-    "noise": "engram.experiments.hopfield_noise",
-    "structure": "engram.experiments.hopfield_structure",
-    "dynamics": "engram.experiments.hopfield_dynamics",
-    "modularity": "engram.experiments.hopfield_modularity",
-    "journal": "engram.experiments.hopfield_journal",
-    "validation": "engram.experiments.hopfield_validation",
-    "baseline": "engram.experiments.hopfield_baseline",
+    "capacity": "engram.ca3.experiments.capacity",
+    "noise": "engram.ca3.experiments.noise",
+    "structure": "engram.ca3.experiments.structure",
+    "dynamics": "engram.ca3.experiments.dynamics",
+    "modularity": "engram.ca3.experiments.modularity",
+    "journal": "engram.ca3.experiments.journal",
+    "validation": "engram.ca3.experiments.validation",
+    "baseline": "engram.ca3.experiments.baseline",
 }
 
 

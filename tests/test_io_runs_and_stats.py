@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from engram import stats
-from engram.runs import RunFolder, atomic_write_text, markdown_table, number, to_json
+from engram.io import atomic_write_text, number, to_json
+from engram.runs import RunFolder, markdown_table
 
 
 def test_run_folder_writes_config_results_plot_and_report(tmp_path):
@@ -84,12 +85,12 @@ def test_atomic_write_writes_through_a_symlink_to_its_target(tmp_path):
 _KILLED_WRITER = """
 import os, sys, time
 from pathlib import Path
-from engram import runs
+from engram import io as runs_io
 def stall(src, dst):  # the data is written and synced: stop right before the rename
     Path(sys.argv[2]).write_text("ready")
     time.sleep(60)
-runs.os.replace = stall
-runs.atomic_write_bytes(sys.argv[1], b"never acknowledged")
+runs_io.os.replace = stall
+runs_io.atomic_write_bytes(sys.argv[1], b"never acknowledged")
 """
 
 

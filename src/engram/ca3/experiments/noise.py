@@ -15,8 +15,8 @@ import numpy as np
 
 from engram import codes
 from engram.ca3 import AttractorMemory
-from engram.experiments.hopfield_measure import crossing, generator, recall
-from engram.experiments.hopfield_report import (
+from engram.ca3.experiments.measure import crossing, generator, recall
+from engram.ca3.experiments.report import (
     Claim,
     LabResult,
     caption,

@@ -1,0 +1,1 @@
+"""The CA3 lab: Hopfield experiments measured beside their theory, and the demo."""

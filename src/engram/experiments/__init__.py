@@ -1,1 +1,0 @@
-"""Experiments: one module each, a ``Config`` dataclass plus ``run(cfg, run_folder)``."""

@@ -1,0 +1,1 @@
+"""HippocampalTransformer experiments: ablations against a plain GPT."""

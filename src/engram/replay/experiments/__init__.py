@@ -1,0 +1,1 @@
+"""Continual-learning experiments: sleep consolidation against the published baselines."""

@@ -1,0 +1,1 @@
+"""Memory-after-eviction experiments: recall of tokens that left the window."""
