@@ -1,6 +1,6 @@
 """HTTP recall under concurrent clients on loopback: throughput, latency percentiles, errors.
 
-Starts ``engram serve`` (uvicorn, one worker) on 127.0.0.1 over a store of 10,000 episodes of
+Starts ``engram store serve`` (uvicorn, one worker) on 127.0.0.1 over a store of 10,000 episodes of
 768 dimensions, then 32 client threads (httpx, one connection each) send partial-cue recalls
 for a fixed number of requests. The same cues answered in-process, one after another, give
 the reference: what the HTTP layer costs.

@@ -1,7 +1,7 @@
 """What hostile requests cost the server: memory for an unauthenticated oversized POST, time of a
 wrong-key request on a large space.
 
-Starts ``engram serve`` (uvicorn, one worker) on 127.0.0.1 over a space of 200,000 episodes of
+Starts ``engram store serve`` (uvicorn, one worker) on 127.0.0.1 over a space of 200,000 episodes of
 256 dimensions, then sends (1) a 64 MiB POST without a key and (2) a request with a wrong key,
 reading the server's resident memory (VmRSS, peak VmHWM from /proc) after each.
 
@@ -67,7 +67,7 @@ def main() -> None:
                 store.add_batch(rng.standard_normal((min(10_000, cfg.episodes - start), cfg.dim)))
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "engram.cli", "serve", "--path", tmp, "--port", str(port)],
+            [sys.executable, "-m", "engram.cli", "store", "serve", "--path", tmp, "--port", str(port)],
             env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"),
         )
         base = f"http://127.0.0.1:{port}"

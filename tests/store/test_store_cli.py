@@ -148,7 +148,7 @@ def test_serve_takes_an_embedder(tmp_path, monkeypatch, capsys):
     key = issue_key(path, "chat", dim=DIM)
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
-    assert main(["serve", "--path", str(path), "--embedder", "hashing", "--port", "8123"]) == 0
+    assert main(["store", "serve", "--path", str(path), "--embedder", "hashing", "--port", "8123"]) == 0
     assert served["port"] == 8123
     with TestClient(served["app"]) as client:
         h = {"X-API-Key": key}
@@ -159,7 +159,7 @@ def test_serve_takes_an_embedder(tmp_path, monkeypatch, capsys):
         assert found.json()["episodes"][0]["text"] == "the keys are under the mat"
     with MemoryStore(path, space="chat") as store:
         assert store.embedder is not None and store.embedder.name == HashingEmbedder(DIM).name
-    assert main(["serve", "--path", str(path), "--embedder", str(tmp_path / "none")]) == 2
+    assert main(["store", "serve", "--path", str(path), "--embedder", str(tmp_path / "none")]) == 2
     assert "--embedder: no model folder at" in capsys.readouterr().err
 
 
@@ -195,3 +195,17 @@ def test_a_store_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path, capsy
         status, _, err = run(capsys, "store", "export", "--path", str(path), "--space", "s",
                              "--out", str(tmp_path / "out.jsonl"))
     assert status == 1 and err.count("\n") == 1 and "e5" in err and "repair" in err
+
+
+def test_serving_and_sleep_live_under_store_only():
+    from engram.cli import build_parser
+
+    parser = build_parser()
+    served = parser.parse_args(
+        ["store", "mcp", "memories", "--space", "agent", "--transport", "streamable-http"]
+    )
+    assert (served.path, served.space, served.transport) == ("memories", "agent", "streamable-http")
+    assert parser.parse_args(["store", "serve", "--port", "9"]).port == 9
+    for gone in (["sleep"], ["serve"]):  # the old top-level duplicates are no longer commands
+        with pytest.raises(SystemExit):
+            parser.parse_args(gone)

@@ -1,5 +1,5 @@
-"""Command line: ``engram store add|recall|delete|sleep|stats|export|check|repair|key``,
-``engram sleep`` and ``engram serve``. Episodes and cues are text (``--text``, embedded by
+"""Command line: ``engram store add|recall|delete|sleep|stats|export|check|repair|key|serve|mcp``.
+Episodes and cues are text (``--text``, embedded by
 ``--embedder``) or JSON vectors; outputs are JSON, so the commands compose with other tools."""
 
 from __future__ import annotations
@@ -256,6 +256,25 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mcp(args: argparse.Namespace) -> int:
+    from engram.store import mcp
+
+    return mcp.run(args)
+
+
+def mcp_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``engram store mcp`` and ``engram-mcp`` (one definition for both)."""
+    parser.add_argument("path", help="the store directory (created if absent)")
+    parser.add_argument("--space", default="default", help="the memory space (default: %(default)s)")
+    parser.add_argument("--embedder", default=None,
+                        help="'hashing', 'hashing:DIM' or a sentence-transformers model name or folder "
+                             "(default: vectors only, or the space's recorded hashing embedder)")
+    parser.add_argument("--dim", type=int, default=None, help="dimension of a new store without an embedder")
+    parser.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="streamable-http: address to listen on")
+    parser.add_argument("--port", type=int, default=8765, help="streamable-http: port")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path", default="engram-store", help="store directory (default: engram-store)")
     parser.add_argument("--space", default="default", help="memory space (default: default)")
@@ -315,7 +334,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete.add_argument("--compact", action="store_true", help="then remove every trace from disk")
     delete.set_defaults(func=_delete)
 
-    _sleep_options(actions.add_parser("sleep", help="consolidate (same as `engram sleep`)"))
+    _sleep_options(actions.add_parser("sleep", help="consolidate a memory space"))
     stats = actions.add_parser("stats", help="counts, strength and calibration of a space")
     _common(stats)
     stats.set_defaults(func=_stats)
@@ -340,11 +359,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="seconds the earlier keys keep working (default 3600; 0 revokes them now)")
     key.set_defaults(func=_key)
 
-    _sleep_options(subparsers.add_parser("sleep", help="consolidate a memory space"))
-
-    serve = subparsers.add_parser("serve", help="serve a store over HTTP (FastAPI + uvicorn)")
+    serve = actions.add_parser("serve", help="serve a store over HTTP (FastAPI + uvicorn)")
     serve.add_argument("--path", default="engram-store")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     _embedder_option(serve)
     serve.set_defaults(func=_serve)
+
+    served = actions.add_parser("mcp", help="serve one memory space over MCP (stdio or streamable HTTP; "
+                                "needs the `mcp` extra)")
+    mcp_options(served)
+    served.set_defaults(func=_mcp)

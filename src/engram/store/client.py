@@ -1,4 +1,4 @@
-"""A client for the HTTP API (``engram serve``): the verbs of ``MemoryStore`` over the network.
+"""A client for the HTTP API (``engram store serve``): the verbs of ``MemoryStore`` over the network.
 
 ``EngramClient`` is synchronous, ``AsyncEngramClient`` the same verbs as coroutines; both speak
 to one space with its API key. Answers come back as frozen dataclasses that mirror the

@@ -208,18 +208,18 @@ def serve(path: str | os.PathLike[str], space: str = "default", embedder: Embedd
             server.run("streamable-http", host=host, port=port)
 
 
+def run(args: argparse.Namespace) -> int:
+    """Serve the space the parsed options name; a bad ``--embedder`` is a ValueError naming it."""
+    serve(args.path, args.space, load_embedder(args.embedder), args.dim, args.transport, args.host, args.port)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``engram-mcp PATH [--space S] [--embedder E] [--transport stdio|streamable-http]``."""
+    from engram.store.cli import mcp_options
+
     parser = argparse.ArgumentParser(prog="engram-mcp", description="Serve one memory space over MCP.")
-    parser.add_argument("path", help="the store directory (created if absent)")
-    parser.add_argument("--space", default="default", help="the memory space (default: %(default)s)")
-    parser.add_argument("--embedder", default=None,
-                        help="'hashing', 'hashing:DIM' or a sentence-transformers model name or folder "
-                             "(default: vectors only, or the space's recorded hashing embedder)")
-    parser.add_argument("--dim", type=int, default=None, help="dimension of a new store without an embedder")
-    parser.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="streamable-http: address to listen on")
-    parser.add_argument("--port", type=int, default=8765, help="streamable-http: port")
+    mcp_options(parser)
     args = parser.parse_args(argv)
     try:
         embedder = load_embedder(args.embedder)

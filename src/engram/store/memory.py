@@ -578,7 +578,7 @@ class MemoryStore:
         where = _where(where)
         with self._lock:
             if self._index.sync(self.backend, self.space):
-                # Another process may have recalibrated the gate (e.g. `engram sleep`).
+                # Another process may have recalibrated the gate (e.g. `engram store sleep`).
                 self._gate = self._load_gate()
                 self._recalled_cache.clear()
             if self._index.live == 0:

@@ -1,4 +1,4 @@
-"""The HTTP API (``engram serve``): FastAPI over one store directory, one API key per space.
+"""The HTTP API (``engram store serve``): FastAPI over one store directory, one API key per space.
 
 Two raw ASGI layers answer before FastAPI parses anything. ``BodyLimit`` refuses a body over
 the limit (413), by its Content-Length or by counting what arrives. ``KeyCheck`` answers a
@@ -490,7 +490,7 @@ def _validation_detail(error: RequestValidationError) -> str:
 def _needs_embedder(store: MemoryStore, field: str) -> None:
     if store.embedder is None:
         raise ValueError(f"{field}: space {store.space!r} has no embedder, so a text needs an embedding "
-                         "beside it (start the server with `engram serve --embedder NAME_OR_PATH`)")
+                         "beside it (start the server with `engram store serve --embedder NAME_OR_PATH`)")
 
 
 def _filters(body: Any) -> dict[str, Any]:
