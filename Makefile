@@ -1,24 +1,32 @@
-# Two entry points for a fresh clone: `make demo` and `make test`.
+# Two entry points for a fresh clone: `make demo` (the core only) and `make test` (everything, with dev tools).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# the CPU wheel every machine has; the library itself accepts a range (pyproject.toml)
+TORCH := torch==2.13.0
 
-$(BIN)/engram: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet $(TORCH)
+
+$(VENV)/.core: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
-	touch $(BIN)/engram
+	touch $@ $(VENV)/.core
 
 .PHONY: install demo test lint bench
-install: $(BIN)/engram
+install: $(VENV)/.dev
 
-demo: install
+demo: $(VENV)/.core
 	$(BIN)/engram demo
 
-test: install
+test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-bench: install
+bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _sp
 
+from engram.extras import require
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -48,7 +50,7 @@ def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Interv
 
 def proportion_ci(successes: int, trials: int, level: float = 0.95) -> Interval:
     """A binomial proportion with its Wilson score interval."""
-    from statsmodels.stats.proportion import proportion_confint
+    proportion_confint = require("statsmodels.stats.proportion", "lab").proportion_confint
 
     if trials <= 0:
         raise ValueError(f"trials: expected a positive count, got {trials}")
@@ -171,7 +173,7 @@ def correct(p_values: Sequence[float], method: str = "holm", alpha: float = 0.05
 
     ``method`` is any of statsmodels' ``multipletests`` methods, e.g. ``"holm"`` or ``"fdr_bh"``.
     """
-    from statsmodels.stats.multitest import multipletests
+    multipletests = require("statsmodels.stats.multitest", "lab").multipletests
 
     p = _as_sample(p_values, "p_values")
     if np.any((p < 0) | (p > 1)):
@@ -184,7 +186,7 @@ def samples_for_power(
     effect_size: float, power: float = 0.8, alpha: float = 0.05, ratio: float = 1.0
 ) -> int:
     """Per-group sample size for a two-sample t-test to detect ``effect_size`` (Cohen's d)."""
-    from statsmodels.stats.power import TTestIndPower
+    TTestIndPower = require("statsmodels.stats.power", "lab").TTestIndPower
 
     if effect_size == 0 or not np.isfinite(effect_size):
         raise ValueError(f"effect_size: expected a finite non-zero Cohen's d, got {effect_size}")

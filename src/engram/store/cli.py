@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engram.extras import require
+
 if TYPE_CHECKING:
     from engram.store.embed import Embedder
 
@@ -234,6 +236,7 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _key(args: argparse.Namespace) -> int:
+    require("fastapi", "store")
     from engram.store.server import issue_key
 
     # flushed at once: a key committed but left in a buffer when the process dies is never seen
@@ -242,8 +245,8 @@ def _key(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    uvicorn = require("uvicorn", "store")
+    require("fastapi", "store")
     from engram.store import SQLiteBackend
     from engram.store.server import create_app
 
