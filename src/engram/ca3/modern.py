@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from engram.params import Interval, validated
+
 ArrayLike = torch.Tensor | np.ndarray | list | tuple
 
 
@@ -33,20 +35,19 @@ class ModernHopfield(nn.Module):
     β·(x·ξ − max x·ξ), which does not, so any β float32 holds gives finite results.
     """
 
+    @validated({
+        "dim": [Interval(int, 1, None)],
+        "beta": [Interval(float, None, None)],  # the range float32 holds is checked below
+        "steps": [Interval(int, 1, None)],
+    })
     def __init__(self, dim: int, beta: float = 8.0, steps: int = 1, learn_beta: bool = False):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
-        if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
-            raise TypeError(f"beta: expected a number, got {type(beta).__name__} {beta!r}")
         log_beta = torch.tensor(math.log(beta) if 0 < beta < math.inf else math.nan)
         # β is kept as float32 exp(log β): it and 1/β (in the energy) must both be finite
         if not torch.finfo(torch.float32).tiny <= float(log_beta.exp()) < math.inf:
             raise ValueError(
                 f"beta: expected a positive value float32 holds, 1.2e-38 to 3.4e38, got {beta}"
             )
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected a positive integer, got {steps!r}")
         self.dim = dim
         self.steps = steps
         if learn_beta:
