@@ -429,7 +429,8 @@ def test_recall_is_complete_under_the_common_name(sparse_memory, rng):
     assert AttractorMemory.recall is AttractorMemory.complete
     assert AttractorMemory.recall_batch is AttractorMemory.complete_batch
     np.testing.assert_array_equal(sparse_memory.recall(cues[0]).state, sparse_memory.complete(cues[0]).state)
-    np.testing.assert_array_equal(sparse_memory.recall_batch(cues).states, sparse_memory.complete_batch(cues).states)
+    batch = sparse_memory.recall_batch(cues)
+    np.testing.assert_array_equal(batch.states, sparse_memory.complete_batch(cues).states)
 
 
 def test_a_completed_state_fed_back_as_a_cue_completes_to_itself(sparse_memory, rng):

@@ -33,7 +33,8 @@ def energy(weights: np.ndarray, state: np.ndarray) -> float:
 
 
 def threshold(field: np.ndarray, state: np.ndarray, code: str, k: int) -> np.ndarray:
-    """One synchronous update of every unit: sign (ties keep the unit, unknown ties → +1) or k-WTA (ties to the lower index)."""
+    """One synchronous update of every unit: sign (ties keep the unit, unknown ties → +1) or
+    k-WTA (ties to the lower index)."""
     if code == "bipolar":
         keep = np.where(state == 0, 1.0, state)
         return np.where(field > 0, 1.0, np.where(field < 0, -1.0, keep)).astype(np.float32)
