@@ -29,6 +29,10 @@ class ModernHopfield(nn.Module):
         beta: inverse temperature; larger β separates patterns more sharply.
         steps: updates per recall (one usually suffices).
         learn_beta: make β a trainable parameter (log-parameterised, stays positive).
+        device: where the stored patterns live (inputs are moved there).
+
+    ``state_dict`` / ``load_state_dict`` round-trip a memory of any size: loading resizes the
+    stored patterns to the saved ones.
 
     ``store``, ``recall``, ``attention`` and ``energy`` take tensors, numpy arrays or nested
     lists of numbers. β·(x·ξ) may overflow float32: every softmax and log-sum-exp works on
@@ -40,7 +44,14 @@ class ModernHopfield(nn.Module):
         "beta": [Interval(float, None, None)],  # the range float32 holds is checked below
         "steps": [Interval(int, 1, None)],
     })
-    def __init__(self, dim: int, beta: float = 8.0, steps: int = 1, learn_beta: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        beta: float = 8.0,
+        steps: int = 1,
+        learn_beta: bool = False,
+        device: str | torch.device = "cpu",
+    ):
         super().__init__()
         log_beta = torch.tensor(math.log(beta) if 0 < beta < math.inf else math.nan)
         # β is kept as float32 exp(log β): it and 1/β (in the energy) must both be finite
@@ -55,6 +66,14 @@ class ModernHopfield(nn.Module):
         else:
             self.register_buffer("log_beta", log_beta)
         self.register_buffer("memory", torch.zeros(0, dim))
+        self.to(device)
+        self._register_load_state_dict_pre_hook(self._fit_memory)
+
+    def _fit_memory(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
+        """Before loading, give ``memory`` the saved number of patterns (P varies by use)."""
+        saved = state_dict.get(prefix + "memory")
+        if isinstance(saved, torch.Tensor) and saved.dim() == 2 and saved.shape[1] == self.dim:
+            self.memory = torch.empty_like(saved, device=self.memory.device)
 
     @property
     def beta(self) -> torch.Tensor:
