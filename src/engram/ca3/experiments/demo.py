@@ -18,6 +18,7 @@ import numpy as np
 from engram import codes
 from engram.ca3 import AttractorMemory, BatchCompletion
 from engram.data import load_digits_patterns
+from engram.errors import ConfigError
 from engram.runs import RunFolder, markdown_table, progress, seed_everything
 
 
@@ -104,7 +105,7 @@ def digits_gallery(cfg: DemoConfig, rng: np.random.Generator) -> tuple[dict, obj
                 (
                     result.states[col] if accepted else np.zeros(cfg.side**2),
                     "completion",
-                    f"→ {nearest} ({result.confidence[col]:.2f})" if accepted else "refused",
+                    f"→ {nearest} ({result.overlap_score[col]:.2f})" if accepted else "refused",
                 ),
                 (prototypes[nearest], "stored\n(nearest)", ""),
             )
@@ -119,7 +120,7 @@ def digits_gallery(cfg: DemoConfig, rng: np.random.Generator) -> tuple[dict, obj
                     ax.set_ylabel(ylabel, fontsize=7)
     fig.suptitle(
         f"{cfg.side}×{cfg.side} digit prototypes, {cfg.rule} rule: cue → completion (class, "
-        "confidence) → stored pattern; refused = CA1 'insufficient evidence' (grey)",
+        "overlap score) → stored pattern; refused = CA1 'insufficient evidence' (grey)",
         fontsize=8,
         y=0.995,
     )
@@ -241,7 +242,7 @@ def run(cfg: DemoConfig, folder: RunFolder) -> dict[str, object]:
 
 def _command(args: argparse.Namespace) -> int:
     if args.seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {args.seed}")
+        raise ConfigError(f"seed: expected a non-negative integer, got {args.seed}")
     cfg = DemoConfig(seed=args.seed, out=args.out)
     folder = RunFolder.create(cfg.out, "demo", config=asdict(cfg), seed=cfg.seed)
     results = run(cfg, folder)
