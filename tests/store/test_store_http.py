@@ -281,7 +281,7 @@ def test_cli_add_recall_delete_sleep_stats_export(tmp_path, capsys):
     assert (status == 0) == (answer["status"] == "recalled")
     assert main(["store", "delete", *common, "e0", "--compact"]) == 0
     assert json.loads(capsys.readouterr().out)["deleted"] == ["e0"]
-    assert main(["sleep", *common, "--walks", "4"]) == 0
+    assert main(["store", "sleep", *common, "--walks", "4"]) == 0
     assert json.loads(capsys.readouterr().out)["recent"] == 11
     assert main(["store", "stats", *common]) == 0
     assert json.loads(capsys.readouterr().out)["episodes"] == 11

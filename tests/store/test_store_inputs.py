@@ -183,8 +183,6 @@ def test_reading_commands_refuse_a_path_without_a_store(tmp_path, capsys, action
     assert main(["store", *action, "--path", str(typo)]) == 2
     assert f"--path: no Engram store at {typo}" in capsys.readouterr().err
     assert not typo.exists()
-    assert main(["sleep", "--path", str(typo)]) == 2
-    assert not typo.exists()
 
 
 def test_reading_commands_refuse_a_space_that_does_not_exist(tmp_path, capsys):
