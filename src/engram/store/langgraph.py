@@ -471,9 +471,9 @@ class EngramStore(_lg.BaseStore):
         if op.index is False:
             return None
         paths = self._fields if op.index is None else self._paths(op.index, "index")
-        texts = [t for _, path in paths for t in _lg.get_text_at_path(op.value, path) if t.strip()]
-        if not texts:
-            return None
+        texts = [t for _, path in paths for t in _lg.get_text_at_path(op.value, path)]
+        if not any(c.isalnum() for t in texts for c in t):
+            return None  # no word to find it by (e.g. the empty value's "{}")
         # SQLite keeps UTF-8: a lone surrogate in a value is kept in the payload, not in the text
         return "\n".join(texts)[:MAX_TEXT_CHARS].encode("utf-8", "replace").decode("utf-8")
 
