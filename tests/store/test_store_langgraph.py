@@ -9,7 +9,10 @@ import pytest
 
 pytest.importorskip("langgraph", reason="the langgraph extra is not installed")
 
-from langgraph.store.base import GetOp, InvalidNamespaceError, ListNamespacesOp, PutOp, SearchOp
+from typing import TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.store.base import BaseStore, GetOp, InvalidNamespaceError, ListNamespacesOp, PutOp, SearchOp
 from langgraph.store.memory import InMemoryStore
 
 from engram.store import HashingEmbedder, MemoryStore, RecallConfig, SentenceTransformerEmbedder
@@ -342,6 +345,8 @@ def test_bad_input_is_refused_by_name_and_stores_nothing(ours):
             ours.put(("t",), "k", value if isinstance(value, dict) else {"v": value[0]})
     with pytest.raises(TypeError, match="value"):
         ours.batch([PutOp(("t",), "good", {"v": 1}), PutOp(("t",), "bad", ["not", "a", "mapping"])])
+    with pytest.raises(ValueError, match=r"value: expected at most \d+ bytes"):
+        ours.batch([PutOp(("t",), "small", {"v": 1}), PutOp(("t",), "huge", {"v": "x" * 300_000})])
     with pytest.raises(NotImplementedError, match="TTL"):
         ours.put(("t",), "k", {"v": 1}, ttl=5)
     with pytest.raises(NotImplementedError, match="ttl"):
@@ -409,3 +414,31 @@ def test_a_paraphrased_query_finds_the_memory_with_a_real_model(tmp_path, data_d
             (("user", "1"), "music")
         found = store.search(("user",), query="Where is my sister employed?")
         assert keys(found)[0] == (("user", "1"), "work")
+
+
+class Turn(TypedDict):
+    question: str
+    answer: str
+
+
+def test_a_langgraph_graph_keeps_its_memory_here_and_says_when_it_does_not_know(ours):
+    def remember(state: Turn, *, store: BaseStore) -> dict:
+        store.put(("users", "ada"), "diet", {"text": "Ada is allergic to peanuts"})
+        return {}
+
+    async def answer(state: Turn, *, store: BaseStore) -> dict:
+        hits = await store.asearch(("users", "ada"), query=state["question"], limit=1)
+        return {"answer": hits[0].value["text"] if hits else "I do not know"}
+
+    graph = StateGraph(Turn)
+    graph.add_node("remember", remember)
+    graph.add_node("answer", answer)
+    graph.add_edge(START, "remember")
+    graph.add_edge("remember", "answer")
+    graph.add_edge("answer", END)
+    app = graph.compile(store=ours)
+    known = asyncio.run(app.ainvoke({"question": "What is Ada allergic to?", "answer": ""}))
+    unknown = asyncio.run(app.ainvoke({"question": "Who won the 1998 World Cup?", "answer": ""}))
+    assert known["answer"] == "Ada is allergic to peanuts"
+    assert unknown["answer"] == "I do not know"
+    assert len(ours.memory) == 1  # remembered twice, stored once

@@ -336,12 +336,14 @@ class EngramStore(_lg.BaseStore):
             for i, ns, key in gets:
                 current = found.get((ns, key))
                 results[i] = None if current is None else current.item()
+        scanned: list[_Stored] | None = None  # one scan serves every listing of the batch
         for i, op in enumerate(ops):
-            if isinstance(op, _lg.SearchOp):
-                results[i] = (self._rank(op).items if op.query else
-                              self._list(op.namespace_prefix, op.filter, op.limit, op.offset))
-            elif isinstance(op, _lg.ListNamespacesOp):
-                results[i] = self._namespaces(op)
+            if isinstance(op, _lg.SearchOp) and op.query:
+                results[i] = self._rank(op).items
+            elif isinstance(op, (_lg.SearchOp, _lg.ListNamespacesOp)):
+                scanned = self._scan() if scanned is None else scanned
+                results[i] = (self._list(scanned, op) if isinstance(op, _lg.SearchOp)
+                              else self._namespaces(scanned, op))
         if puts:
             self._write(puts)
         return results
@@ -401,12 +403,13 @@ class EngramStore(_lg.BaseStore):
                 current[item] = stored
         return list(current.values())
 
-    def _list(self, prefix: tuple[str, ...], filter: Any, limit: Any, offset: Any) -> list[Any]:
+    @staticmethod
+    def _list(scanned: list[_Stored], op: Any) -> list[Any]:
         """Search without a query: the items under the prefix that pass the filter, unranked."""
-        limit, offset = _paging(limit, offset)
-        filter = _check_filter(filter)
-        n = len(prefix)
-        kept = [s for s in self._scan() if s.namespace[:n] == prefix
+        limit, offset = _paging(op.limit, op.offset)
+        filter = _check_filter(op.filter)
+        n = len(op.namespace_prefix)
+        kept = [s for s in scanned if s.namespace[:n] == op.namespace_prefix
                 and all(_matches(s.value.get(f), w) for f, w in filter.items())]
         return [s.search_item() for s in kept[offset : offset + limit]]
 
@@ -444,10 +447,12 @@ class EngramStore(_lg.BaseStore):
         return Verdict("recalled" if accepted else "insufficient_evidence", answer.confidence,
                        candidates if accepted else [], candidates)
 
-    def _namespaces(self, op: Any) -> list[tuple[str, ...]]:
+    @staticmethod
+    def _namespaces(scanned: list[_Stored], op: Any) -> list[tuple[str, ...]]:
+        """The namespaces holding items, matched, cut to ``max_depth``, sorted, paged."""
         limit, offset = _paging(op.limit, op.offset)
         depth = None if op.max_depth is None else arguments.integer(op.max_depth, "max_depth", low=1)
-        found = {s.namespace for s in self._scan()}
+        found = {s.namespace for s in scanned}
         for condition in op.match_conditions or ():
             arguments.choice(condition.match_type, "match_type", ("prefix", "suffix"))
             found = {ns for ns in found if _namespace_matches(ns, condition.path, condition.match_type)}
@@ -507,11 +512,17 @@ class EngramStore(_lg.BaseStore):
                         "created_at": newest.created_at if newest else now}
                 episodes.append((pair[free], {_META: meta, "value": op.value}, text, tags))
             if episodes:
-                memory.add_batch(self._vectors([text for _, _, text, _ in episodes]),
-                                 [payload for _, payload, _, _ in episodes],
-                                 texts=[text or _UNINDEXED_TEXT for _, _, text, _ in episodes],
-                                 ids=[eid for eid, _, _, _ in episodes],
-                                 tags=[tags for _, _, _, tags in episodes])
+                try:
+                    memory.add_batch(self._vectors([text for _, _, text, _ in episodes]),
+                                     [payload for _, payload, _, _ in episodes],
+                                     texts=[text or _UNINDEXED_TEXT for _, _, text, _ in episodes],
+                                     ids=[eid for eid, _, _, _ in episodes],
+                                     tags=[tags for _, _, _, tags in episodes])
+                except ValueError as error:
+                    field, colon, rest = str(error).partition(":")
+                    if not colon or field != "payload":
+                        raise
+                    raise ValueError(f"value:{rest}") from None  # the payload is the value (and its times)
             if stale:
                 memory.delete(stale)
 
