@@ -261,6 +261,12 @@ def test_too_little_evidence_returns_no_items_and_the_verdict_says_why(ours):
     assert empty.status == "insufficient_evidence" and empty.candidates == []
 
 
+def test_with_the_gate_off_a_search_always_returns_its_ranking(tmp_path):
+    with engram(tmp_path, config=RecallConfig(gate=False)) as ungated:
+        fill(ungated)
+        assert len(ungated.search(("users",), query="quantum chromodynamics on a lattice", limit=3)) == 3
+
+
 def test_a_query_search_applies_the_filter(ours):
     fill(ours)
     found = ours.search(("users",), query="Ada prefers dark mode", filter={"kind": "pref", "n": {"$lt": 3}})
