@@ -499,8 +499,8 @@ class EngramStore(_lg.BaseStore):
                     stale += [eid for eid in pair if eid in found]
                     continue
                 free = next((i for i, v in enumerate(versions) if v is None), None)
-                if free is None:  # both slots full (a put cut short): the older one goes first
-                    free = 0 if versions[0].version < versions[1].version else 1  # type: ignore[union-attr]
+                if free is None:  # both slots full (a put cut short): the older version goes first
+                    free = min((0, 1), key=lambda i: versions[i].version)  # type: ignore[union-attr]
                     memory.delete([pair[free]])
                 stale += [eid for i, eid in enumerate(pair) if i != free and eid in found]
                 text = self._text(op)
