@@ -10,7 +10,7 @@ import torch
 
 from engram.lm.evaluate import memory_validation_loss
 from engram.lm.memory import EpisodicMemory
-from engram.lm.model import GPT, PARTS, GPTConfig
+from engram.lm.model import PARTS, HippocampalTransformer, HippocampalTransformerConfig
 from engram.lm.sample import SamplingConfig, complete
 
 VOCAB = [chr(c) for c in range(ord("a"), ord("a") + 20)] + [" ", "\n", ".", ",", "A", "B"]
@@ -51,7 +51,7 @@ RECORDED = {
 def test_a_seeded_tiny_model_gives_the_recorded_numbers(parts):
     loss, logit_mass, logit, grad_mass, knn, knn_large, sample = RECORDED[parts]
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**TINY, parts=parts), VOCAB)
+    model = HippocampalTransformer(HippocampalTransformerConfig(**TINY, parts=parts), VOCAB)
     generator = torch.Generator().manual_seed(1)
     x = torch.randint(len(VOCAB), (3, 24), generator=generator)
     y = torch.randint(len(VOCAB), (3, 24), generator=generator)

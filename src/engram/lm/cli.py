@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from engram.lm.model import PARTS, GPTConfig
+from engram.lm.model import PARTS, HippocampalTransformerConfig
 from engram.runs import RunFolder
 
 
@@ -37,7 +37,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--block-size", type=int, default=64)
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--model-json", default=None, help="extra GPTConfig fields as JSON")
+    p.add_argument("--model-json", default=None, help="extra HippocampalTransformerConfig fields as JSON")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--grad-accum", type=int, default=1)
@@ -76,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
     }
     if args.model_json:
         model.update(json.loads(args.model_json))
-    GPTConfig.from_dict({**model, "vocab_size": 1})  # fail on a bad config before any work
+    HippocampalTransformerConfig.from_dict({**model, "vocab_size": 1})  # fail on a bad config before any work
     cfg = TrainConfig(
         model=model,
         tokenizer=args.tokenizer,
@@ -193,10 +193,11 @@ def _sample(args: argparse.Namespace) -> int:
         sys.stdout.write(tok.decode(seq[0, prompt.shape[1] :].tolist()))
     sys.stdout.write("\n")
     if memory is not None and memory.log:
-        used = sum(len(r.indices) for r in memory.log)
+        queries = sum(len(found.indices) for found in memory.log)
+        used = sum(found.indices.size for found in memory.log)
         print(
             f"[episodic memory: {len(memory)} entries ({memory.backend} search), "
-            f"{len(memory.log)} retrievals, {used} neighbours used]",
+            f"{queries} retrievals, {used} neighbours used]",
             file=sys.stderr,
         )
     return 0

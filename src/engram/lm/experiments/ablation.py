@@ -35,12 +35,12 @@ def variant_model(model: dict[str, Any], variant: str) -> dict[str, Any]:
 
     The width does not depend on the vocabulary: both models hold the same tied embedding.
     """
-    from engram.lm.model import GPT, GPTConfig, matched_mlp_hidden
+    from engram.lm.model import HippocampalTransformer, HippocampalTransformerConfig, matched_mlp_hidden
 
     out = {**model, "parts": VARIANTS[variant]}
     if variant == MATCHED:
-        full = GPTConfig.from_dict({**model, "parts": PARTS})
-        target = GPT(full, token_strings=[" "] * full.vocab_size).num_params()
+        full = HippocampalTransformerConfig.from_dict({**model, "parts": PARTS})
+        target = HippocampalTransformer(full, token_strings=[" "] * full.vocab_size).num_params()
         out["mlp_hidden"] = matched_mlp_hidden(full, target).mlp_hidden
     return out
 
