@@ -141,3 +141,14 @@ def test_weights_are_tied_and_gpt2_initialised():
     assert model.lm_head.weight is model.wte.weight
     proj = model.blocks[0].mlp.c_proj.weight
     assert abs(float(proj.detach().std()) - 0.02 / math.sqrt(2 * 2)) < 0.004
+
+
+def test_the_plain_gpt_preset_is_the_model_with_every_part_off():
+    plain = HippocampalTransformerConfig.plain_gpt(**TINY)
+    assert plain.parts == () and plain == HippocampalTransformerConfig(**TINY)
+    assert HippocampalTransformerConfig(**TINY, parts=PARTS).without_parts() == plain
+    torch.manual_seed(0)
+    x = tokens()
+    torch.testing.assert_close(HippocampalTransformer(plain)(x).logits, tiny()(x).logits)
+    with pytest.raises(ValueError, match="parts: the plain GPT has none"):
+        HippocampalTransformerConfig.plain_gpt(**TINY, parts=("place",))
