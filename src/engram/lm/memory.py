@@ -2,9 +2,9 @@
 
 Pairs (hidden state, next token) are stored from the context or from training text; at each
 step the k nearest stored states vote for their next tokens, and that distribution is
-interpolated with the model's: p = (1 − λ)·p_model + λ·p_kNN. Search is exact (a matrix of
-squared distances) by default and goes to a faiss flat index once the store exceeds
-``faiss_threshold`` entries; every retrieval can be inspected afterwards.
+interpolated with the model's: p = (1 − λ)·p_model + λ·p_kNN. Search is ``engram.search``'s:
+exact ``topk`` over squared distances by default, a flat faiss ``ApproximateIndex`` once the
+store exceeds ``faiss_threshold`` entries; every retrieval can be inspected afterwards.
 
 Vocabulary, as for every in-process memory: ``store`` pairs, ``recall`` the nearest ones (a
 frozen ``Neighbours``); ``next_token_distribution`` and ``interpolate`` turn a recall into the
@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from engram.params import Interval, check
+from engram.search import ApproximateIndex, topk
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,14 @@ class EpisodicMemory:
     log: list[Neighbours] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.dim < 1 or self.k < 1:
-            raise ValueError(f"dim, k: expected positive integers, got {self.dim}, {self.k}")
-        if not 0.0 <= self.interpolation <= 1.0:
-            raise ValueError(f"interpolation: expected λ in [0, 1], got {self.interpolation}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature: expected > 0, got {self.temperature}")
+        check("dim", self.dim, Interval(int, 1, None))
+        check("k", self.k, Interval(int, 1, None))
+        check("interpolation", self.interpolation, Interval(float, 0, 1, closed="both"))
+        check("temperature", self.temperature, Interval(float, 0, None, closed="neither"))
+        check("faiss_threshold", self.faiss_threshold, Interval(int, 0, None))
         self._keys = np.zeros((0, self.dim), dtype=np.float32)
         self._tokens = np.zeros(0, dtype=np.int64)
-        self._index = None
+        self._index: ApproximateIndex | None = None
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -85,11 +87,9 @@ class EpisodicMemory:
         if self._index is not None:
             self._index.add(keys)
 
-    def _faiss(self):
+    def _faiss(self) -> ApproximateIndex:
         if self._index is None:
-            import faiss
-
-            self._index = faiss.IndexFlatL2(self.dim)
+            self._index = ApproximateIndex(self.dim, metric="l2")
             self._index.add(self._keys)
         return self._index
 
@@ -101,12 +101,10 @@ class EpisodicMemory:
             raise ValueError("memory: the store is empty; store() pairs before recalling")
         k = min(self.k, len(self))
         if self.backend == "faiss":
-            distances, indices = self._faiss().search(q, k)
+            nearest = self._faiss().search(q, k)
         else:
-            d = (q**2).sum(1, keepdims=True) - 2 * q @ self._keys.T + (self._keys**2).sum(1)[None]
-            indices = np.argsort(d, axis=1, kind="stable")[:, :k]
-            distances = np.take_along_axis(d, indices, 1)
-        found = Neighbours(indices, self._tokens[indices], distances)
+            nearest = topk(q, self._keys, k, metric="l2")
+        found = Neighbours(nearest.indices, self._tokens[nearest.indices], nearest.values)
         if self.keep_log:
             self.log.append(found)
         return found

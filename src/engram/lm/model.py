@@ -32,6 +32,7 @@ from engram.lm.cells import (
     ThetaGammaCode,
     TimeCells,
 )
+from engram.params import Interval, check
 
 PARTS: tuple[str, ...] = ("place", "grid", "time", "theta_gamma", "prosody")
 POSITION_PARTS = ("grid", "time", "theta_gamma")
@@ -73,17 +74,8 @@ class HippocampalTransformerConfig:
         if len(set(self.parts)) != len(self.parts):
             raise ValueError(f"parts: expected distinct names, got {self.parts}")
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        if self.mlp_hidden is not None and (
-            isinstance(self.mlp_hidden, bool)
-            or not isinstance(self.mlp_hidden, int)
-            or self.mlp_hidden < 1
-        ):
-            raise ValueError(
-                f"mlp_hidden: expected a positive integer or None, got {self.mlp_hidden!r}"
-            )
+            check(name, getattr(self, name), Interval(int, 1, None))
+        check("mlp_hidden", self.mlp_hidden, Interval(int, 1, None), None)
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd: expected a multiple of n_head={self.n_head}, got {self.n_embd}"

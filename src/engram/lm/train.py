@@ -27,6 +27,7 @@ import torch.distributed as dist
 from engram.data.text import TextCorpus, tokenizer_from_dict
 from engram.io import atomic_write_bytes, content_digest
 from engram.lm.model import HippocampalTransformer, HippocampalTransformerConfig
+from engram.params import Interval, check
 from engram.runs import progress, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
@@ -81,9 +82,7 @@ class TrainConfig:
             "eval_batches",
             "checkpoint_interval",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+            check(name, getattr(self, name), Interval(int, 1, None))
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype: expected 'bfloat16' or 'float32', got {self.dtype!r}")
         if not 0 <= self.warmup_steps <= self.max_steps:
