@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from engram.lm.experiments.ablation import MATCHED, equal_parameter_comparison, variant_model
+from engram.lm.experiments.ablation import MATCHED, comparisons, variant_model, verdict
 from engram.lm.model import PARTS, HippocampalTransformer, HippocampalTransformerConfig, matched_mlp_hidden
 
 TINY = {"vocab_size": 26, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}
@@ -72,10 +72,22 @@ def rows(variant, losses, params=1000):
     return [{"variant": variant, "seed": i, "val_loss": x, "params": params} for i, x in enumerate(losses)]
 
 
+BASE = rows("baseline", [1.95, 1.97, 1.96])
+VARIANTS = ("baseline", "all", MATCHED)
+
+
 def test_equal_parameter_comparison():
-    better = equal_parameter_comparison(rows("all", [1.80, 1.81, 1.82]) + rows(MATCHED, [1.90, 1.92, 1.91]))
-    assert better["diff"] == pytest.approx(-0.10) and better["no_worse"]
-    assert better["p_welch"] < 0.01 and better["cohens_d"] < 0
-    worse = equal_parameter_comparison(rows("all", [2.0, 2.1, 2.05]) + rows(MATCHED, [1.90, 1.92, 1.91]))
-    assert not worse["no_worse"] and worse["diff"] > 0
-    assert equal_parameter_comparison(rows("all", [1.8]) + rows(MATCHED, [1.9, 1.8])) is None
+    better = BASE + rows("all", [1.80, 1.81, 1.82]) + rows(MATCHED, [1.90, 1.92, 1.91])
+    family, (equal,) = comparisons(better, VARIANTS)
+    assert [(c["a"], c["b"]) for c in family] == [("all", "baseline"), (MATCHED, "baseline")]
+    assert (equal["a"], equal["b"]) == ("all", MATCHED)
+    assert equal["diff"] == pytest.approx(-0.10) and equal["p"] < 0.01 and equal["cohens_d"] < 0
+    assert verdict(equal) == "helps"
+    worse = BASE + rows("all", [2.0, 2.1, 2.05]) + rows(MATCHED, [1.90, 1.92, 1.91])
+    (_, (equal,)) = comparisons(worse, VARIANTS)
+    assert equal["diff"] > 0 and verdict(equal) in ("hurts", "no detectable difference")
+    one_seed = BASE + rows("all", [1.8]) + rows(MATCHED, [1.9, 1.8])
+    assert comparisons(one_seed, VARIANTS) == ([], [])
+    without_matched = BASE + rows("all", [1.80, 1.81, 1.82])
+    family, equal = comparisons(without_matched, ("baseline", "all"))
+    assert len(family) == 1 and equal == []
