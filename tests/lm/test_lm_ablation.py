@@ -108,3 +108,30 @@ def test_a_bad_ablation_config_is_a_clear_error(changes, message):
 def test_a_bad_override_exits_with_a_one_line_message(capsys):
     assert main(["run", "lm.ablation", "--quick", "--set", "steps=many"]) == 2
     assert "steps: expected int, got 'many'" in capsys.readouterr().err
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "lm"
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("plain_gpt", {"variants": ("baseline",), "seed": 1337, "n_seeds": 1, "steps": 2000}),
+        ("ablation_1000", {"variants": tuple(ablation.VARIANTS)[:-1], "n_seeds": 3, "steps": 1000}),
+        ("ablation_2000", {"n_seeds": 3, "steps": 2000, "eval_interval": 100}),
+        ("knn_lm", {"steps": 1000, "val_tokens": 20000, "memory_tokens": 200_000, "memory_k": 8}),
+    ],
+)
+def test_each_documented_run_has_its_config_and_a_quick_form(name, expected):
+    from engram.runs import quick_config, resolve
+
+    exp, cfg = resolve("", config_file=CONFIGS / f"{name}.toml")
+    assert exp.name == "lm.ablation" and cfg.model == ablation.Sizes()  # nanoGPT's CPU recipe
+    assert {key: getattr(cfg, key) for key in expected} == expected
+    _, fast = quick_config(CONFIGS / f"{name}.toml")
+    assert fast.steps <= 3 and fast.model.n_embd <= 16 and fast.seed == cfg.seed
+
+
+def test_the_quick_form_of_a_config_file_runs(data_dir, tmp_path, capsys):
+    assert main(["run", "--config", str(CONFIGS / "knn_lm.toml"), "--quick", "--out", str(tmp_path)]) == 0
+    assert "An episodic memory of training text" in capsys.readouterr().out
