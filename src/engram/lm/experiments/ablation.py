@@ -119,7 +119,11 @@ QUICK = Config(
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One (variant, seed) run of an ablation: what it trains, where, and what it scores."""
+    """One (variant, seed) run of an ablation: what it trains, where, and what it scores.
+
+    ``folder`` (where the model is kept for ``engram lm sample|eval``) is part of the job's
+    cache key, so a run folder moved elsewhere trains its jobs again when resumed.
+    """
 
     variant: str
     model: dict[str, Any]
