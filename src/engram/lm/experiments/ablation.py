@@ -303,7 +303,8 @@ def _figure(rows: list[dict[str, Any]], variants: tuple[str, ...], eval_batches:
         ax.plot(curves[0][:, 0], mean, label=v, color=colors[i % len(colors)])
     ax.set_xlabel("step")
     ax.set_ylabel(f"validation loss (nats/token, {eval_batches} random batches, mean over seeds)")
-    ax.set_ylim(top=3.0)
+    if all(r["curve"][-1][1] < 3.0 for r in rows):  # zoom past the first steps' ln(vocab)
+        ax.set_ylim(top=3.0)
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
@@ -314,9 +315,10 @@ def _claims(
     knn: dict[str, Any] | None, place: list[dict[str, Any]],
 ) -> list[Claim]:
     sizes = cfg.model
+    seeds = f"seed {cfg.seed}" if cfg.n_seeds == 1 else f"seeds {cfg.seed}–{cfg.seed + cfg.n_seeds - 1}"
     conditions = (
         f"{cfg.steps} steps, {sizes.n_layer}×{sizes.n_embd} block {sizes.block_size}, batch "
-        f"{cfg.batch_size}, seeds {cfg.seed}–{cfg.seed + cfg.n_seeds - 1}; loss over "
+        f"{cfg.batch_size}, {seeds}; loss over "
         f"{'the whole validation split' if not cfg.val_tokens else f'{cfg.val_tokens} validation tokens'}"
     )
     by_variant = {entry["variant"]: entry for entry in table}
