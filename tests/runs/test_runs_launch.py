@@ -92,3 +92,20 @@ def test_results_are_frozen_and_checked():
         Result(tables={"claims": []})
     with pytest.raises(TypeError, match=r"claims\[0\]: expected a Claim"):
         Result(claims=({"statement": "s"},))
+
+
+def test_claims_tables_show_details_and_commands_only_when_there_are_some():
+    from engram.runs import claims_markdown, front_page_table
+
+    plain = Claim("s", "0.5 [0.4, 0.6]", "0.5", "holds", "N=8")
+    header = claims_markdown([plain]).splitlines()[0]
+    assert header == "| claim | source | measured | theory / target | verdict | conditions |"
+    detailed = Claim("t", "1", "1", "holds", "c", details="N=8: 1; N=16: 1 | more")
+    table = claims_markdown([plain, detailed], commands=["engram run a", "engram run b"])
+    assert table.splitlines()[0].endswith("| conditions | details | reproduce |")
+    assert "N=8: 1; N=16: 1 \\| more" in table and "`engram run b`" in table
+    front = front_page_table([detailed], ["engram run b"]).splitlines()
+    assert front[0] == "| claim | measured | theory / target | verdict | reproduce |"
+    assert front[2] == "| t | 1 | 1 | holds | `engram run b` |"
+    with pytest.raises(ValueError, match="one per claim"):
+        front_page_table([plain], [])

@@ -20,8 +20,7 @@ from engram.io import atomic_write_bytes, atomic_write_text
 from engram.runs.folder import RunFolder, markdown_table
 from engram.runs.result import Claim, Result
 
-CLAIM_COLUMNS = ("claim", "source", "measured", "theory / target", "verdict", "conditions",
-                 "details")
+CLAIM_COLUMNS = ("claim", "source", "measured", "theory / target", "verdict", "conditions")
 FRONT_COLUMNS = ("claim", "measured", "theory / target", "verdict", "reproduce")
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"  # the generated part of a front page
 
@@ -30,11 +29,19 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def claims_markdown(claims: Sequence[Claim]) -> str:
-    """A run's claims table in Markdown, every field of every claim."""
-    lines = ["| " + " | ".join(CLAIM_COLUMNS) + " |", "|" + "---|" * len(CLAIM_COLUMNS)]
-    for c in claims:
-        cells = (c.statement, c.source, c.measured, c.target, c.verdict, c.conditions, c.details)
+def claims_markdown(claims: Sequence[Claim], commands: Sequence[str] | None = None) -> str:
+    """A claims table in Markdown, every field of every claim (``details`` where any claim has
+    them); with ``commands`` (one per claim) a last column with the command reproducing each."""
+    if commands is not None and len(commands) != len(claims):
+        raise ValueError(f"commands: expected one per claim ({len(claims)}), got {len(commands)}")
+    detailed = any(c.details for c in claims)
+    columns = [*CLAIM_COLUMNS, *(["details"] if detailed else []),
+               *(["reproduce"] if commands is not None else [])]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for i, c in enumerate(claims):
+        cells = [c.statement, c.source, c.measured, c.target, c.verdict, c.conditions]
+        cells += [c.details] if detailed else []
+        cells += [f"`{commands[i]}`"] if commands is not None else []
         lines.append("| " + " | ".join(_cell(s) for s in cells) + " |")
     return "\n".join(lines) + "\n"
 
