@@ -15,11 +15,13 @@ import time
 
 import torch
 
-from engram.lm.model import GPT, PARTS, GPTConfig
+from engram.lm.model import PARTS, HippocampalTransformer, HippocampalTransformerConfig
 from engram.lm.sample import SamplingConfig, generate
 
 
-def speed(model: GPT, prompt: torch.Tensor, tokens: int, cache: bool) -> tuple[float, float]:
+def speed(
+    model: HippocampalTransformer, prompt: torch.Tensor, tokens: int, cache: bool
+) -> tuple[float, float]:
     """(wall, CPU) new tokens per second of one greedy generation."""
     tic, tic_cpu = time.perf_counter(), time.process_time()
     for _token in generate(model, prompt, tokens, SamplingConfig("greedy"), use_cache=cache):
@@ -46,7 +48,7 @@ def main() -> None:
     for block in (64, 256):
         for name, parts in (("baseline", ()), ("all parts", PARTS)):
             torch.manual_seed(0)
-            cfg = GPTConfig(
+            cfg = HippocampalTransformerConfig(
                 vocab_size=len(vocab),
                 block_size=block,
                 n_layer=4,
@@ -54,7 +56,7 @@ def main() -> None:
                 n_embd=128,
                 parts=parts,
             )
-            models[f"4x128 block {block} {name}"] = GPT(cfg, vocab).eval()
+            models[f"4x128 block {block} {name}"] = HippocampalTransformer(cfg, vocab).eval()
     for model in models.values():
         speed(model, prompt, 16, True)  # warm-up
     # every configuration runs once per repeat, in turn, so that bursts of load from other

@@ -19,7 +19,7 @@ import time
 import torch
 
 from engram.lm.experiments.ablation import MATCHED, variant_model
-from engram.lm.model import GPT, PARTS, GPTConfig
+from engram.lm.model import PARTS, HippocampalTransformer, HippocampalTransformerConfig
 from engram.lm.train import TrainConfig, build_optimizer
 
 VARIANTS = {"baseline": (), **{p: (p,) for p in PARTS}, "all": PARTS, MATCHED: ()}
@@ -52,8 +52,8 @@ def main() -> None:
     models, opts = {}, {}
     for name in names:
         torch.manual_seed(0)
-        cfg = GPTConfig(**variant_model({**size, "vocab_size": len(vocab)}, name))
-        models[name] = GPT(cfg, vocab)
+        cfg = HippocampalTransformerConfig(**variant_model({**size, "vocab_size": len(vocab)}, name))
+        models[name] = HippocampalTransformer(cfg, vocab)
         opts[name] = build_optimizer(models[name], TrainConfig())  # as training builds it
 
     def step(name: str) -> None:

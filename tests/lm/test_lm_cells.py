@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from engram import codes
 from engram.lm.cells import (
     GridCells,
     PlaceCells,
@@ -25,6 +26,13 @@ def test_kwta_keeps_exactly_k_winners_at_an_integer_level():
     assert torch.equal(
         torch.sort(code[mask.bool()].view(5, 7, 5), -1).values, torch.sort(winners, -1).values
     )
+
+
+def test_kwta_forward_mask_is_the_core_kwta_at_an_integer_level():
+    # the learned, fractional k-WTA is the one in engram.codes where k = level·N is whole
+    u = torch.randn(6, 3, 80, generator=torch.Generator().manual_seed(4))
+    _, mask = soft_threshold_kwta(u, torch.tensor(0.1), max_level=0.2)
+    assert torch.equal(mask.to(torch.int8), codes.kwta(u, 8))
 
 
 def test_kwta_is_scatter_free_and_passes_gradients_to_the_level():

@@ -1,4 +1,4 @@
-"""The ``engram lm`` command: train, sample, eval and ablate on tiny settings; bad input."""
+"""The ``engram lm`` command: train, sample and eval on tiny settings; bad input."""
 
 from __future__ import annotations
 
@@ -163,69 +163,6 @@ def test_bad_input_exits_with_a_clear_message(trained, tmp_path, capsys):
     long_prompt = "to be or not to be that is"  # 26 characters, the block holds 24
     assert main(["lm", "sample", str(trained), "--prompt", long_prompt, "--tokens", "2"]) == 2
     assert "exceed the model's block_size 24" in capsys.readouterr().err
-
-
-def test_ablate_runs_end_to_end(trained, tmp_path, capsys):
-    data = str(trained.parent.parent / "text.txt")
-    assert (
-        main(
-            [
-                "lm",
-                "ablate",
-                "--variants",
-                "baseline,grid",
-                "--seeds",
-                "0,1",
-                "--steps",
-                "3",
-                "--eval-interval",
-                "3",
-                "--n-layer",
-                "1",
-                "--n-embd",
-                "16",
-                "--n-head",
-                "2",
-                "--block-size",
-                "24",
-                "--batch-size",
-                "4",
-                "--workers",
-                "1",
-                "--data",
-                data,
-                "--sample-prompt",
-                "to be",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
-    assert "| grid |" in capsys.readouterr().out
-    (run,) = tmp_path.iterdir()
-    assert (run / "curves.png").is_file() and (run / "report.md").is_file()
-    # an interrupted ablation is reported from its finished runs without training more
-    assert (
-        main(
-            [
-                "lm",
-                "ablate",
-                "--resume",
-                str(run),
-                "--no-train",
-                "--seeds",
-                "0,1,2",
-                "--variants",
-                "baseline,grid,time",
-                "--sample-prompt",
-                "to be",
-            ]
-        )
-        == 0
-    )
-    report = (run / "report.md").read_text()
-    assert "| grid |" in report and "| time |" not in report
 
 
 def test_a_text_file_given_as_a_checkpoint_exits_with_a_message_naming_it(tmp_path, capsys):

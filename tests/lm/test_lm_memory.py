@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from engram.lm.memory import EpisodicMemory
-from engram.lm.model import GPT, GPTConfig
+from engram.lm.model import HippocampalTransformer, HippocampalTransformerConfig
 from engram.lm.sample import SamplingConfig, generate
 
 
@@ -16,8 +18,9 @@ def test_exact_search_recalls_a_stored_key():
     memory = EpisodicMemory(dim=8, k=3)
     keys = rng.standard_normal((50, 8)).astype(np.float32)
     memory.store(keys, np.arange(50) % 7)
-    distances, indices = memory.search(keys[17:18])
-    assert indices[0, 0] == 17 and distances[0, 0] == pytest.approx(0.0, abs=1e-4)
+    found = memory.recall(keys[17:18])
+    assert found.indices[0, 0] == 17 and found.distances[0, 0] == pytest.approx(0.0, abs=1e-4)
+    assert found.tokens.tolist() == [(found.indices[0] % 7).tolist()]
     assert memory.backend == "exact"
 
 
@@ -31,9 +34,22 @@ def test_faiss_search_agrees_with_exact_search():
         memory.store(keys[:200], np.zeros(200))
         memory.store(keys[200:], np.ones(100))
     assert fast.backend == "faiss" and exact.backend == "exact"
-    (d1, i1), (d2, i2) = exact.search(queries), fast.search(queries)
-    assert np.array_equal(i1, i2)
-    np.testing.assert_allclose(d1, d2, rtol=1e-4, atol=1e-4)
+    slow, quick = exact.recall(queries), fast.recall(queries)
+    assert np.array_equal(slow.indices, quick.indices)
+    assert np.array_equal(slow.tokens, quick.tokens)
+    np.testing.assert_allclose(slow.distances, quick.distances, rtol=1e-4, atol=1e-4)
+
+
+def test_a_recall_is_frozen_and_logged():
+    memory = EpisodicMemory(dim=2, k=2)
+    memory.store(np.eye(2, dtype=np.float32), np.array([4, 5]))
+    found = memory.recall(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    assert found.indices.shape == found.tokens.shape == found.distances.shape == (3, 2)
+    assert memory.log == [found]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found.tokens = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="read-only"):
+        found.tokens[0, 0] = 9
 
 
 def test_interpolation_mixes_the_memory_distribution_and_logs_retrievals():
@@ -44,13 +60,14 @@ def test_interpolation_mixes_the_memory_distribution_and_logs_retrievals():
     p = logp.exp()[0]
     assert p[3] == pytest.approx(0.5 * 0.25 + 0.5, abs=1e-6)
     assert p[1] == pytest.approx(0.125, abs=1e-6)
-    assert memory.log[-1].tokens.tolist() == [3, 3]
-    assert sorted(memory.log[-1].indices.tolist()) == [0, 1]
+    assert memory.log[-1].tokens.tolist() == [[3, 3]]
+    assert sorted(memory.log[-1].indices[0].tolist()) == [0, 1]
 
 
 def test_memory_of_the_context_steers_generation_towards_it():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=9, block_size=32, n_layer=1, n_head=1, n_embd=16))
+    config = HippocampalTransformerConfig(vocab_size=9, block_size=32, n_layer=1, n_head=1, n_embd=16)
+    model = HippocampalTransformer(config)
     text = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8] * 3)
     memory = EpisodicMemory(dim=16, k=1, interpolation=1.0)
     memory.store_text(model, text)
@@ -66,7 +83,7 @@ def test_bad_memory_input_is_a_clear_error():
         EpisodicMemory(dim=4, interpolation=1.5)
     memory = EpisodicMemory(dim=4)
     with pytest.raises(ValueError, match="empty"):
-        memory.search(np.zeros((1, 4)))
+        memory.recall(np.zeros((1, 4)))
     with pytest.raises(ValueError, match="keys"):
         memory.store(np.zeros((3, 5)), np.zeros(3))
 
@@ -75,7 +92,8 @@ def test_memory_validation_loss_is_the_model_loss_at_lambda_zero_and_lower_on_se
     from engram.lm.evaluate import memory_validation_loss, validation_loss
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=9, block_size=16, n_layer=1, n_head=1, n_embd=16))
+    config = HippocampalTransformerConfig(vocab_size=9, block_size=16, n_layer=1, n_head=1, n_embd=16)
+    model = HippocampalTransformer(config)
     text = np.tile(np.arange(1, 9), 12)
     plain = validation_loss(model, text, n_chars=len(text))
     off = EpisodicMemory(dim=16, k=4, interpolation=0.0, keep_log=False)

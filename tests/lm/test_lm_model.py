@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from engram.lm.model import GPT, PARTS, GPTConfig
+from engram.lm.model import PARTS, HippocampalTransformer, HippocampalTransformerConfig
 from engram.lm.sample import SamplingConfig, generate
 
 VOCAB = [chr(c) for c in range(ord("a"), ord("a") + 20)] + [" ", "\n", ".", ",", "A", "B"]
@@ -22,9 +22,9 @@ TINY = {
 }
 
 
-def tiny(parts=(), seed=0, **kw) -> GPT:
+def tiny(parts=(), seed=0, **kw) -> HippocampalTransformer:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(**{**TINY, "parts": parts, **kw}), VOCAB)
+    return HippocampalTransformer(HippocampalTransformerConfig(**{**TINY, "parts": parts, **kw}), VOCAB)
 
 
 def tokens(batch=3, length=24, seed=1) -> torch.Tensor:
@@ -96,9 +96,9 @@ def test_greedy_decoding_is_identical_with_and_without_cache(parts):
 
 def test_unknown_part_is_a_clear_error():
     with pytest.raises(ValueError, match=r"unknown part.*hippocampus"):
-        GPTConfig(parts=("place", "hippocampus"))
+        HippocampalTransformerConfig(parts=("place", "hippocampus"))
     with pytest.raises(ValueError, match="unknown field"):
-        GPTConfig.from_dict({"n_layers": 3})
+        HippocampalTransformerConfig.from_dict({"n_layers": 3})
 
 
 def test_sequence_longer_than_block_size_is_a_clear_error():
@@ -113,7 +113,7 @@ def test_sequence_longer_than_block_size_is_a_clear_error():
 
 def test_prosody_needs_the_vocabulary_text():
     with pytest.raises(ValueError, match="token_strings"):
-        GPT(GPTConfig(**{**TINY, "parts": ("prosody",)}))
+        HippocampalTransformer(HippocampalTransformerConfig(**{**TINY, "parts": ("prosody",)}))
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -141,3 +141,14 @@ def test_weights_are_tied_and_gpt2_initialised():
     assert model.lm_head.weight is model.wte.weight
     proj = model.blocks[0].mlp.c_proj.weight
     assert abs(float(proj.detach().std()) - 0.02 / math.sqrt(2 * 2)) < 0.004
+
+
+def test_the_plain_gpt_preset_is_the_model_with_every_part_off():
+    plain = HippocampalTransformerConfig.plain_gpt(**TINY)
+    assert plain.parts == () and plain == HippocampalTransformerConfig(**TINY)
+    assert HippocampalTransformerConfig(**TINY, parts=PARTS).without_parts() == plain
+    torch.manual_seed(0)
+    x = tokens()
+    torch.testing.assert_close(HippocampalTransformer(plain)(x).logits, tiny()(x).logits)
+    with pytest.raises(ValueError, match="parts: the plain GPT has none"):
+        HippocampalTransformerConfig.plain_gpt(**TINY, parts=("place",))

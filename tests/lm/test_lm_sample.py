@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from engram.lm.model import GPT, GPTConfig
+from engram.lm.model import HippocampalTransformer, HippocampalTransformerConfig
 from engram.lm.sample import (
     SamplingConfig,
     apply_temperature,
@@ -75,9 +75,10 @@ def test_temperature_sharpens_and_rejects_zero():
 
 
 @pytest.fixture(scope="module")
-def model() -> GPT:
+def model() -> HippocampalTransformer:
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=11, block_size=24, n_layer=2, n_head=2, n_embd=16)).eval()
+    config = HippocampalTransformerConfig(vocab_size=11, block_size=24, n_layer=2, n_head=2, n_embd=16)
+    return HippocampalTransformer(config).eval()
 
 
 def test_sampling_is_reproducible_with_a_seed(model):
@@ -96,15 +97,15 @@ def test_generation_slides_past_the_block_size(model):
 def test_beam_search_with_one_beam_is_greedy(model):
     prompt = torch.tensor([[4, 5, 6]])
     greedy = complete(model, prompt, 10, SamplingConfig("greedy"))
-    beam, score = beam_search(model, prompt, 10, beams=1)
-    assert torch.equal(beam, greedy) and math.isfinite(score)
+    beam = beam_search(model, prompt, 10, beams=1)
+    assert torch.equal(beam.tokens, greedy) and math.isfinite(beam.score)
 
 
 def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy(model):
     prompt = torch.tensor([[4, 5, 6]])
-    _, score1 = beam_search(model, prompt, 8, beams=1)
-    _, score4 = beam_search(model, prompt, 8, beams=4)
-    assert score4 >= score1 - 1e-6
+    one = beam_search(model, prompt, 8, beams=1)
+    four = beam_search(model, prompt, 8, beams=4)
+    assert four.score >= one.score - 1e-6
 
 
 def test_contrastive_search_without_penalty_is_greedy(model):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engram.lm.model import GPTConfig
+from engram.lm.model import HippocampalTransformerConfig
 from engram.lm.train import (
     TrainConfig,
     compile_or_eager,
@@ -96,16 +96,16 @@ def test_checkpoint_resumes_to_the_same_loss_curve(small_text, tmp_path):
 
 
 def test_ddp_on_two_gloo_processes_matches_single_process_gradients():
-    config = GPTConfig(
+    config = HippocampalTransformerConfig(
         vocab_size=13, block_size=16, n_layer=1, n_head=2, n_embd=16, parts=("place", "time")
     )
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(13, (4, 16), generator=gen)
     y = torch.randint(13, (4, 16), generator=gen)
-    from engram.lm.model import GPT
+    from engram.lm.model import HippocampalTransformer
 
     torch.manual_seed(0)
-    single = GPT(config)
+    single = HippocampalTransformer(config)
     single(x, y).loss.backward()
     ddp = data_parallel_gradients(config, x, y, world=2, seed=0)
     for name, p in single.named_parameters():

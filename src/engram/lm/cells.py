@@ -48,6 +48,9 @@ def soft_threshold_kwta(
     The forward mask is the hard k-WTA mask; gradients reach ``u`` and ``level`` through a
     sigmoid surrogate whose width is a tenth of the spread of the top values.
 
+    Where k is whole the mask is ``engram.codes.kwta(u, k)``; this variant exists for what
+    that one cannot do inside a trained model: a fractional, learnable k and no scatter.
+
     Returns (code, mask): code = u · mask, mask ∈ {0, 1}.
     """
     n = u.shape[-1]

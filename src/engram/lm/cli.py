@@ -1,16 +1,16 @@
-"""``engram lm train|sample|eval|ablate``: train a HippocampalTransformer (or the plain GPT),
-stream samples from a run, evaluate it, and run the ablation against the baseline."""
+"""``engram lm train|sample|eval``: train a HippocampalTransformer (or the plain GPT), stream
+samples from a run and evaluate it. The ablation against the baseline is an experiment:
+``engram run lm.ablation`` (configs under ``configs/lm/``)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
 from pathlib import Path
 
-from engram.lm.model import PARTS, GPTConfig
+from engram.lm.model import PARTS, HippocampalTransformerConfig
 from engram.runs import RunFolder
 
 
@@ -37,7 +37,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--block-size", type=int, default=64)
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--model-json", default=None, help="extra GPTConfig fields as JSON")
+    p.add_argument("--model-json", default=None, help="extra HippocampalTransformerConfig fields as JSON")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--grad-accum", type=int, default=1)
@@ -76,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
     }
     if args.model_json:
         model.update(json.loads(args.model_json))
-    GPTConfig.from_dict({**model, "vocab_size": 1})  # fail on a bad config before any work
+    HippocampalTransformerConfig.from_dict({**model, "vocab_size": 1})  # fail on a bad config before any work
     cfg = TrainConfig(
         model=model,
         tokenizer=args.tokenizer,
@@ -193,10 +193,11 @@ def _sample(args: argparse.Namespace) -> int:
         sys.stdout.write(tok.decode(seq[0, prompt.shape[1] :].tolist()))
     sys.stdout.write("\n")
     if memory is not None and memory.log:
-        used = sum(len(r.indices) for r in memory.log)
+        queries = sum(len(found.indices) for found in memory.log)
+        used = sum(found.indices.size for found in memory.log)
         print(
             f"[episodic memory: {len(memory)} entries ({memory.backend} search), "
-            f"{len(memory.log)} retrievals, {used} neighbours used]",
+            f"{queries} retrievals, {used} neighbours used]",
             file=sys.stderr,
         )
     return 0
@@ -294,80 +295,6 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_ablate(sub: argparse._SubParsersAction) -> None:
-    from engram.lm.experiments.ablation import VARIANTS
-
-    p = sub.add_parser("ablate", help="baseline vs each hippocampal part, several seeds")
-    p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=12)
-    p.add_argument("--eval-interval", type=int, default=250)
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--block-size", type=int, default=64)
-    p.add_argument("--data", default="")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default="runs")
-    p.add_argument("--resume", default=None, help="ablation run folder to complete")
-    p.add_argument("--sample-prompt", default="ROMEO:\n")
-    p.add_argument(
-        "--no-train",
-        action="store_true",
-        help="with --resume: report the finished runs only, train nothing",
-    )
-    p.set_defaults(func=_ablate)
-
-
-def _ablate(args: argparse.Namespace) -> int:
-    _set_threads(args)
-    from engram.lm.experiments.ablation import Config, run
-
-    cfg = Config(
-        variants=_parts(args.variants),
-        seeds=tuple(int(s) for s in args.seeds.split(",")),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        eval_interval=args.eval_interval,
-        model={
-            "n_layer": args.n_layer,
-            "n_head": args.n_head,
-            "n_embd": args.n_embd,
-            "block_size": args.block_size,
-            "dropout": 0.0,
-        },
-        data=args.data,
-        workers=args.workers,
-        sample_prompt=args.sample_prompt,
-        train_missing=not args.no_train,
-    )
-    if args.resume:
-        # the budget, model and data are those the ablation started with
-        folder = RunFolder(args.resume)
-        saved = json.loads(folder.file("config.json").read_text())["config"]
-        keep = (
-            "steps",
-            "batch_size",
-            "learning_rate",
-            "min_lr",
-            "warmup_steps",
-            "eval_interval",
-            "model",
-            "data",
-            "sample_tokens",
-        )
-        cfg = dataclasses.replace(cfg, **{k: saved[k] for k in keep if k in saved})
-    if cfg.data and not Path(cfg.data).is_file():
-        raise FileNotFoundError(f"data: text file {cfg.data} does not exist")
-    if not args.resume:
-        folder = RunFolder.create(args.out, "lm-ablation", cfg, cfg.seeds[0])
-    run(cfg, folder)
-    print(f"run folder: {folder.path}")
-    print(folder.file("report.md").read_text().split("![curves]")[0])
-    return 0
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     lm = subparsers.add_parser("lm", help="HippocampalTransformer language model")
     lm.add_argument(
@@ -381,4 +308,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_train(sub)
     _add_sample(sub)
     _add_eval(sub)
-    _add_ablate(sub)

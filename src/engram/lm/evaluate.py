@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from engram.lm.memory import EpisodicMemory
-from engram.lm.model import GPT
+from engram.lm.model import HippocampalTransformer
 from engram.lm.sample import SamplingConfig, generate
 
 
@@ -31,7 +31,9 @@ class LossReport:
     chars: int
 
 
-def _scored_loss(model: GPT, tokens: np.ndarray, n_chars: int, batch: int, nll) -> LossReport:
+def _scored_loss(
+    model: HippocampalTransformer, tokens: np.ndarray, n_chars: int, batch: int, nll
+) -> LossReport:
     """Sum ``nll(x, y)`` over consecutive, non-overlapping windows of the block size (each
     token predicted once) and report it per token and per character."""
     model.eval()
@@ -53,7 +55,9 @@ def _scored_loss(model: GPT, tokens: np.ndarray, n_chars: int, batch: int, nll) 
 
 
 @torch.no_grad()
-def validation_loss(model: GPT, tokens: np.ndarray, n_chars: int, batch: int = 32) -> LossReport:
+def validation_loss(
+    model: HippocampalTransformer, tokens: np.ndarray, n_chars: int, batch: int = 32
+) -> LossReport:
     """Cross-entropy over all of ``tokens``, deterministic and comparable across models."""
     return _scored_loss(
         model, tokens, n_chars, batch, lambda x, y: float(model(x, y).loss) * x.numel()
@@ -62,7 +66,7 @@ def validation_loss(model: GPT, tokens: np.ndarray, n_chars: int, batch: int = 3
 
 @torch.no_grad()
 def memory_validation_loss(
-    model: GPT, memory: EpisodicMemory, tokens: np.ndarray, n_chars: int, batch: int = 16
+    model: HippocampalTransformer, memory: EpisodicMemory, tokens: np.ndarray, n_chars: int, batch: int = 16
 ) -> LossReport:
     """Validation loss of the kNN-LM: the model's distribution interpolated with the episodic
     memory's at every position, over the same windows as ``validation_loss``."""
@@ -77,7 +81,11 @@ def memory_validation_loss(
 
 @torch.no_grad()
 def generation_speed(
-    model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool = True, repeats: int = 1
+    model: HippocampalTransformer,
+    prompt: torch.Tensor,
+    new_tokens: int,
+    use_cache: bool = True,
+    repeats: int = 1,
 ) -> float:
     """Greedy generation throughput in new tokens per second (best of ``repeats``)."""
     best = 0.0
@@ -110,7 +118,7 @@ def repetition_rate(tokens: list[int], n: int = 4) -> float:
 
 
 @torch.no_grad()
-def next_token_entropy(model: GPT, sequence: torch.Tensor) -> float:
+def next_token_entropy(model: HippocampalTransformer, sequence: torch.Tensor) -> float:
     """Mean entropy (nats) of the model's next-token distribution along ``sequence`` (1, T);
     a collapse towards 0 is the entropy collapse behind repetitive generation."""
     model.eval()
@@ -119,7 +127,7 @@ def next_token_entropy(model: GPT, sequence: torch.Tensor) -> float:
     return float(-(logp.exp() * logp).sum(-1).mean())
 
 
-def diversity(model: GPT, sequence: torch.Tensor, prompt_length: int) -> dict[str, float]:
+def diversity(model: HippocampalTransformer, sequence: torch.Tensor, prompt_length: int) -> dict[str, float]:
     """distinct-1/2/3, 4-gram repetition rate and mean next-token entropy of a generation."""
     generated = sequence[0, prompt_length:].tolist()
     return {
@@ -132,7 +140,7 @@ def diversity(model: GPT, sequence: torch.Tensor, prompt_length: int) -> dict[st
 
 
 @torch.no_grad()
-def place_cell_activity(model: GPT, ids: torch.Tensor) -> torch.Tensor:
+def place_cell_activity(model: HippocampalTransformer, ids: torch.Tensor) -> torch.Tensor:
     """Place-cell code (T, n_cells) of one sequence (1, T) at the place-cell layer."""
     if model.place is None:
         raise ValueError("model: the 'place' part is off; there are no place cells to map")

@@ -2,9 +2,13 @@
 
 Pairs (hidden state, next token) are stored from the context or from training text; at each
 step the k nearest stored states vote for their next tokens, and that distribution is
-interpolated with the model's: p = (1 − λ)·p_model + λ·p_kNN. Search is exact (a matrix of
-squared distances) by default and goes to a faiss flat index once the store exceeds
-``faiss_threshold`` entries; every retrieval can be inspected afterwards.
+interpolated with the model's: p = (1 − λ)·p_model + λ·p_kNN. Search is ``engram.search``'s:
+exact ``topk`` over squared distances by default, a flat faiss ``ApproximateIndex`` once the
+store exceeds ``faiss_threshold`` entries; every retrieval can be inspected afterwards.
+
+Vocabulary, as for every in-process memory: ``store`` pairs, ``recall`` the nearest ones (a
+frozen ``Neighbours``); ``next_token_distribution`` and ``interpolate`` turn a recall into the
+kNN-LM's probabilities.
 """
 
 from __future__ import annotations
@@ -15,14 +19,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engram.params import Interval, check
+from engram.search import ApproximateIndex, topk
 
-@dataclass
-class Retrieval:
-    """What one query retrieved: memory indices, their stored next tokens and distances."""
+
+@dataclass(frozen=True)
+class Neighbours:
+    """What Q queries recalled: for each, the indices of its k nearest stored keys, the tokens
+    that followed them and their squared distances, nearest first; each (Q, k), read-only."""
 
     indices: np.ndarray
     tokens: np.ndarray
     distances: np.ndarray
+
+    def __post_init__(self) -> None:
+        for array in (self.indices, self.tokens, self.distances):
+            array.flags.writeable = False
 
 
 @dataclass
@@ -43,18 +55,17 @@ class EpisodicMemory:
     temperature: float = 1.0
     faiss_threshold: int = 50_000
     keep_log: bool = True
-    log: list[Retrieval] = field(default_factory=list)
+    log: list[Neighbours] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.dim < 1 or self.k < 1:
-            raise ValueError(f"dim, k: expected positive integers, got {self.dim}, {self.k}")
-        if not 0.0 <= self.interpolation <= 1.0:
-            raise ValueError(f"interpolation: expected λ in [0, 1], got {self.interpolation}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature: expected > 0, got {self.temperature}")
+        check("dim", self.dim, Interval(int, 1, None))
+        check("k", self.k, Interval(int, 1, None))
+        check("interpolation", self.interpolation, Interval(float, 0, 1, closed="both"))
+        check("temperature", self.temperature, Interval(float, 0, None, closed="neither"))
+        check("faiss_threshold", self.faiss_threshold, Interval(int, 0, None))
         self._keys = np.zeros((0, self.dim), dtype=np.float32)
         self._tokens = np.zeros(0, dtype=np.int64)
-        self._index = None
+        self._index: ApproximateIndex | None = None
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -76,43 +87,40 @@ class EpisodicMemory:
         if self._index is not None:
             self._index.add(keys)
 
-    def _faiss(self):
+    def _faiss(self) -> ApproximateIndex:
         if self._index is None:
-            import faiss
-
-            self._index = faiss.IndexFlatL2(self.dim)
+            self._index = ApproximateIndex(self.dim, metric="l2")
             self._index.add(self._keys)
         return self._index
 
-    def search(self, queries: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest stored keys of each query (Q, dim): (squared distances, indices)."""
+    def recall(self, queries: torch.Tensor | np.ndarray) -> Neighbours:
+        """The k nearest stored keys of each query (Q, dim), logged when ``keep_log``."""
         q = np.asarray(torch.as_tensor(queries).detach().float().cpu(), dtype=np.float32)
         q = np.atleast_2d(q)
         if len(self) == 0:
-            raise ValueError("memory: the store is empty; store() pairs before searching")
+            raise ValueError("memory: the store is empty; store() pairs before recalling")
         k = min(self.k, len(self))
         if self.backend == "faiss":
-            distances, indices = self._faiss().search(q, k)
-            return distances, indices
-        d = (q**2).sum(1, keepdims=True) - 2 * q @ self._keys.T + (self._keys**2).sum(1)[None]
-        indices = np.argsort(d, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(d, indices, 1), indices
-
-    def recall(self, queries: torch.Tensor, vocab_size: int) -> torch.Tensor:
-        """The memory's next-token distribution for each query: (Q, vocab_size)."""
-        distances, indices = self.search(queries)
-        tokens = self._tokens[indices]
+            nearest = self._faiss().search(q, k)
+        else:
+            nearest = topk(q, self._keys, k, metric="l2")
+        found = Neighbours(nearest.indices, self._tokens[nearest.indices], nearest.values)
         if self.keep_log:
-            for row in range(len(indices)):
-                self.log.append(Retrieval(indices[row], tokens[row], distances[row]))
-        weights = torch.softmax(-torch.as_tensor(distances) / self.temperature, dim=-1)
-        votes = F.one_hot(torch.as_tensor(tokens), vocab_size).to(weights.dtype)
+            self.log.append(found)
+        return found
+
+    def next_token_distribution(self, queries: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """The memory's next-token distribution for each query: (Q, vocab_size), a softmax over
+        the recalled neighbours' negative distances voting for their tokens."""
+        found = self.recall(queries)
+        weights = torch.softmax(-torch.tensor(found.distances) / self.temperature, dim=-1)
+        votes = F.one_hot(torch.tensor(found.tokens), vocab_size).to(weights.dtype)
         return (weights[..., None] * votes).sum(1).to(queries.device)
 
     def interpolate(self, logits: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of (1 − λ)·softmax(logits) + λ·p_kNN; logits (Q, vocab)."""
         p_model = torch.softmax(logits.float(), -1)
-        p_knn = self.recall(queries, logits.shape[-1]).to(p_model.dtype)
+        p_knn = self.next_token_distribution(queries, logits.shape[-1]).to(p_model.dtype)
         mixed = (1 - self.interpolation) * p_model + self.interpolation * p_knn
         return torch.log(mixed.clamp_min(1e-30))
 

@@ -1,5 +1,6 @@
 """The HippocampalTransformer: a nanoGPT-style decoder whose hippocampal parts are switched
-by config. With ``parts=()`` it is the plain GPT baseline, through the same code path.
+by config. With ``parts=()`` it is the plain GPT baseline, through the same code path
+(``HippocampalTransformerConfig.plain_gpt`` builds that config by name).
 
 Parts (any subset of ``PARTS``):
 - ``place``: a sparse place-cell code of the residual stream, added before block ``place_layer``;
@@ -16,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +32,14 @@ from engram.lm.cells import (
     ThetaGammaCode,
     TimeCells,
 )
+from engram.params import Interval, check
 
 PARTS: tuple[str, ...] = ("place", "grid", "time", "theta_gamma", "prosody")
 POSITION_PARTS = ("grid", "time", "theta_gamma")
 
 
 @dataclass
-class GPTConfig:
+class HippocampalTransformerConfig:
     """Sizes of the transformer and the switches and sizes of its hippocampal parts."""
 
     vocab_size: int = 65
@@ -72,17 +74,8 @@ class GPTConfig:
         if len(set(self.parts)) != len(self.parts):
             raise ValueError(f"parts: expected distinct names, got {self.parts}")
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        if self.mlp_hidden is not None and (
-            isinstance(self.mlp_hidden, bool)
-            or not isinstance(self.mlp_hidden, int)
-            or self.mlp_hidden < 1
-        ):
-            raise ValueError(
-                f"mlp_hidden: expected a positive integer or None, got {self.mlp_hidden!r}"
-            )
+            check(name, getattr(self, name), Interval(int, 1, None))
+        check("mlp_hidden", self.mlp_hidden, Interval(int, 1, None), None)
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd: expected a multiple of n_head={self.n_head}, got {self.n_embd}"
@@ -101,7 +94,7 @@ class GPTConfig:
             )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
+    def from_dict(cls, data: dict[str, Any]) -> HippocampalTransformerConfig:
         """Build from a dict, rejecting unknown keys by name (e.g. a typo in a config file)."""
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         unknown = {k: v for k, v in data.items() if k not in names}
@@ -114,6 +107,21 @@ class GPTConfig:
         data["parts"] = list(self.parts)
         return data
 
+    @classmethod
+    def plain_gpt(cls, **sizes: Any) -> HippocampalTransformerConfig:
+        """The plain GPT baseline: every hippocampal part off, the same code path.
+
+        ``sizes`` are any other fields (``n_layer``, ``n_embd``, ``mlp_hidden`` …); passing
+        ``parts`` is refused, since the point of this preset is that there are none.
+        """
+        if "parts" in sizes:
+            raise ValueError(f"parts: the plain GPT has none, got {sizes['parts']!r}")
+        return cls(**sizes, parts=())
+
+    def without_parts(self) -> HippocampalTransformerConfig:
+        """This config with every hippocampal part off: its plain GPT of the same sizes."""
+        return dataclasses.replace(self, parts=())
+
     def has(self, part: str) -> bool:
         return part in self.parts
 
@@ -122,7 +130,11 @@ class GPTConfig:
         return 4 * self.n_embd if self.mlp_hidden is None else self.mlp_hidden
 
 
-class LMOutput(NamedTuple):
+@dataclass(frozen=True)
+class LMOutput:
+    """One forward pass: logits (B, T, vocab), mean cross-entropy against the targets (or
+    None) and the final normalised hidden states (B, T, n_embd)."""
+
     logits: torch.Tensor
     loss: torch.Tensor | None
     hidden: torch.Tensor
@@ -135,7 +147,13 @@ class KVCache:
     path) read, and the running rhythm counts, so that cached and uncached forward passes agree.
     """
 
-    def __init__(self, config: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self,
+        config: HippocampalTransformerConfig,
+        batch: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
         head = config.n_embd // config.n_head
         shape = (batch, config.n_head, config.block_size, head)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
@@ -167,7 +185,7 @@ def _dropout(p: float) -> nn.Module:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: HippocampalTransformerConfig):
         super().__init__()
         self.n_head, self.n_embd = config.n_head, config.n_embd
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
@@ -212,7 +230,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: HippocampalTransformerConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.mlp_width, bias=config.bias)
         self.c_proj = nn.Linear(config.mlp_width, config.n_embd, bias=config.bias)
@@ -225,7 +243,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """A pre-norm transformer block."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: HippocampalTransformerConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
@@ -239,11 +257,15 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(nn.Module):
-    """The decoder. ``token_strings`` (the tokenizer's vocabulary as text) is required when
-    ``prosody`` is on: rhythm features are read from the text of each token."""
+class HippocampalTransformer(nn.Module):
+    """The decoder with the hippocampal parts its config switches on; with none on
+    (``HippocampalTransformerConfig.plain_gpt``) it is the plain GPT baseline.
 
-    def __init__(self, config: GPTConfig, token_strings: list[str] | None = None):
+    ``token_strings`` (the tokenizer's vocabulary as text) is required when ``prosody`` is
+    on: rhythm features are read from the text of each token.
+    """
+
+    def __init__(self, config: HippocampalTransformerConfig, token_strings: list[str] | None = None):
         super().__init__()
         self.config = config
         c = config
@@ -411,20 +433,23 @@ class GPT(nn.Module):
         return self.flops_per_token() * tokens_per_second / peak_flops
 
 
-class MatchedWidth(NamedTuple):
+@dataclass(frozen=True)
+class MatchedWidth:
+    """The MLP width of a plain GPT matched to a parameter count, and how close it came."""
+
     mlp_hidden: int
     params: int
     residual: int  # params - target
 
 
-def matched_mlp_hidden(config: GPTConfig, target: int) -> MatchedWidth:
+def matched_mlp_hidden(config: HippocampalTransformerConfig, target: int) -> MatchedWidth:
     """The MLP hidden width at which the plain GPT of ``config`` (parts off) has the parameter
     count closest to ``target``, for comparing a model with parts against a baseline of equal
     size. Parameters are linear in the width, so two counts fix the line."""
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
         raise ValueError(f"target: expected a positive parameter count, got {target!r}")
-    plain = dataclasses.replace(config, parts=(), mlp_hidden=1, gradient_checkpointing=False)
-    smallest = GPT(plain).num_params()
+    plain = dataclasses.replace(config.without_parts(), mlp_hidden=1, gradient_checkpointing=False)
+    smallest = HippocampalTransformer(plain).num_params()
     # each hidden unit adds a row of c_fc, a column of c_proj and, with biases, one c_fc bias
     per_unit = config.n_layer * (2 * config.n_embd + int(config.bias))
     if target < smallest:
@@ -434,5 +459,5 @@ def matched_mlp_hidden(config: GPTConfig, target: int) -> MatchedWidth:
         )
     low = 1 + (target - smallest) // per_unit
     best = min((low, low + 1), key=lambda h: abs(smallest + (h - 1) * per_unit - target))
-    params = GPT(dataclasses.replace(plain, mlp_hidden=best)).num_params()
+    params = HippocampalTransformer(dataclasses.replace(plain, mlp_hidden=best)).num_params()
     return MatchedWidth(best, params, params - target)

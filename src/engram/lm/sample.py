@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from engram.lm.memory import EpisodicMemory
-from engram.lm.model import GPT, KVCache
+from engram.lm.model import HippocampalTransformer, KVCache
 
 STRATEGIES = ("greedy", "sample", "contrastive", "beam")
 
@@ -109,7 +109,7 @@ class SamplingConfig:
         return logits
 
 
-def _check_prompt(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+def _check_prompt(model: HippocampalTransformer, idx: torch.Tensor) -> torch.Tensor:
     idx = torch.as_tensor(idx, dtype=torch.long)
     if idx.dim() == 1:
         idx = idx[None]
@@ -126,7 +126,7 @@ class _Stepper:
     """Runs the model one step at a time, with or without the KV cache; when the context
     reaches the block size, the cache is rebuilt from the last half block of tokens."""
 
-    def __init__(self, model: GPT, use_cache: bool):
+    def __init__(self, model: HippocampalTransformer, use_cache: bool):
         self.model, self.use_cache = model, use_cache
         self.cache: KVCache | None = None
 
@@ -148,7 +148,7 @@ class _Stepper:
 
 @torch.inference_mode()
 def generate(
-    model: GPT,
+    model: HippocampalTransformer,
     prompt: torch.Tensor,
     max_new_tokens: int,
     config: SamplingConfig | None = None,
@@ -191,7 +191,7 @@ def generate(
 
 @torch.no_grad()
 def contrastive_search(
-    model: GPT, prompt: torch.Tensor, max_new_tokens: int, k: int = 4, alpha: float = 0.6
+    model: HippocampalTransformer, prompt: torch.Tensor, max_new_tokens: int, k: int = 4, alpha: float = 0.6
 ) -> torch.Tensor:
     """Contrastive search (Su et al., 2022): among the top-k tokens, pick the one maximising
     (1 − α)·p(v) − α·max cos(h_v, h_context), which penalises degenerate repetition."""
@@ -225,10 +225,18 @@ def contrastive_search(
     return seq
 
 
+@dataclass(frozen=True)
+class Beam:
+    """The best beam: the whole sequence (1, T + new) and its summed log-probability."""
+
+    tokens: torch.Tensor
+    score: float
+
+
 @torch.no_grad()
 def beam_search(
-    model: GPT, prompt: torch.Tensor, max_new_tokens: int, beams: int = 4
-) -> tuple[torch.Tensor, float]:
+    model: HippocampalTransformer, prompt: torch.Tensor, max_new_tokens: int, beams: int = 4
+) -> Beam:
     """Beam search over summed log-probabilities; returns the best sequence and its score.
 
     The new tokens must fit in the block: beams reorder the KV cache and cannot slide it.
@@ -257,11 +265,11 @@ def beam_search(
         if step + 1 < max_new_tokens:
             logp = torch.log_softmax(model(token[:, None], cache=cache).logits[:, -1].float(), -1)
     best = int(torch.argmax(scores))
-    return seq[best : best + 1], float(scores[best])
+    return Beam(seq[best : best + 1], float(scores[best]))
 
 
 def complete(
-    model: GPT,
+    model: HippocampalTransformer,
     prompt: torch.Tensor,
     max_new_tokens: int,
     config: SamplingConfig,
@@ -273,7 +281,7 @@ def complete(
             model, prompt, max_new_tokens, config.contrastive_k, config.penalty_alpha
         )
     if config.strategy == "beam":
-        return beam_search(model, prompt, max_new_tokens, config.beams)[0]
+        return beam_search(model, prompt, max_new_tokens, config.beams).tokens
     seq = _check_prompt(model, prompt)
     tokens = list(generate(model, seq, max_new_tokens, config, memory=memory))
     return torch.cat([seq, torch.stack(tokens, 1)], 1) if tokens else seq

@@ -26,7 +26,8 @@ import torch.distributed as dist
 
 from engram.data.text import TextCorpus, tokenizer_from_dict
 from engram.io import atomic_write_bytes, content_digest
-from engram.lm.model import GPT, GPTConfig
+from engram.lm.model import HippocampalTransformer, HippocampalTransformerConfig
+from engram.params import Interval, check
 from engram.runs import progress, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
@@ -46,7 +47,8 @@ def default_data_path() -> str:
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; ``model`` holds GPTConfig fields (not vocab_size)."""
+    """Everything a training run depends on; ``model`` holds HippocampalTransformerConfig
+    fields (not vocab_size)."""
 
     data: str = field(default_factory=default_data_path)
     tokenizer: str = "char"
@@ -80,9 +82,7 @@ class TrainConfig:
             "eval_batches",
             "checkpoint_interval",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+            check(name, getattr(self, name), Interval(int, 1, None))
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype: expected 'bfloat16' or 'float32', got {self.dtype!r}")
         if not 0 <= self.warmup_steps <= self.max_steps:
@@ -90,11 +90,11 @@ class TrainConfig:
         if "vocab_size" in self.model:
             raise ValueError("model: vocab_size comes from the tokenizer; do not set it")
 
-    def model_config(self, vocab_size: int) -> GPTConfig:
-        return GPTConfig.from_dict({**self.model, "vocab_size": vocab_size})
+    def model_config(self, vocab_size: int) -> HippocampalTransformerConfig:
+        return HippocampalTransformerConfig.from_dict({**self.model, "vocab_size": vocab_size})
 
 
-def build_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: HippocampalTransformer, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on matrices only; the fused kernel on CPU and CUDA
     (one pass per parameter instead of a dozen elementwise ops, which weighs in a small model)."""
     device = next(model.parameters()).device
@@ -178,8 +178,10 @@ def compile_or_eager(model: torch.nn.Module, example: torch.Tensor) -> tuple[tor
         return model, f"eager (torch.compile failed: {type(error).__name__}: {error})"
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
+    """What a training run reached: steps, final validation loss (nats/token), history."""
+
     steps: int
     final_val_loss: float
     history: list[dict[str, Any]]
@@ -239,7 +241,8 @@ def model_from_checkpoint(path: str | os.PathLike[str], device: str = "cpu"):
     """(model in eval mode, tokenizer, checkpoint dict) from a run folder or checkpoint file."""
     ckpt = load_checkpoint(path, device)
     tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
-    model = GPT(GPTConfig.from_dict(ckpt["model_config"]), tokenizer.token_strings())
+    config = HippocampalTransformerConfig.from_dict(ckpt["model_config"])
+    model = HippocampalTransformer(config, tokenizer.token_strings())
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), tokenizer, ckpt
 
@@ -281,7 +284,7 @@ def train(
             dist.barrier()
         corpus = TextCorpus.open(corpus_dir)
     mcfg = cfg.model_config(corpus.tokenizer.vocab_size)
-    model = GPT(mcfg, corpus.tokenizer.token_strings()).to(device)
+    model = HippocampalTransformer(mcfg, corpus.tokenizer.token_strings()).to(device)
     optimizer = build_optimizer(model, cfg)
     start_step, history = 0, []
     if resume:
@@ -430,7 +433,9 @@ def _ddp_gradient_worker(rank: int, world: int, config: dict, x, y, seed: int, o
         timeout=datetime.timedelta(seconds=60),
     )
     torch.manual_seed(seed)
-    model = torch.nn.parallel.DistributedDataParallel(GPT(GPTConfig.from_dict(config)))
+    model = torch.nn.parallel.DistributedDataParallel(
+        HippocampalTransformer(HippocampalTransformerConfig.from_dict(config))
+    )
     model(x.chunk(world)[rank], y.chunk(world)[rank]).loss.backward()
     if rank == 0:
         grads = {n: p.grad.clone() for n, p in model.module.named_parameters()}
@@ -444,7 +449,7 @@ def _ddp_gradient_worker(rank: int, world: int, config: dict, x, y, seed: int, o
 
 
 def data_parallel_gradients(
-    config: GPTConfig,
+    config: HippocampalTransformerConfig,
     x: torch.Tensor,
     y: torch.Tensor,
     world: int = 2,

@@ -1,1 +1,3 @@
-"""HippocampalTransformer experiments: ablations against a plain GPT."""
+"""HippocampalTransformer experiments: the ablation against the plain GPT."""
+
+EXPERIMENTS = {"ablation": "engram.lm.experiments.ablation"}
