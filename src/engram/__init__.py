@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "MemoryGraph": "engram.replay",
     "Sleep": "engram.replay",
     "StreamingTransformer": "engram.streaming",
+    "HippocampalTransformer": "engram.lm",
     "MemoryStore": "engram.store",
     "RunFolder": "engram.runs",
 }
