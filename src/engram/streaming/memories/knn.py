@@ -1,11 +1,13 @@
 """The evicted keys and values themselves, read by a top-k softmax (Memorizing Transformers,
-Wu et al. 2022); bounded to the most important entries so its bytes can match a matrix's."""
+Wu et al. 2022); bounded to the most important entries so its bytes can match a matrix's.
+The top-k is ``engram.search.topk``, the one exact search every part uses."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from engram.search import topk
 from engram.streaming.memories.base import FLOAT_BYTES, EvictionMemory, ParallelInputs, State
 from engram.streaming.window import Evicted
 
@@ -33,23 +35,23 @@ class KNNMemory(EvictionMemory):
             _positive_int("capacity", capacity)
         self.top_k, self.capacity = top_k, capacity
 
-    def _topk_read(self, scores: torch.Tensor, allowed: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """scores, allowed (..., T, n); values (..., n, d) → (..., T, d); zero where nothing
-        is allowed."""
-        n = scores.shape[-1]
+    def _topk_read(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        """queries (..., T, d); keys, values (..., n, d); allowed (..., T, n) → (..., T, d),
+        the softmax over the allowed top-k scores q·k / √d; zero where nothing is allowed."""
+        n = keys.shape[-2]
         if n == 0:
-            return values.new_zeros(*scores.shape[:-1], values.shape[-1])
-        allowed = allowed.expand_as(scores)
-        k = min(self.top_k, n)
-        masked = scores.masked_fill(~allowed, float("-inf"))
-        top, index = masked.topk(k, dim=-1)
-        valid = torch.isfinite(top)
+            return values.new_zeros(*queries.shape[:-1], values.shape[-1])
+        found = topk(queries, keys, min(self.top_k, n), exclude=~allowed)
+        top, index = found.values / queries.shape[-1] ** 0.5, found.indices
+        valid = index >= 0
         weights = torch.softmax(top.masked_fill(~valid, -1e30), dim=-1) * valid
         weights = weights / weights.sum(-1, keepdim=True).clamp_min(_EPS)
         gathered = torch.gather(
             values.unsqueeze(-3).expand(*index.shape[:-1], n, values.shape[-1]),
             -2,
-            index[..., None].expand(*index.shape, values.shape[-1]),
+            index.clamp_min(0)[..., None].expand(*index.shape, values.shape[-1]),
         )
         return (weights[..., None] * gathered).sum(-2)
 
@@ -84,9 +86,8 @@ class KNNMemory(EvictionMemory):
         }
 
     def read(self, state: State, q: torch.Tensor) -> torch.Tensor:
-        scores = (q[..., None, :] * state["keys"]).sum(-1) / q.shape[-1] ** 0.5
-        read = self._topk_read(scores[..., None, :], state["alive"][..., None, :], state["values"])
-        return read[..., 0, :]
+        allowed = state["alive"][..., None, :]
+        return self._topk_read(q[..., None, :], state["keys"], state["values"], allowed)[..., 0, :]
 
     def state_bytes(self, n_heads: int, d_head: int, d_model: int, n_evicted: int) -> int:
         entries = n_evicted if self.capacity is None else min(n_evicted, self.capacity)
@@ -109,5 +110,4 @@ class KNNMemory(EvictionMemory):
             last = torch.where(x.evicted.any(1), x.evicted.to(torch.int64).cumsum(1).argmax(1), 0)  # (T,)
             count = beaten_by_prefix[..., last].transpose(-1, -2)  # (B, H, t, j)
             allowed = allowed & (count < self.capacity)
-        scores = (x.q @ x.k.transpose(-1, -2)) / x.q.shape[-1] ** 0.5
-        return self._topk_read(scores, allowed.expand_as(scores), x.v)
+        return self._topk_read(x.q, x.k, x.v, allowed)
