@@ -7,16 +7,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engram.params import Interval, check
 from engram.search import topk
 from engram.streaming.memories.base import FLOAT_BYTES, EvictionMemory, ParallelInputs, State
 from engram.streaming.window import Evicted
 
 _EPS = 1e-6
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
 
 class KNNMemory(EvictionMemory):
@@ -30,10 +26,8 @@ class KNNMemory(EvictionMemory):
 
     def __init__(self, top_k: int = 4, capacity: int | None = None):
         super().__init__()
-        _positive_int("top_k", top_k)
-        if capacity is not None:
-            _positive_int("capacity", capacity)
-        self.top_k, self.capacity = top_k, capacity
+        self.top_k = check("top_k", top_k, Interval(int, 1, None))
+        self.capacity = check("capacity", capacity, Interval(int, 1, None), None)
 
     def _topk_read(
         self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engram.params import Instance, Options, check
 from engram.streaming.memories.base import FLOAT_BYTES, EvictionMemory, ParallelInputs, State
 from engram.streaming.window import Evicted
 
@@ -33,12 +34,9 @@ class MatrixMemory(EvictionMemory):
 
     def __init__(self, weighting: str = "importance", delta: bool = False, associate: bool = False):
         super().__init__()
-        if weighting not in ("importance", "ones"):
-            raise ValueError(f"weighting: expected 'importance' or 'ones', got {weighting!r}")
-        for name, value in (("delta", delta), ("associate", associate)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name}: expected a bool, got {value!r}")
-        self.weighting, self.delta, self.associate = weighting, delta, associate
+        self.weighting = check("weighting", weighting, Options(("importance", "ones")))
+        self.delta = check("delta", delta, Instance(bool, "a bool"))
+        self.associate = check("associate", associate, Instance(bool, "a bool"))
 
     def _weight(self, importance: torch.Tensor) -> torch.Tensor:
         w = importance if self.weighting == "importance" else torch.ones_like(importance)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from engram.params import Instance, Interval, check
 from engram.streaming.memories.base import FLOAT_BYTES, EvictionMemory, State
 from engram.streaming.window import Evicted
 
@@ -20,8 +21,8 @@ class ProjectionWrites(EvictionMemory):
 
     def __init__(self, rate: float = 1e-2, trainable: bool = False):
         super().__init__()
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
-            raise ValueError(f"rate: expected a positive number, got {rate!r}")
+        rate = check("rate", rate, Interval(float, 0, None, closed="neither"))
+        check("trainable", trainable, Instance(bool, "a bool"))
         self.log_rate = nn.Parameter(torch.tensor(float(rate)).log(), requires_grad=trainable)
 
     @property
