@@ -6,6 +6,7 @@ import pytest
 from engram.cli import build_parser, main
 from engram.runs import RunFolder
 from engram.streaming.experiments import eviction as ev
+from engram.streaming.experiments import statistics
 
 
 def _tiny() -> ev.Config:
@@ -62,7 +63,7 @@ def test_power_rule_floors_small_pilot_effects_and_caps_at_the_budget():
             "projection_frozen": [0.06, 0.065],
         }
     }
-    power = ev._power(cfg, pilot)
+    power = statistics.main_power(cfg, pilot)
     assert 3 <= power["n_seeds"] <= 6
     by_id = {r["hypothesis"]: r for r in power["rows"]}
     assert all(r["powered_for_d"] >= cfg.smallest_effect for r in by_id.values())
@@ -104,7 +105,7 @@ def test_config_overrides_and_fixed_learning_rates_reject_bad_input():
 
 def test_binding_family_tests_against_the_value_set_level():
     cfg = ev.Config(conditions=("window_sinks", "matrix", "matrix_ones", "full"))
-    rows = ev._binding(
+    rows = statistics.binding(
         cfg,
         {
             "matrix": [0.47, 0.50, 0.46, 0.45],  # the value-set level 1/2: tokens, not bindings

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from engram.streaming import MEMORY_KINDS, StreamingConfig, StreamingTransformer
-from engram.streaming.experiments import eviction as ev
+from engram.streaming.experiments import design, training
 
 RECORDED = json.loads((Path(__file__).parent / "recorded_ec1aa70.json").read_text())
 
@@ -55,21 +55,21 @@ def _forward(kind: str) -> dict[str, Any]:
 
 
 def _training() -> dict[str, Any]:
-    cfg = ev.Config(
+    cfg = design.Config(
         steps=4,
         batch_size=8,
         test_size=32,
         projection_rates=(1e-2, 1.0),
-        conditions=tuple(ev.CONDITIONS),
+        conditions=tuple(design.CONDITIONS),
     )
     out = {}
-    for condition in ev.CONDITIONS:
-        r = ev.train_and_test(cfg, ev.Job("main", condition, "base", 100, 1e-2))
+    for condition in design.CONDITIONS:
+        r = training.train_and_test(cfg, training.Job("main", condition, "base", 100, 1e-2))
         keep = {k: r[k] for k in ("accuracy", "valid_accuracy", "final_loss", "rehearsal_accuracy")}
         if "projection_frozen" in r:
             keep["projection_frozen"] = r["projection_frozen"]
         out[condition] = keep
-    r = ev.train_and_test(cfg, ev.Job("variant", "matrix_delta", "overwrite", 101, 3e-3))
+    r = training.train_and_test(cfg, training.Job("variant", "matrix_delta", "overwrite", 101, 3e-3))
     out["matrix_delta/overwrite"] = {
         k: r[k] for k in ("accuracy", "overwritten_accuracy", "stale_rate", "final_loss")
     }

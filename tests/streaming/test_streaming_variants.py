@@ -8,6 +8,7 @@ from engram.data.recall_tasks import IGNORE, RecallTaskConfig, make_batch
 from engram.runs import RunFolder
 from engram.streaming.experiments import eviction as ev
 from engram.streaming.experiments import variants as evv
+from engram.streaming.experiments.hypotheses import variant_family
 
 
 def test_overwrite_batch_marks_the_old_value_of_each_overwritten_key():
@@ -74,7 +75,7 @@ def test_variant_study_preregisters_first_balances_seeds_and_resumes(main_run, t
         "in_window": ("window_sinks",),
     }
     study = evv.VariantConfig(main_run=str(main_run), cells=cells, seeds=2)
-    family = evv.hypotheses(study, evv.study_config(study, evv.load_main(main_run)))
+    family = variant_family(study.cells, evv.study_config(study, evv.load_main(main_run)))
     claims = {(h["variant"], h["a"], h["b"]) for h in family}
     assert ("far", "knn", "knn_unbounded") in claims and ("in_window", "window_sinks", None) in claims
     assert {h["score"] for h in family if h["variant"] == "overwrite"} == {"overwritten_accuracy"}
