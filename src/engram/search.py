@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engram import codes
 from engram.params import Interval, Options, check
 
 METRICS = ("ip", "cosine", "l2")
@@ -69,32 +70,14 @@ def _goodness(queries: torch.Tensor, chunk: torch.Tensor, metric: str) -> torch.
 
 
 def _best_k(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest ``values`` along the last axis, ties to the lower index, best first.
-
-    ``indices`` must be ascending along the last axis among entries of equal value (true for
-    a running best kept in this order followed by a later chunk). −inf entries are ineligible.
-    """
-    n = values.shape[-1]
-    if n <= k:
-        kept_values, kept_indices = values, indices
-    else:
-        top = torch.topk(values, k, dim=-1)
-        kth = top.values[..., -1:]  # the k-th largest value
-        if bool(((values >= kth).sum(-1) == k).all()):  # no tie at the k-th place: topk's set
-            where = top.indices
-        else:
-            better = values > kth
-            tied = values == kth
-            room = k - better.sum(-1, keepdim=True)
-            chosen = better | (tied & (torch.cumsum(tied.to(torch.int64), -1) <= room))
-            # exactly k chosen per row: their positions, row-major, are each row's k columns
-            where = chosen.nonzero()[:, -1].reshape(*chosen.shape[:-1], k)
-        kept_values, kept_indices = values.gather(-1, where), indices.gather(-1, where)
-    # best first; among equal values the lower index first (a stable sort on index order)
-    by_index = torch.argsort(kept_indices, dim=-1, stable=True)
-    kept_values, kept_indices = kept_values.gather(-1, by_index), kept_indices.gather(-1, by_index)
-    order = torch.argsort(kept_values, dim=-1, descending=True, stable=True)
-    return kept_values.gather(-1, order), kept_indices.gather(-1, order)
+    """The k largest ``values`` along the last axis (all when fewer), best first, ties to the
+    lower database index: ``indices`` ascend along the axis among equal values (true for a
+    running best kept in this order followed by a later chunk), so position order is index
+    order and ``codes.winners``' tie rule is the search's."""
+    if values.shape[-1] == 0:
+        return values, indices
+    where = codes.winners(values, min(k, values.shape[-1]))
+    return values.gather(-1, where), indices.gather(-1, where)
 
 
 def topk(
