@@ -3,7 +3,6 @@ import dataclasses
 import pytest
 import torch
 
-from engram.hebb import AssociativeMatrix
 from engram.streaming import (
     MEMORY_KINDS,
     Evicted,
@@ -94,18 +93,19 @@ def _events(n: int, heads: int = 1, d: int = 4, seed: int = 0) -> list[Evicted]:
 
 
 @pytest.mark.parametrize("delta", [False, True])
-def test_matrix_memory_writes_what_hebbs_associative_matrix_writes(delta):
+def test_matrix_memory_state_is_the_hebbian_or_widrow_hoff_matrix_of_its_writes(delta):
     memory = MatrixMemory("importance", delta=delta)
     state = memory.init_state(1, 1, 4, 8)
-    reference = AssociativeMatrix(4, 4)
+    expected = torch.zeros(4, 4)  # (d_value, d_key), as engram.hebb lays it out
     for ev in _events(6):
         state = memory.write(state, ev)
-        phi = feature_map(ev.key[0])
+        phi = feature_map(ev.key[0, 0])
         key = phi / (phi.norm() + 1e-6) if delta else phi
-        imp = ev.importance[0]
+        imp = ev.importance[0, 0]
         rate = imp / (1 + imp) if delta else imp
-        reference.write(key, ev.value[0], rate=rate, delta=delta)
-    torch.testing.assert_close(state["M"][0, 0].T, reference.matrix, atol=1e-5, rtol=1e-5)
+        error = ev.value[0, 0] - (expected @ key if delta else 0.0)
+        expected = expected + rate * torch.outer(error, key)
+    torch.testing.assert_close(state["M"][0, 0], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_bounded_knn_keeps_the_most_important_evicted_tokens():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engram import hebb
 from engram.params import Instance, Options, check
 from engram.streaming.memories.base import FLOAT_BYTES, EvictionMemory, ParallelInputs, State
 from engram.streaming.window import Evicted
@@ -24,10 +25,13 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 class MatrixMemory(EvictionMemory):
-    """A memory matrix per head written at eviction: M += w φ(k)ᵀ v, z += w φ(k).
+    """A memory matrix per head written at eviction: M += w v φ(k)ᵀ, z += w φ(k).
+
+    The streaming form writes and reads through ``engram.hebb.write`` / ``hebb.read`` (the
+    one associative memory of Engram); the parallel form is their closed form over a sequence.
 
     ``weighting`` is ``"importance"`` (w = attention received in the window) or ``"ones"``;
-    ``delta=True`` uses the delta rule M += β κᵀ (v − κ M) with κ = φ(k)/‖φ(k)‖ and
+    ``delta=True`` uses the delta rule M += β (v − M κ) κᵀ with κ = φ(k)/‖φ(k)‖ and
     β = importance / (1 + importance) ∈ (0, 1), read as φ(q)/‖φ(q)‖ · M. ``associate=True``
     stores under the token's attention-weighted keys instead of its own key.
     """
@@ -49,27 +53,22 @@ class MatrixMemory(EvictionMemory):
     # -- streaming form ------------------------------------------------------------------
     def init_state(self, batch: int, n_heads: int, d_head: int, d_model: int, device=None) -> State:
         return {
-            "M": torch.zeros(batch, n_heads, d_head, d_head, device=device),
+            "M": torch.zeros(batch, n_heads, d_head, d_head, device=device),  # (d_value, d_key)
             "z": torch.zeros(batch, n_heads, d_head, device=device),
         }
 
     def write(self, state: State, ev: Evicted) -> State:
-        kappa = self._key(ev.key, ev.assoc_key)  # (B, H, d)
+        kappa = self._key(ev.key, ev.assoc_key)[..., None, :]  # (B, H, 1, d): one pair per head
         w = self._weight(ev.importance)[..., None]  # (B, H, 1)
-        z = state["z"]
-        if self.delta:
-            predicted = torch.einsum("bhk,bhkv->bhv", kappa, state["M"])
-            update = w * (ev.value - predicted)
-        else:
-            update = w * ev.value
-            z = z + w * kappa
-        return {"M": state["M"] + torch.einsum("bhk,bhv->bhkv", kappa, update), "z": z}
+        memory = hebb.write(state["M"], kappa, ev.value[..., None, :], w, delta=self.delta)
+        z = state["z"] if self.delta else state["z"] + w * kappa[..., 0, :]
+        return {"M": memory, "z": z}
 
     def read(self, state: State, q: torch.Tensor) -> torch.Tensor:
         phi = feature_map(q)
         if self.delta:
-            return torch.einsum("bhk,bhkv->bhv", _unit(phi), state["M"])
-        num = torch.einsum("bhk,bhkv->bhv", phi, state["M"])
+            return hebb.read(state["M"], _unit(phi)[..., None, :])[..., 0, :]
+        num = hebb.read(state["M"], phi[..., None, :])[..., 0, :]
         den = (phi * state["z"]).sum(-1, keepdim=True)
         return num / (den + _EPS)
 
