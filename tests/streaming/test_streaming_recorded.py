@@ -64,12 +64,14 @@ def _training() -> dict[str, Any]:
     )
     out = {}
     for condition in design.CONDITIONS:
-        r = training.train_and_test(cfg, training.Job("main", condition, "base", 100, 1e-2))
+        r = training.train_and_test(training.ModelSpec(cfg, "main", condition, "base", 1e-2), 100)
         keep = {k: r[k] for k in ("accuracy", "valid_accuracy", "final_loss", "rehearsal_accuracy")}
         if "projection_frozen" in r:
             keep["projection_frozen"] = r["projection_frozen"]
         out[condition] = keep
-    r = training.train_and_test(cfg, training.Job("variant", "matrix_delta", "overwrite", 101, 3e-3))
+    r = training.train_and_test(
+        training.ModelSpec(cfg, "variant", "matrix_delta", "overwrite", 3e-3), 101
+    )
     out["matrix_delta/overwrite"] = {
         k: r[k] for k in ("accuracy", "overwritten_accuracy", "stale_rate", "final_loss")
     }

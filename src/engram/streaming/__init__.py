@@ -1,4 +1,4 @@
-"""Streaming attention with sinks and eviction memories (``engram experiment eviction``)."""
+"""Streaming attention with sinks and eviction memories (``engram run streaming.eviction``)."""
 
 from engram.streaming.memories import (
     MEMORY_KINDS,

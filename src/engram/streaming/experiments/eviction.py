@@ -1,21 +1,18 @@
-"""Memory after eviction: can a trace written when a token leaves the window answer later?
+"""Memory after eviction: which trace written when a token leaves the window recalls it later.
 
-Pipeline (each stage resumable from the run folder): a pilot (learning-rate sweep on a
-validation set, then a second pilot seed) → a power analysis from the pilot's effect sizes →
-``preregistration.md`` → the main run on fresh seeds, one trained model per seed and condition
-in parallel worker processes (one torch thread each) → variants → costs (state bytes, tokens/s,
-character-level perplexity on tinyshakespeare) → tests, effect sizes, corrections, plots.
+Stages, each resumable from the run folder: a pilot (learning-rate sweep on a validation set,
+then more pilot seeds) → a power analysis from the pilot's effect sizes → ``preregistration.md``
+→ the main run on fresh seeds, one trained model per seed and condition (the toolkit's job
+runner; ``--workers`` runs them in parallel) → exploratory variants → costs (state bytes,
+tokens/s, character-level perplexity on tinyshakespeare) → tests, effect sizes, Holm, plots.
 The unit of analysis is the trained model: its accuracy over the test set's final queries.
 The pieces live beside it: ``design`` (conditions, Config), ``training`` (one model per job),
-``costs``, ``hypotheses``, ``statistics``, ``preregistration``, ``plots``, ``report``.
+``costs``, ``hypotheses``, ``statistics``, ``preregistration``, ``plots``, ``report``, ``claims``.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,43 +20,44 @@ import torch
 from engram import stats
 from engram.data.recall_tasks import min_query_distance
 from engram.io import atomic_write_text
-from engram.runs import RunFolder, progress
+from engram.runs import Result, RunFolder, progress
+from engram.streaming.experiments.claims import binding_claim, hypothesis_claim
 from engram.streaming.experiments.costs import perplexity, throughput
-from engram.streaming.experiments.design import (
-    BASELINE,
-    CONDITIONS,
-    MAIN_SEED0,
-    Config,
-    quick_config,
-)
+from engram.streaming.experiments.design import BASELINE, MAIN_SEED0, QUICK, Config
 from engram.streaming.experiments.hypotheses import main_family
 from engram.streaming.experiments.plots import plot_main
 from engram.streaming.experiments.preregistration import main_preregistration
-from engram.streaming.experiments.report import main_report
-from engram.streaming.experiments.statistics import binding, compare, main_power
-from engram.streaming.experiments.training import Job, accuracies, run_jobs
+from engram.streaming.experiments.report import main_sections
+from engram.streaming.experiments.statistics import binding, compare, correct_family, main_power
+from engram.streaming.experiments.training import ModelSpec, accuracies, flat, train_models
+
+SEED_STRIDE = 1000  # model seeds of run seed s: pilot 1000·s + i, main 100 + 1000·s + i
 
 
-# ------------------------------------------------------------------ stages
-def _pilot(cfg: Config, out: Path) -> dict[str, Any]:
-    """Learning rate per condition on the validation set (seed 0), then a second pilot seed;
-    with ``cfg.lr_by_condition`` the sweep is skipped and the pilot seeds use those rates."""
+def _pilot(cfg: Config, folder: RunFolder) -> dict[str, Any]:
+    """Learning rate per condition on the validation set (first pilot seed), then the other
+    pilot seeds; with ``cfg.lr_by_condition`` the sweep is skipped."""
     trained = list(cfg.conditions)
+    first_seed = SEED_STRIDE * cfg.seed
+    results: list[dict[str, Any]] = []
     if cfg.lr_by_condition is not None:
         lr = {c: float(cfg.lr_by_condition[c]) for c in trained}
-        results, first = [], 0
+        first = 0
     else:
-        sweep = [Job("pilot", c, "base", 0, lr) for c in trained for lr in cfg.lrs]
-        results = run_jobs(cfg, sweep, out, "pilot: learning-rate sweep")
+        sweep = [(ModelSpec(cfg, "pilot", c, "base", x), first_seed) for c in trained for x in cfg.lrs]
+        results = train_models(sweep, folder.path, "pilot: learning-rate sweep")
         lr = {}
         for c in trained:
             rows = [r for r in results if r["condition"] == c]
             lr[c] = max(rows, key=lambda r: (r["valid_accuracy"], -r["final_loss"]))["lr"]
         first = 1
     more = [
-        Job("pilot", c, "base", s, lr[c]) for c in trained for s in range(first, cfg.pilot_seeds)
+        (ModelSpec(cfg, "pilot", c, "base", lr[c]), first_seed + s)
+        for c in trained
+        for s in range(first, cfg.pilot_seeds)
     ]
-    results += run_jobs(cfg, more, out, "pilot: more seeds")
+    results += train_models(more, folder.path, "pilot: more seeds")
+    results = [flat(r) for r in results]
     pilot = {
         c: accuracies([r for r in results if r["condition"] == c and r["lr"] == lr[c]])
         for c in trained
@@ -71,58 +69,17 @@ def _pilot(cfg: Config, out: Path) -> dict[str, Any]:
     return {"lr": lr, "pilot_accuracy": pilot}
 
 
+def _stage(folder: RunFolder, name: str, make) -> Any:
+    """A stage's JSON output, computed once and read back on resume."""
+    path = folder.file(name)
+    if path.exists():
+        return json.loads(path.read_text())
+    value = make()
+    folder.write_json(name, value)
+    return json.loads(folder.file(name).read_text())
 
-# ------------------------------------------------------------------ the whole run
-def run(cfg: Config, folder: RunFolder) -> dict[str, Any]:
-    """Every stage in order; a stage whose output exists in the folder is not repeated."""
-    torch.set_num_threads(1)  # as in the workers, so tokens/s compare like with like
-    out = folder.path
-    pilot_path, power_path = out / "pilot.json", out / "power.json"
-    if pilot_path.exists():
-        pilot = json.loads(pilot_path.read_text())
-    else:
-        pilot = _pilot(cfg, out)
-        folder.write_json("pilot.json", pilot)
-    if power_path.exists():
-        power = json.loads(power_path.read_text())
-    else:
-        power = main_power(cfg, pilot)
-        folder.write_json("power.json", power)
-    if not (out / "preregistration.md").exists():
-        atomic_write_text(out / "preregistration.md", main_preregistration(cfg, pilot, power))
 
-    seeds = range(MAIN_SEED0, MAIN_SEED0 + power["n_seeds"])
-    lr = pilot["lr"]
-    main_jobs = [Job("main", c, "base", s, lr[c]) for s in seeds for c in cfg.conditions]
-    variant_jobs = [
-        Job("variant", c, v, MAIN_SEED0 + s, lr[c])
-        for s in range(cfg.variant_seeds)
-        for v in cfg.variants
-        for c in cfg.variant_conditions
-        if c in lr
-    ]
-    results = run_jobs(cfg, main_jobs + variant_jobs, out, "main run and variants")
-    folder.write_csv(
-        "results.csv",
-        [
-            {k: v for k, v in r.items() if k != "projection_frozen"}
-            | (
-                {
-                    "projection_frozen_accuracy": r["projection_frozen"]["accuracy"],
-                    "projection_frozen_rate": r["projection_frozen"]["rate"],
-                }
-                if "projection_frozen" in r
-                else {}
-            )
-            for r in results
-        ],
-    )
-    main = [r for r in results if r["phase"] == "main"]
-    by_condition = {c: accuracies([r for r in main if r["condition"] == c]) for c in cfg.conditions}
-    by_condition["projection_frozen"] = accuracies(
-        [r for r in main if r["condition"] == BASELINE], "projection_frozen"
-    )
-
+def _accuracy_table(cfg: Config, by_condition: dict[str, list[float]]) -> list[dict[str, Any]]:
     chance = cfg.task().chance
     table = []
     for c, acc in by_condition.items():
@@ -138,65 +95,20 @@ def run(cfg: Config, folder: RunFolder) -> dict[str, Any]:
                 "boot_low": boot.low,
                 "boot_high": boot.high,
                 "chance": chance,
+                "per_seed": " ".join(f"{x:.4f}" for x in acc),
             }
         )
-    family = main_family(cfg)
-    tests = [{**h, **compare(by_condition[h["a"]], by_condition[h["b"]])} for h in family]
-    holm_reject, holm_p = stats.correct([t["welch_p"] for t in tests], "holm", cfg.alpha)
-    _, bh_p = stats.correct([t["welch_p"] for t in tests], "fdr_bh", cfg.alpha)
-    for t, rej, hp, bp in zip(tests, holm_reject, holm_p, bh_p, strict=True):
-        directional = t["b"] == BASELINE
-        t.update(
-            holm_p=float(hp),
-            bh_p=float(bp),
-            supported=bool(rej and (t["diff"] > 0 or not directional)),
-        )
-    costs = [throughput(cfg, c) for c in [*cfg.conditions, "projection_frozen"]]
-    window_speed = (
-        next(c for c in costs if c["condition"] == "window")["parallel_tokens_per_s"]
-        if "window" in cfg.conditions
-        else costs[0]["parallel_tokens_per_s"]
-    )
-    for c in costs:
-        c["parallel_speed_vs_window"] = c["parallel_tokens_per_s"] / window_speed
-    lm_path = out / "perplexity.json"
-    if lm_path.exists():
-        lm = json.loads(lm_path.read_text())
-    else:
-        lm = [perplexity(cfg, c) for c in progress(cfg.lm_conditions, "perplexity")]
-        folder.write_json("perplexity.json", lm)
-    variants = _variant_table(cfg, [r for r in results if r["phase"] == "variant"], main)
-    binding_rows = binding(cfg, by_condition)
-    summary = {
-        "accuracy": table,
-        "tests": tests,
-        "costs": costs,
-        "perplexity": lm,
-        "variants": variants,
-        "binding": binding_rows,
-        "power": power,
-        "lr": lr,
-    }
-    folder.write_json("results.json", summary)
-    folder.write_csv("accuracy.csv", table)
-    folder.write_csv("tests.csv", tests)
-    folder.write_csv("costs.csv", costs)
-    folder.write_csv("variants.csv", variants)
-    folder.write_csv("binding.csv", binding_rows)
-    plot_main(cfg, folder, table, variants, costs, by_condition)
-    folder.write_report(main_report(summary))
-    return summary
+    return table
 
 
 def _variant_table(cfg: Config, rows: list[dict], main: list[dict]) -> list[dict]:
     table = []
     base = [r for r in main if r["condition"] in cfg.variant_conditions]
     for r in [*base, *rows]:
-        variant = r["variant"]
-        task = cfg.task(variant)
+        task = cfg.task(r["variant"])
         table.append(
             {
-                "variant": variant,
+                "variant": r["variant"],
                 "condition": r["condition"],
                 "seed": r["seed"],
                 "accuracy": r["accuracy"],
@@ -210,77 +122,85 @@ def _variant_table(cfg: Config, rows: list[dict], main: list[dict]) -> list[dict
     return table
 
 
-
-# ------------------------------------------------------------------ command line
-def _settings(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=JSON`` overrides of Config fields (lists become tuples, as the fields expect)."""
-    fields = {f.name for f in dataclasses.fields(Config)}
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(f"--set: expected KEY=JSON with KEY a Config field, got {pair!r}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--set {key}: expected a JSON value, got {text!r}") from error
-        out[key] = tuple(value) if isinstance(value, list) else value
-    return out
+def _costs(cfg: Config) -> list[dict[str, Any]]:
+    costs = [throughput(cfg, c) for c in [*cfg.conditions, "projection_frozen"]]
+    reference = next((c for c in costs if c["condition"] == "window"), costs[0])
+    for c in costs:
+        c["parallel_speed_vs_window"] = c["parallel_tokens_per_s"] / reference["parallel_tokens_per_s"]
+    return costs
 
 
-def _command(args: argparse.Namespace) -> int:
-    if args.resume:
-        folder = RunFolder(args.resume)
-        saved = json.loads(folder.file("config.json").read_text())["config"]
-        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
-        cfg = Config(**saved)
-    else:
-        cfg = quick_config() if args.quick else Config()
-        overrides = {
-            k: getattr(args, k)
-            for k in ("steps", "workers", "max_seeds", "seed")
-            if getattr(args, k) is not None
-        }
-        cfg = dataclasses.replace(cfg, **overrides, **_settings(args.set or []))
-        folder = RunFolder.create(args.out, "eviction", config=cfg, seed=cfg.seed)
-    print(f"run folder: {folder.path}")
-    run(cfg, folder)
-    print(f"report: {folder.file('report.md')}")
-    return 0
+def run(cfg: Config, folder: RunFolder) -> Result:
+    """Every stage in order; a stage whose output exists in the folder is not repeated."""
+    torch.set_num_threads(1)  # as in the workers, so tokens/s compare like with like
+    pilot = _stage(folder, "pilot.json", lambda: _pilot(cfg, folder))
+    power = _stage(folder, "power.json", lambda: main_power(cfg, pilot))
+    if not folder.file("preregistration.md").exists():
+        atomic_write_text(folder.file("preregistration.md"), main_preregistration(cfg, pilot, power))
 
-
-def experiment_group(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The subparsers of the ``experiment`` command group, created if it is not there yet."""
-    group = subparsers.choices.get("experiment")
-    if group is None:
-        group = subparsers.add_parser("experiment", help="run a registered experiment")
-        group.set_defaults(experiments=group.add_subparsers(dest="experiment", metavar="NAME"))
-        group._engram_experiments = group.get_default("experiments")
-    experiments = group._engram_experiments
-    experiments.required = True
-    return experiments
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``experiment eviction`` (creating the ``experiment`` group if it is not there)."""
-    experiments = experiment_group(subparsers)
-    parser = experiments.add_parser(
-        "eviction", help="recall after eviction: streaming attention with eviction memories"
+    first = MAIN_SEED0 + SEED_STRIDE * cfg.seed
+    lr = pilot["lr"]
+    main_jobs = [
+        (ModelSpec(cfg, "main", c, "base", lr[c]), s)
+        for s in range(first, first + power["n_seeds"])
+        for c in cfg.conditions
+    ]
+    variant_jobs = [
+        (ModelSpec(cfg, "variant", c, v, lr[c]), first + s)
+        for s in range(cfg.variant_seeds)
+        for v in cfg.variants
+        for c in cfg.variant_conditions
+        if c in lr
+    ]
+    results = [flat(r) for r in train_models(main_jobs + variant_jobs, folder.path, "main run and variants")]
+    main = [r for r in results if r["phase"] == "main"]
+    by_condition = {c: accuracies([r for r in main if r["condition"] == c]) for c in cfg.conditions}
+    by_condition["projection_frozen"] = accuracies(
+        [r for r in main if r["condition"] == BASELINE], "projection_frozen"
     )
-    parser.add_argument("--out", default="runs", help="folder for the run folder (default runs)")
-    parser.add_argument("--resume", default=None, help="continue the run in this run folder")
-    parser.add_argument("--quick", action="store_true", help="a minutes-long smoke version")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes")
-    parser.add_argument("--max-seeds", dest="max_seeds", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=JSON",
-        help="override a Config field, e.g. --set min_seeds=9 (repeatable)",
+
+    tests = [
+        {**h, **compare(by_condition[h["a"]], by_condition[h["b"]], (h["a"], h["b"]))}
+        for h in main_family(cfg)
+    ]
+    correct_family(tests, cfg.alpha)
+    binding_rows = binding(cfg, by_condition)
+    accuracy = _accuracy_table(cfg, by_condition)
+    variants = _variant_table(cfg, [r for r in results if r["phase"] == "variant"], main)
+    costs = _costs(cfg)
+    lm = _stage(
+        folder,
+        "perplexity.json",
+        lambda: [perplexity(cfg, c) for c in progress(cfg.lm_conditions, "perplexity")],
     )
-    parser.set_defaults(func=_command)
+    figures = plot_main(cfg, folder, accuracy, variants, costs, by_condition)
+    setting = (
+        f"{power['n_seeds']} seeds, {cfg.steps} steps, {cfg.n_pairs} pairs, filler {cfg.n_filler}, "
+        f"window {cfg.window} + {cfg.n_sink} sink, d_model {cfg.d_model}"
+    )
+    claims = [hypothesis_claim(t, setting) for t in tests]
+    claims += [binding_claim(b, setting) for b in binding_rows if b["in_family"]]
+    tables = {
+        "accuracy": accuracy,
+        "tests": tests,
+        "binding": binding_rows,
+        "costs": costs,
+        "perplexity": lm,
+        "variants": variants,
+        "power": power["rows"],
+        "models": results,
+    }
+    return Result(
+        claims=tuple(claims),
+        tables=tables,
+        figures=figures,
+        title="Memory after eviction",
+        intro=(
+            "Recall of key–value bindings evicted from a sliding window, per eviction memory; "
+            f"pre-registered (preregistration.md), seeds from the power rule: {power['rule']}."
+        ),
+        sections=main_sections(tables),
+    )
 
 
-__all__ = ["CONDITIONS", "Config", "Job", "experiment_group", "quick_config", "register", "run"]
+__all__ = ["QUICK", "Config", "run"]

@@ -9,7 +9,7 @@ from typing import Any
 from engram.streaming.experiments.design import BASELINE, MEMORIES, Config
 
 
-def main_family(cfg: Config) -> list[dict[str, str]]:
+def main_family(cfg: Config) -> list[dict[str, Any]]:
     """The confirmatory family: each memory against window+sinks, plus two comparisons."""
     present = set(cfg.conditions) | {"projection_frozen"}
     family = [
@@ -18,6 +18,7 @@ def main_family(cfg: Config) -> list[dict[str, str]]:
             "a": m,
             "b": BASELINE,
             "claim": f"{m} recalls evicted bindings better than {BASELINE}",
+            "directional": True,
         }
         for i, m in enumerate(m for m in MEMORIES if m in present)
     ]
@@ -27,7 +28,9 @@ def main_family(cfg: Config) -> list[dict[str, str]]:
     ]
     for a, b, claim in extra:
         if a in present and b in present:
-            family.append({"id": f"H{len(family) + 1}", "a": a, "b": b, "claim": claim})
+            family.append(
+                {"id": f"H{len(family) + 1}", "a": a, "b": b, "claim": claim, "directional": False}
+            )
     return family
 
 

@@ -20,7 +20,9 @@ def plot_main(
     variants: list[dict],
     costs: list[dict],
     by_condition: dict[str, list[float]],
-) -> None:
+) -> tuple[str, ...]:
+    """Accuracy by condition, against distance and pairs (variants), against state size;
+    returns the names of the figures saved."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,6 +78,8 @@ def plot_main(
     ax.set_ylabel("final-query accuracy")
     ax.set_title(f"Accuracy vs state size ({note})")
     folder.save_figure("accuracy_vs_state.png", fig)
+    return ("accuracy_by_condition.png", "accuracy_vs_distance.png", "accuracy_vs_pairs.png",
+            "accuracy_vs_state.png")
 
 
 def plot_variants(
@@ -137,4 +141,5 @@ def plot_variants(
         )
         ax.legend(fontsize=7)
         folder.save_figure(name, fig)
+    return ("accuracy_vs_distance.png", "accuracy_vs_pairs.png")
 

@@ -1,15 +1,18 @@
-"""The tests behind every verdict: two-group comparisons, one-sample tests against the value-set
-level, Holm/BH corrections, the power rules that fix seed counts, and escape counts."""
+"""The tests behind every verdict: two-group comparisons through the toolkit's battery (one set
+of column names), one-sample tests against the value-set level in the same columns, Holm over
+each family, the power rules that fix seed counts, and escape counts."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import scipy.stats
 
 from engram import stats
+from engram.runs import compare as battery
 from engram.streaming.experiments.design import MEMORIES, Config
 from engram.streaming.experiments.hypotheses import main_family
 
@@ -42,23 +45,66 @@ def main_power(cfg: Config, pilot: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def compare(a: list[float], b: list[float]) -> dict[str, Any]:
-    """Welch and permutation p, Cohen's d with a bootstrap interval and Cohen's h of a vs b."""
-    same = np.allclose(a, a[0]) and np.allclose(b, b[0]) and np.isclose(a[0], b[0])
-    welch = stats.welch_test(a, b) if not same else stats.TestResult("welch", 0.0, 1.0)
-    perm = stats.permutation_test(a, b, n_resamples=2000)
-    d = stats.cohens_d(a, b, n_resamples=1000)
+def compare(a: Sequence[float], b: Sequence[float], names: tuple[str, str] = ("a", "b")) -> dict[str, Any]:
+    """Arm a against arm b through the comparison battery (``engram.runs.compare``): its row
+    in the battery's columns (Welch p, permutation p, Cohen's d with a bootstrap interval),
+    plus Cohen's h of the two mean accuracies."""
+    samples = {names[0]: list(a), names[1]: list(b)}
+    (row,) = battery(samples, [names], permutation=True)
+    return {**row.row(), "h": stats.cohens_h(row.mean_a, row.mean_b)}
+
+
+def compare_to_level(a: Sequence[float], level: float, name: str = "a") -> dict[str, Any]:
+    """A one-sided one-sample t-test of mean(a) > ``level``, in the battery's columns."""
+    x = np.asarray(a, dtype=float)
+    ci = stats.mean_ci(x)
+    spread = np.ptp(x) > 0
+    if spread:
+        test = scipy.stats.ttest_1samp(x, level, alternative="greater")
+        statistic, p = float(test.statistic), float(test.pvalue)
+    else:  # no spread: the t statistic is undefined, the answer is not
+        statistic, p = float("nan"), 0.0 if x.mean() > level else 1.0
     return {
-        "mean_a": float(np.mean(a)),
-        "mean_b": float(np.mean(b)),
-        "diff": float(np.mean(a) - np.mean(b)),
-        "welch_p": welch.p_value,
-        "perm_p": perm.p_value,
-        "d": d.estimate,
-        "d_low": d.low,
-        "d_high": d.high,
-        "h": stats.cohens_h(float(np.mean(a)), float(np.mean(b))),
+        "a": name,
+        "b": f"level {level:g}",
+        "n_a": int(x.size),
+        "n_b": 0,
+        "mean_a": float(x.mean()),
+        "mean_b": level,
+        "diff": float(x.mean() - level),
+        "diff_low": ci.low - level,
+        "diff_high": ci.high - level,
+        "test": "one-sample",
+        "statistic": statistic,
+        "p": p,
+        "p_holm": p,
+        "significant": p < 0.05,
+        "cohens_d": float((x.mean() - level) / x.std(ddof=1)) if spread else float("inf"),
+        "d_low": float("nan"),
+        "d_high": float("nan"),
+        "p_perm": None,
+        "h": stats.cohens_h(float(x.mean()), level),
     }
+
+
+def compare_to(a: Sequence[float], b: Sequence[float] | None, level: float, names: tuple[str, str]) -> dict:
+    """``compare(a, b)``, or with ``b`` None ``compare_to_level(a, level)``."""
+    return compare(a, b, names) if b is not None else compare_to_level(a, level, names[0])
+
+
+def correct_family(rows: list[dict[str, Any]], alpha: float) -> None:
+    """Holm over the family's ``p`` (in place, before the rows are frozen): ``p_holm`` and
+    ``significant`` then describe the whole family, not each pair alone."""
+    if not rows:
+        return
+    reject, holm = stats.correct([r["p"] for r in rows], "holm", alpha)
+    for r, rej, hp in zip(rows, reject, holm, strict=True):
+        r.update(p_holm=float(hp), significant=bool(rej))
+
+
+def holds(row: dict[str, Any]) -> bool:
+    """A hypothesis's verdict: significant after Holm and, when directional, a positive diff."""
+    return bool(row["significant"] and (row["diff"] > 0 or not row.get("directional", True)))
 
 
 def binding(cfg: Config, by_condition: dict[str, list[float]]) -> list[dict[str, Any]]:
@@ -72,67 +118,15 @@ def binding(cfg: Config, by_condition: dict[str, list[float]]) -> list[dict[str,
     rows = []
     for c in [*family, *reference]:
         acc = np.asarray(by_condition[c], dtype=float)
-        ci = stats.mean_ci(acc)
-        if len(acc) > 1 and np.ptp(acc) > 0:
-            p = float(scipy.stats.ttest_1samp(acc, level, alternative="greater").pvalue)
-        else:  # no spread: the t statistic is undefined, the answer is not
-            p = 0.0 if acc.mean() > level else 1.0
         rows.append(
             {
-                "condition": c,
-                "n": len(acc),
-                "accuracy": ci.estimate,
-                "t_low": ci.low,
-                "t_high": ci.high,
-                "value_set_level": level,
-                "p_greater": p,
+                **compare_to_level(acc, level, c),
                 "seeds_at_least_0.75": int((acc >= 0.75).sum()),
                 "in_family": c in family,
             }
         )
-    if family:
-        reject, holm = stats.correct(
-            [r["p_greater"] for r in rows[: len(family)]], "holm", cfg.alpha
-        )
-        for r, rej, hp in zip(rows, reject, holm, strict=False):
-            r.update(holm_p=float(hp), binding_shown=bool(rej))
+    correct_family(rows[: len(family)], cfg.alpha)
     return rows
-
-
-def compare_to(a: list[float], b: list[float] | None, level: float) -> dict[str, Any]:
-    """``compare(a, b)``, or with ``b`` None a one-sided one-sample t-test of a against ``level``."""
-    if b is None:  # one-sample, one-sided against the value-set level
-        x = np.asarray(a, dtype=float)
-        if np.ptp(x) > 0:
-            p = float(scipy.stats.ttest_1samp(x, level, alternative="greater").pvalue)
-        else:
-            p = 0.0 if x.mean() > level else 1.0
-        return {
-            "mean_a": float(x.mean()),
-            "mean_b": level,
-            "diff": float(x.mean() - level),
-            "welch_p": p,
-            "perm_p": float("nan"),
-            "d": float((x.mean() - level) / x.std(ddof=1)) if np.ptp(x) > 0 else float("inf"),
-            "d_low": float("nan"),
-            "d_high": float("nan"),
-            "h": stats.cohens_h(float(x.mean()), level),
-        }
-    return compare(a, b)
-
-
-def correct_family(rows: list[dict], alpha: float) -> None:
-    """Add Holm and BH p-values and the verdict to each row (in place, before the rows are frozen)."""
-    if not rows:
-        return
-    reject, holm = stats.correct([r["welch_p"] for r in rows], "holm", alpha)
-    _, bh = stats.correct([r["welch_p"] for r in rows], "fdr_bh", alpha)
-    for r, rej, hp, bp in zip(rows, reject, holm, bh, strict=True):
-        r.update(
-            holm_p=float(hp),
-            bh_p=float(bp),
-            supported=bool(rej and (r["diff"] > 0 or not r.get("directional", False))),
-        )
 
 
 def escapes(a: list[float], b: list[float], threshold: float = 0.75) -> dict[str, Any]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,25 +15,21 @@ import numpy as np
 import torch
 
 from engram.data.recall_tasks import make_batch, min_query_distance
-from engram.io import atomic_write_text, to_json
-from engram.runs import progress
+from engram.runs import Job, run_jobs
 from engram.streaming import StreamingTransformer
 from engram.streaming.experiments.design import BASELINE, TEST_SEED, VALIDATION_SEED, Config
 
 
 @dataclass(frozen=True)
-class Job:
-    """One model to train and test: its key is its file name in ``jobs/``."""
+class ModelSpec:
+    """One model to train and test, given a seed: the experiment's design, which stage asks
+    for it (pilot, main, variant), the condition, the task variant and the learning rate."""
 
+    design: Config
     phase: str
     condition: str
     variant: str
-    seed: int
     lr: float
-
-    @property
-    def key(self) -> str:
-        return f"{self.phase}__{self.condition}__{self.variant}__s{self.seed}__lr{self.lr:g}"
 
 
 def _predict(model: StreamingTransformer, batch) -> torch.Tensor:
@@ -58,16 +53,17 @@ def with_projection_writes(model: StreamingTransformer, rate: float | None) -> S
     return copy.eval()
 
 
-def train_and_test(cfg: Config, job: Job) -> dict[str, Any]:
-    """Train one model on fresh batches, then score it on the fixed test set."""
-    task = cfg.task(job.variant)
-    torch.manual_seed(job.seed)
-    model = StreamingTransformer(cfg.model(job.condition, task.vocab_size))
-    optimiser = torch.optim.AdamW(model.parameters(), lr=job.lr, weight_decay=0.0)
+def train_and_test(spec: ModelSpec, seed: int) -> dict[str, Any]:
+    """Train one model on fresh batches, then score it on the fixed test set (a toolkit job)."""
+    cfg = spec.design
+    task = cfg.task(spec.variant)
+    torch.manual_seed(seed)
+    model = StreamingTransformer(cfg.model(spec.condition, task.vocab_size))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=job.lr, total_steps=cfg.steps, pct_start=0.1
+        optimiser, max_lr=spec.lr, total_steps=cfg.steps, pct_start=0.1
     )
-    data = torch.Generator().manual_seed(1_000_000 + job.seed)
+    data = torch.Generator().manual_seed(1_000_000 + seed)
     start = time.perf_counter()
     losses = []
     for _ in range(cfg.steps):
@@ -86,8 +82,11 @@ def train_and_test(cfg: Config, job: Job) -> dict[str, Any]:
     # One forward pass per model and set; every score below reads the same predictions.
     pred, pred_valid = _predict(model, test), _predict(model, valid)
     result: dict[str, Any] = {
-        **dataclasses.asdict(job),
-        "key": job.key,
+        "phase": spec.phase,
+        "condition": spec.condition,
+        "variant": spec.variant,
+        "seed": seed,
+        "lr": spec.lr,
         "accuracy": _accuracy(pred, test, test.final_queries),
         "valid_accuracy": _accuracy(pred_valid, valid, valid.final_queries),
         "rehearsal_accuracy": _accuracy(pred, test, test.rehearsal_queries),
@@ -99,7 +98,7 @@ def train_and_test(cfg: Config, job: Job) -> dict[str, Any]:
         "chance": task.chance,
         "min_query_distance": min_query_distance(task),
     }
-    if job.condition == BASELINE:
+    if spec.condition == BASELINE:
         # The source's method: rank-1 writes into the frozen model's projections at test,
         # with the rate chosen on the validation set (0 = no writes, always a candidate).
         scores, at_rates = {0.0: result["valid_accuracy"]}, {0.0: result["accuracy"]}
@@ -117,47 +116,27 @@ def train_and_test(cfg: Config, job: Job) -> dict[str, Any]:
     return result
 
 
+def flat(row: dict[str, Any]) -> dict[str, Any]:
+    """A job's result as one table row: the projection writes' nested record becomes columns."""
+    out = {k: v for k, v in row.items() if k != "projection_frozen"}
+    if "projection_frozen" in row:
+        written = row["projection_frozen"]
+        out["projection_frozen_accuracy"] = written["accuracy"]
+        out["projection_frozen_rate"] = written["rate"]
+        out["projection_frozen_valid_by_rate"] = json.dumps(written["valid_by_rate"])
+    return out
+
+
 def accuracies(rows: list[dict], condition: str | None = None) -> list[float]:
-    """Per-model accuracy of result rows; ``projection_frozen`` reads the writes at test."""
+    """Per-model accuracy of (flat) result rows; ``projection_frozen`` reads the writes at test."""
     if condition == "projection_frozen":
-        return [r["projection_frozen"]["accuracy"] for r in rows]
+        return [r["projection_frozen_accuracy"] for r in rows]
     return [r["accuracy"] for r in rows]
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)
-    os.environ.setdefault("ENGRAM_QUIET", "1")
-
-
-def run_job(cfg: Config, job: Job, out: str) -> dict[str, Any]:
-    path = Path(out) / "jobs" / f"{job.key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    result = train_and_test(cfg, job)
-    atomic_write_text(path, to_json(result))
-    return result
-
-
-def run_jobs(cfg: Config, jobs: list[Job], out: Path, description: str) -> list[dict]:
-    """Run the jobs not yet in ``out/jobs`` in worker processes; return all their results."""
-    (out / "jobs").mkdir(exist_ok=True)
-    done = {
-        j.key: json.loads((out / "jobs" / f"{j.key}.json").read_text())
-        for j in jobs
-        if (out / "jobs" / f"{j.key}.json").exists()
-    }
-    todo = [j for j in jobs if j.key not in done]
-    if todo and cfg.workers > 1:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(cfg.workers, mp_context=context, initializer=_worker_init) as pool:
-            futures = [pool.submit(run_job, cfg, j, str(out)) for j in todo]
-            for future in progress(as_completed(futures), description, total=len(futures)):
-                result = future.result()
-                done[result["key"]] = result
-    else:
-        for j in progress(todo, description):
-            done[j.key] = run_job(cfg, j, str(out))
-    return [done[j.key] for j in jobs]
-
+def train_models(
+    models: Sequence[tuple[ModelSpec, int]], folder: Path | None, description: str
+) -> list[dict[str, Any]]:
+    """Results of (spec, seed) pairs in order, through the toolkit's resumable job runner
+    (cached in ``folder/jobs``; ``--workers`` on the command line sets the pool)."""
+    return run_jobs([Job.of(train_and_test, m, s) for m, s in models], folder, description=description)

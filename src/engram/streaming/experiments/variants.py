@@ -1,17 +1,17 @@
-"""The eviction experiment's variants at a powered seed count (``engram experiment eviction-variants``).
+"""The eviction experiment's variants at a powered seed count, built on a finished main run.
 
 Distance (with an in-window control), number of pairs, rehearsal, overwrite, and the far task,
 whose 26 evicted tokens per layer exceed the equal-state kNN's 16 entries, so that bounded kNN
-must drop entries. It builds on a finished main run (``engram experiment eviction``): the main
-run's config and learning rates are reused, its per-seed results are the ``base`` task, and its
-effect sizes fix the seed count by a power analysis. ``preregistration-variants.md`` is written
-before the first model. Jobs run seed by seed over every cell, so a stop (``stop_at``, an
-interruption) leaves all cells with the same seeds; ``--resume`` continues.
+must drop entries. The main run (``streaming.eviction``; its folder in ``main_run``, or with
+``main_run`` empty the ``main`` config run first in ``<folder>/main``) gives the task and model
+settings and the learning rates, its per-seed results are the ``base`` task, and its effect
+sizes fix the seed count by a power analysis. ``preregistration-variants.md`` is written before
+the first model. Jobs run seed by seed over every cell, so a stop (``stop_at``, an interruption)
+leaves all cells with the same seeds; ``engram run --resume`` continues.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import json
@@ -24,18 +24,22 @@ import torch
 
 from engram import stats
 from engram.data.recall_tasks import min_query_distance
+from engram.errors import ConfigError
 from engram.io import atomic_write_text, number
-from engram.runs import RunFolder, progress
+from engram.runs import Job, Result, RunFolder, current_runner, experiment, from_mapping, run_in
+from engram.runs.jobs import cache_path
+from engram.streaming.experiments import design
+from engram.streaming.experiments.claims import hypothesis_claim
 from engram.streaming.experiments.costs import throughput
-from engram.streaming.experiments.design import BASELINE, CONDITIONS, MAIN_SEED0, MEMORIES, Config
-from engram.streaming.experiments.eviction import experiment_group
+from engram.streaming.experiments.design import BASELINE, CONDITIONS, MAIN_SEED0, MEMORIES
 from engram.streaming.experiments.hypotheses import ranking_pairs, score_name, variant_family
 from engram.streaming.experiments.plots import plot_variants
 from engram.streaming.experiments.preregistration import variants_preregistration
-from engram.streaming.experiments.report import variants_report
+from engram.streaming.experiments.report import variants_sections
 from engram.streaming.experiments.statistics import compare, compare_to, correct_family, escapes
-from engram.streaming.experiments.training import Job, run_job, run_jobs
+from engram.streaming.experiments.training import ModelSpec, accuracies, flat, train_and_test, train_models
 
+SEED_STRIDE = 1000  # as in the main run: model seeds 100 + 1000·seed + i
 DEFAULT_CELLS: dict[str, tuple[str, ...]] = {
     "far": ("window_sinks", "matrix", "matrix_delta", "knn", "knn_unbounded", "full"),
     "pairs_4": ("window_sinks", "matrix", "matrix_delta", "knn", "full"),
@@ -50,11 +54,12 @@ DEFAULT_CELLS: dict[str, tuple[str, ...]] = {
 VARIANTS = ("base", "in_window", "far", "pairs_1", "pairs_4", "rehearsal", "overwrite")
 
 
-@dataclass
-class VariantConfig:
+@dataclass(frozen=True)
+class Config:
     """What the variant study runs; the task and model settings come from the main run."""
 
-    main_run: str
+    main_run: str = ""  # a finished streaming.eviction folder; "" runs ``main`` first
+    main: design.Config = field(default_factory=design.Config)
     cells: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CELLS))
     # Learning rates for conditions the main run did not train (no sweep: stated in the docs).
     extra_lr: dict[str, float] = field(
@@ -66,25 +71,31 @@ class VariantConfig:
     alpha: float = 0.05
     steps: int | None = None  # None: the main run's
     stop_at: str | None = None  # "HH:MM" UTC: no model starts after it
-    workers: int = 1
+    seed: int = 0
 
     def __post_init__(self) -> None:
         for variant, conditions in self.cells.items():
             if variant not in VARIANTS:
-                raise ValueError(f"cells: expected variants from {VARIANTS}, got {variant!r}")
+                raise ConfigError(f"cells: expected variants from {VARIANTS}, got {variant!r}")
             unknown = [c for c in conditions if c not in CONDITIONS]
             if unknown or not conditions:
-                raise ValueError(
+                raise ConfigError(
                     f"cells[{variant!r}]: expected conditions from {tuple(CONDITIONS)}, got {conditions}"
                 )
             if variant not in ("base", "in_window") and BASELINE not in conditions:
-                raise ValueError(f"cells[{variant!r}]: expected {BASELINE!r} among {conditions}")
+                raise ConfigError(f"cells[{variant!r}]: expected {BASELINE!r} among {conditions}")
         if self.seeds is not None and self.seeds < 2:
-            raise ValueError(f"seeds: expected ≥ 2 or None, got {self.seeds}")
+            raise ConfigError(f"seeds: expected ≥ 2 or None, got {self.seeds}")
         if self.stop_at is not None:
             _stop_time(self.stop_at)
-        if self.workers < 1:
-            raise ValueError(f"workers: expected ≥ 1, got {self.workers}")
+
+
+# Seconds-long: the quick main run first, then two variants on two seeds.
+QUICK = Config(
+    main=dataclasses.replace(design.QUICK, conditions=("window_sinks", "matrix", "knn"), variants=()),
+    cells={"far": ("window_sinks", "knn", "knn_unbounded"), "in_window": ("window_sinks",)},
+    seeds=2,
+)
 
 
 def _stop_time(text: str) -> dt.datetime:
@@ -93,57 +104,68 @@ def _stop_time(text: str) -> dt.datetime:
         hour, minute = (int(x) for x in text.split(":"))
         return dt.datetime.now(dt.timezone.utc).replace(hour=hour, minute=minute, second=0, microsecond=0)
     except ValueError as error:
-        raise ValueError(f"stop_at: expected 'HH:MM' (UTC), got {text!r}") from error
-
-
+        raise ConfigError(f"stop_at: expected 'HH:MM' (UTC), got {text!r}") from error
 
 
 # ------------------------------------------------------------------ the main run
-@dataclass
+@dataclass(frozen=True)
 class MainRun:
-    cfg: Config
+    """What the study reuses of a finished main run."""
+
+    cfg: design.Config
     lr: dict[str, float]
     d: dict[str, float]  # Cohen's d of each memory vs window+sinks
     rows: list[dict[str, Any]]  # per-model results of the base task
 
 
 def load_main(path: str | Path) -> MainRun:
-    folder = RunFolder(path)
+    """A finished main run's config, learning rates, effect sizes and per-model results."""
+    folder = Path(path)
     for name in ("config.json", "pilot.json", "results.json"):
-        if not folder.file(name).is_file():
-            raise FileNotFoundError(f"main_run: expected {folder.file(name)} (a finished main run)")
-    saved = json.loads(folder.file("config.json").read_text())["config"]
-    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-    results = json.loads(folder.file("results.json").read_text())
-    d = {t["a"]: number(t["d"]) for t in results["tests"] if t["b"] == BASELINE}
-    rows = [json.loads(p.read_text()) for p in sorted((folder.path / "jobs").glob("main__*.json"))]
-    lr = json.loads(folder.file("pilot.json").read_text())["lr"]
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"main_run: expected {folder / name} (a finished main run)")
+    saved = json.loads((folder / "config.json").read_text())["config"]
+    cfg = from_mapping(design.Config, saved)
+    tables = json.loads((folder / "results.json").read_text())["tables"]
+    d = {t["a"]: number(t["cohens_d"]) for t in tables["tests"] if t["b"] == BASELINE}
+    rows = [r for r in tables["models"] if r["phase"] == "main"]
+    lr = json.loads((folder / "pilot.json").read_text())["lr"]
     return MainRun(cfg, lr, d, rows)
 
 
-def study_config(study: VariantConfig, main: MainRun) -> Config:
-    """The main run's Config with the study's conditions, rates, steps and workers."""
+def _main_folder(study: Config, folder: RunFolder) -> Path:
+    """The main run's folder: ``main_run``, or ``<folder>/main`` run here from ``main``."""
+    if study.main_run:
+        return Path(study.main_run)
+    path = folder.path / "main"
+    if not (path / "results.json").exists():
+        path.mkdir(exist_ok=True)
+        main_folder = RunFolder(path)
+        record = {"name": "streaming.eviction", "seed": study.main.seed,
+                  "config": dataclasses.asdict(study.main)}
+        main_folder.write_json("config.json", record)
+        run_in(experiment("streaming.eviction"), study.main, main_folder)
+    return path
+
+
+def study_config(study: Config, main: MainRun) -> design.Config:
+    """The main run's Config with the study's conditions, rates and steps."""
     wanted = {c for cs in study.cells.values() for c in cs} | {BASELINE}
     conditions = tuple(c for c in CONDITIONS if c in wanted)
     lr = {**main.lr, **study.extra_lr}
     missing = [c for c in conditions if c not in lr]
     if missing:
-        raise ValueError(f"extra_lr: expected a learning rate for {missing} (not in the main run)")
+        raise ConfigError(f"extra_lr: expected a learning rate for {missing} (not in the main run)")
     return dataclasses.replace(
         main.cfg,
         conditions=conditions,
         lr_by_condition={c: float(lr[c]) for c in conditions},
         steps=study.steps or main.cfg.steps,
-        workers=study.workers,
     )
 
 
 # ------------------------------------------------------------------ plan
-
-
-
-
-def power_plan(study: VariantConfig, main: MainRun, family_size: int) -> dict[str, Any]:
+def power_plan(study: Config, main: MainRun, family_size: int) -> dict[str, Any]:
     """Seeds per cell: power for the smallest main-run effect among ``power_from`` at the
     strictest Holm step α/m (capped at d = 4, beyond which every rule asks the minimum)."""
     effects = {m: main.d[m] for m in study.power_from if m in main.d}
@@ -164,55 +186,52 @@ def power_plan(study: VariantConfig, main: MainRun, family_size: int) -> dict[st
     }
 
 
-
-
-
-
-
-
 # ------------------------------------------------------------------ run
-def _jobs(study: VariantConfig, cfg: Config, n_seeds: int) -> list[Job]:
+def _models(study: Config, cfg: design.Config, n_seeds: int) -> list[tuple[ModelSpec, int]]:
     lr = cfg.lr_by_condition or {}
+    first = MAIN_SEED0 + SEED_STRIDE * study.seed
     return [
-        Job("variant", c, v, s, lr[c])
-        for s in range(MAIN_SEED0, MAIN_SEED0 + n_seeds)
+        (ModelSpec(cfg, "variant", c, v, lr[c]), s)
+        for s in range(first, first + n_seeds)
         for v, cs in study.cells.items()
         for c in cs
     ]
 
 
-def _train(study: VariantConfig, cfg: Config, jobs: list[Job], out: Path) -> None:
-    """Train the jobs not yet done, in order, starting none after ``stop_at``."""
-    (out / "jobs").mkdir(exist_ok=True)
+def _done(folder: RunFolder, model: tuple[ModelSpec, int]) -> bool:
+    return cache_path(folder.path, Job.of(train_and_test, *model)).exists()
+
+
+def _train(study: Config, models: list[tuple[ModelSpec, int]], folder: RunFolder) -> None:
+    """Train the models not yet done, in order, starting none after ``stop_at``: one at a
+    time in this process, or whole seeds at a time in a pool (which keeps cells balanced)."""
     stop = _stop_time(study.stop_at) if study.stop_at else None
-    todo = [j for j in jobs if not (out / "jobs" / f"{j.key}.json").exists()]
+    todo = [m for m in models if not _done(folder, m)]
 
     def late() -> bool:
         return stop is not None and dt.datetime.now(dt.timezone.utc) >= stop
 
-    if study.workers == 1:
-        for job in progress(todo, "variants"):
-            if late():
-                print(f"stop_at {study.stop_at} reached; {job.key} and later jobs not started")
-                return
-            run_job(cfg, job, str(out))
-        return
-    for seed in sorted({j.seed for j in todo}):  # whole seeds at a time keep cells balanced
+    one_by_one = current_runner().backend == "local" and current_runner().workers == 1
+    groups = [[m] for m in todo] if one_by_one else [
+        [m for m in todo if m[1] == seed] for seed in sorted({m[1] for m in todo})
+    ]
+    for group in groups:
         if late():
-            print(f"stop_at {study.stop_at} reached; seeds from {seed} not started")
+            print(f"stop_at {study.stop_at} reached; seed {group[0][1]} {group[0][0].variant} "
+                  f"{group[0][0].condition} and later models not started")
             return
-        run_jobs(cfg, [j for j in todo if j.seed == seed], out, f"variants, seed {seed}")
+        train_models(group, folder.path, f"variants, seed {group[0][1]}")
 
 
-def run(study: VariantConfig, folder: RunFolder) -> dict[str, Any]:
+def run(study: Config, folder: RunFolder) -> Result:
     """Plan (written before any model), train, analyse; each step resumes from the folder."""
     # One torch thread, as in the main run's workers: on a shared CPU, extra intra-op threads
     # only wait for cores that other processes hold.
     torch.set_num_threads(1)
-    main = load_main(study.main_run)
+    main_path = _main_folder(study, folder)
+    main = load_main(main_path)
     cfg = study_config(study, main)
     family = variant_family(study.cells, cfg)
-    out = folder.path
     if folder.file("power.json").exists():
         plan = json.loads(folder.file("power.json").read_text())
     else:
@@ -223,47 +242,35 @@ def run(study: VariantConfig, folder: RunFolder) -> dict[str, Any]:
             folder.file("preregistration-variants.md"),
             variants_preregistration(study, cfg, family, plan),
         )
-    jobs = _jobs(study, cfg, plan["n_seeds"])
-    _train(study, cfg, jobs, out)
-    return analyse(study, cfg, main, folder, jobs, family)
+    models = _models(study, cfg, plan["n_seeds"])
+    _train(study, models, folder)
+    return analyse(study, cfg, main, folder, models, family)
 
 
 # ------------------------------------------------------------------ analysis
-def _complete_seeds(jobs: list[Job], done: dict[str, dict]) -> list[int]:
-    seeds = sorted({j.seed for j in jobs})
-    return [s for s in seeds if all(j.key in done for j in jobs if j.seed == s)]
-
-
 def _cell_scores(rows: list[dict], variant: str, condition: str, seeds: list[int], score: str) -> list[float]:
     by_seed = {r["seed"]: r for r in rows if r["variant"] == variant and r["condition"] == condition}
     if condition == "projection_frozen":
         by_seed = {r["seed"]: r for r in rows if r["variant"] == variant and r["condition"] == BASELINE}
-        return [by_seed[s]["projection_frozen"]["accuracy"] for s in seeds if s in by_seed]
+        return accuracies([by_seed[s] for s in seeds if s in by_seed], "projection_frozen")
     return [float(by_seed[s][score]) for s in seeds if s in by_seed]
 
 
-
-
-
-
 def analyse(
-    study: VariantConfig,
-    cfg: Config,
+    study: Config,
+    cfg: design.Config,
     main: MainRun,
     folder: RunFolder,
-    jobs: list[Job],
+    models: list[tuple[ModelSpec, int]],
     family: list[dict],
-) -> dict[str, Any]:
-    out = folder.path
-    done = {
-        j.key: json.loads((out / "jobs" / f"{j.key}.json").read_text())
-        for j in jobs
-        if (out / "jobs" / f"{j.key}.json").exists()
-    }
-    seeds = _complete_seeds(jobs, done)
+) -> Result:
+    """Cells, family V, ranking R and the main run's post-hoc ranking, on the seeds that are
+    complete in every cell."""
+    done = [m for m in models if _done(folder, m)]
+    seeds = [s for s in sorted({m[1] for m in models}) if all(_done(folder, m) for m in models if m[1] == s)]
     if len(seeds) < 2:
         raise RuntimeError(f"variants: fewer than 2 seeds complete in every cell ({seeds}); resume the run")
-    rows = list(done.values())
+    rows = [flat(r) for r in train_models(done, folder.path, "variants: cached results")]
     base_seeds = sorted({r["seed"] for r in main.rows})
 
     def scores(variant: str, condition: str, score: str = "accuracy") -> list[float]:
@@ -308,7 +315,7 @@ def analyse(
         level = 1 / cfg.task(h["variant"]).n_pairs
         a = scores(h["variant"], h["a"], h["score"])
         b = scores(h["variant"], h["b"], h["score"]) if h["b"] else None
-        tests.append({**h, "n_a": len(a), "n_b": len(b) if b else 0, **compare_to(a, b, level)})
+        tests.append({**h, **compare_to(a, b, level, (h["a"], h["b"] or ""))})
     correct_family(tests, study.alpha)
 
     ranking = []
@@ -320,7 +327,7 @@ def analyse(
                 "variant": variant,
                 "a": a,
                 "b": b,
-                **compare(scores(variant, a, score), scores(variant, b, score)),
+                **compare(scores(variant, a, score), scores(variant, b, score), (a, b)),
                 **escapes(scores(variant, a, score), scores(variant, b, score)),
             }
         )
@@ -328,31 +335,28 @@ def analyse(
     post_hoc = _main_ranking(main, study.alpha)
 
     costs = _far_costs(cfg, study.cells.get("far", ()))
-    summary = {
-        "seeds": seeds,
-        "far_costs": costs,
-        "n_seeds_planned": len({j.seed for j in jobs}),
+    tables = {
         "cells": cells,
         "tests": tests,
         "ranking": ranking,
         "main_ranking_post_hoc": post_hoc,
-        "lr": cfg.lr_by_condition,
+        "far_costs": costs,
+        "models": rows,
     }
-    folder.write_json("results.json", summary)
-    folder.write_csv("cells.csv", cells)
-    folder.write_csv("tests.csv", tests)
-    folder.write_csv("ranking.csv", ranking + post_hoc)
-    folder.write_csv("far_costs.csv", costs)
-    folder.write_csv(
-        "models.csv",
-        [{k: v for k, v in r.items() if k != "projection_frozen"} for r in rows],
+    setting = f"{len(seeds)} seeds per cell, {cfg.steps} steps, main run {study.main_run or 'main/'}"
+    claims = tuple(hypothesis_claim(t, f"{t['variant']}; {setting}") for t in tests)
+    figures = plot_variants(cfg, folder, cells, main.rows, scores)
+    return Result(
+        claims=claims,
+        tables=tables,
+        figures=figures,
+        title="Eviction variants",
+        intro="Does recall after eviction hold when the task changes? Pre-registered family V, Holm.",
+        sections=variants_sections(tables, seeds, len({m[1] for m in models})),
     )
-    plot_variants(cfg, folder, cells, main.rows, scores)
-    folder.write_report(variants_report(summary))
-    return summary
 
 
-def _far_costs(cfg: Config, conditions: tuple[str, ...]) -> list[dict[str, Any]]:
+def _far_costs(cfg: design.Config, conditions: tuple[str, ...]) -> list[dict[str, Any]]:
     """State bytes and tokens/s at the far task's length, where the bounded kNN is full."""
     far = dataclasses.replace(cfg, n_filler=cfg.task("far").n_filler)
     return [throughput(far, c) for c in conditions]
@@ -374,7 +378,7 @@ def _main_ranking(main: MainRun, alpha: float) -> list[dict]:
             "variant": "base",
             "a": a,
             "b": b,
-            **compare(by[a], by[b]),
+            **compare(by[a], by[b], (a, b)),
             **escapes(by[a], by[b]),
         }
         for i, a in enumerate(names)
@@ -384,61 +388,4 @@ def _main_ranking(main: MainRun, alpha: float) -> list[dict]:
     return rows
 
 
-
-
-
-
-
-
-# ------------------------------------------------------------------ command line
-def _command(args: argparse.Namespace) -> int:
-    if args.resume:
-        folder = RunFolder(args.resume)
-        saved = json.loads(folder.file("config.json").read_text())["config"]
-        saved["cells"] = {k: tuple(v) for k, v in saved["cells"].items()}
-        saved["power_from"] = tuple(saved["power_from"])
-        if args.stop_at is not None:  # a new deadline for the resumed part (printed, not saved)
-            print(f"stop_at for this resume: {args.stop_at} (saved: {saved['stop_at']})")
-            saved["stop_at"] = args.stop_at
-        study = VariantConfig(**saved)
-    else:
-        if not args.main:
-            raise ValueError("--main: expected the folder of a finished main run, got none")
-        overrides = {
-            k: getattr(args, k)
-            for k in ("seeds", "steps", "workers", "stop_at")
-            if getattr(args, k) is not None
-        }
-        for pair in args.set or []:
-            key, _, text = pair.partition("=")
-            if key not in {f.name for f in dataclasses.fields(VariantConfig)}:
-                raise ValueError(f"--set: expected KEY=JSON with KEY a VariantConfig field, got {pair!r}")
-            value = json.loads(text)
-            if key == "cells":
-                value = {k: tuple(v) for k, v in value.items()}
-            overrides[key] = tuple(value) if isinstance(value, list) else value
-        study = VariantConfig(main_run=args.main, **overrides)
-        folder = RunFolder.create(args.out, "eviction-variants", config=study, seed=MAIN_SEED0)
-    print(f"run folder: {folder.path}")
-    run(study, folder)
-    print(f"report: {folder.file('report.md')}")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``experiment eviction-variants``."""
-    parser = experiment_group(subparsers).add_parser(
-        "eviction-variants", help="the eviction experiment's variants at a powered seed count"
-    )
-    parser.add_argument("--main", default=None, help="folder of a finished main run")
-    parser.add_argument("--out", default="runs", help="folder for the run folder (default runs)")
-    parser.add_argument("--resume", default=None, help="continue the study in this run folder")
-    parser.add_argument("--seeds", type=int, default=None, help="override the power analysis")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes")
-    parser.add_argument("--stop-at", dest="stop_at", default=None, help="HH:MM UTC deadline")
-    parser.add_argument("--set", action="append", metavar="KEY=JSON", help="override a field")
-    parser.set_defaults(func=_command)
-
-
-__all__ = ["DEFAULT_CELLS", "VariantConfig", "analyse", "load_main", "register", "run"]
+__all__ = ["DEFAULT_CELLS", "QUICK", "Config", "analyse", "load_main", "run", "study_config"]
