@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engram.data.recall_tasks import RecallTaskConfig
+from engram.errors import ConfigError
 from engram.streaming import StreamingConfig
 
 # Trained conditions and the model settings that make them; "projection_frozen" is not
@@ -86,25 +87,25 @@ class Config:
     def __post_init__(self) -> None:
         unknown = [c for c in self.conditions if c not in CONDITIONS]
         if unknown or BASELINE not in self.conditions:
-            raise ValueError(
+            raise ConfigError(
                 f"conditions: expected names from {tuple(CONDITIONS)} including "
                 f"{BASELINE!r}, got {self.conditions}"
             )
         if not self.lrs:
-            raise ValueError("lrs: expected at least one learning rate, got none")
+            raise ConfigError("lrs: expected at least one learning rate, got none")
         if self.lr_by_condition is not None:
             missing = [c for c in self.conditions if c not in self.lr_by_condition]
             if missing:
-                raise ValueError(
+                raise ConfigError(
                     f"lr_by_condition: expected a learning rate for every condition, "
                     f"missing {missing}"
                 )
         if self.pilot_seeds < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"pilot_seeds: expected ≥ 2 (a variance is needed), got {self.pilot_seeds}"
             )
         if not 2 <= self.min_seeds <= self.max_seeds:
-            raise ValueError(
+            raise ConfigError(
                 f"min_seeds/max_seeds: expected 2 ≤ min ≤ max, got "
                 f"{self.min_seeds}, {self.max_seeds}"
             )
@@ -127,7 +128,7 @@ class Config:
             "overwrite": {"n_overwrite": max(1, self.n_pairs // 2)},
         }
         if variant not in change:
-            raise ValueError(f"variant: expected one of {tuple(change)}, got {variant!r}")
+            raise ConfigError(f"variant: expected one of {tuple(change)}, got {variant!r}")
         return RecallTaskConfig(**{**base, **change[variant]})
 
     def model(self, condition: str, vocab_size: int) -> StreamingConfig:
