@@ -78,17 +78,20 @@ def _training() -> dict[str, Any]:
     return out
 
 
-def _close(new: Any, old: Any) -> None:
+def _close(new: Any, old: Any, exact: bool) -> None:
+    """Equal bit for bit, or (``exact=False``) to a relative 1e-6."""
     if isinstance(old, dict):
         assert new.keys() == old.keys()
         for key in old:
-            _close(new[key], old[key])
+            _close(new[key], old[key], exact)
     elif isinstance(old, list):
         assert len(new) == len(old)
         for a, b in zip(new, old, strict=True):
-            _close(a, b)
+            _close(a, b, exact)
     elif isinstance(old, float) and math.isnan(old):
         assert math.isnan(new)
+    elif exact:
+        assert new == old
     else:
         assert new == pytest.approx(old, rel=1e-6, abs=1e-7)
 
@@ -96,9 +99,13 @@ def _close(new: Any, old: Any) -> None:
 @pytest.mark.parametrize("kind", MEMORY_KINDS)
 def test_forward_stream_and_gradients_are_those_recorded_before_the_refactor(kind):
     torch.set_num_threads(1)
-    _close(_forward(kind), RECORDED["forward"][kind])
+    new, old = _forward(kind), RECORDED["forward"][kind]
+    # the parallel (training) form is unchanged bit for bit; the streaming form now writes
+    # through engram.hebb and searches through engram.search, which sum in another order
+    _close(new["forward"], old["forward"], exact=True)
+    _close(new["stream"], old["stream"], exact=False)
 
 
 def test_seeded_trainings_of_every_condition_are_those_recorded_before_the_refactor():
     torch.set_num_threads(1)
-    _close(_training(), RECORDED["training"])
+    _close(_training(), RECORDED["training"], exact=True)
