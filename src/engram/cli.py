@@ -23,8 +23,6 @@ from engram.store.backend import StoreError
 COMMAND_MODULES: tuple[str, ...] = (
     "engram.ca3.experiments.demo",
     "engram.store.cli",
-    "engram.streaming.experiments.eviction",
-    "engram.streaming.experiments.variants",
     "engram.lm.cli",
     "engram.replay.experiments.continual",
 )
@@ -33,7 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 # ValueError/TypeError in one line (exit 2) and a StoreError (exit 1); each name leaves this
 # set when its module moves onto `engram run` or onto Engram's error types.
 BUILTIN_ERRORS_AS_USAGE: frozenset[str] = frozenset(
-    {"store", "sleep", "serve", "lm", "experiment", "continual"}
+    {"store", "sleep", "serve", "lm", "continual"}
 )
 
 

@@ -1,7 +1,8 @@
+import dataclasses
+
 import pytest
 import torch
 
-from engram.hebb import AssociativeMatrix
 from engram.streaming import (
     MEMORY_KINDS,
     Evicted,
@@ -92,26 +93,27 @@ def _events(n: int, heads: int = 1, d: int = 4, seed: int = 0) -> list[Evicted]:
 
 
 @pytest.mark.parametrize("delta", [False, True])
-def test_matrix_memory_writes_what_hebbs_associative_matrix_writes(delta):
+def test_matrix_memory_state_is_the_hebbian_or_widrow_hoff_matrix_of_its_writes(delta):
     memory = MatrixMemory("importance", delta=delta)
-    state = memory.init_state(1, 1, 4)
-    reference = AssociativeMatrix(4, 4)
+    state = memory.init_state(1, 1, 4, 8)
+    expected = torch.zeros(4, 4)  # (d_value, d_key), as engram.hebb lays it out
     for ev in _events(6):
-        memory.write(state, ev)
-        phi = feature_map(ev.key[0])
+        state = memory.write(state, ev)
+        phi = feature_map(ev.key[0, 0])
         key = phi / (phi.norm() + 1e-6) if delta else phi
-        imp = ev.importance[0]
+        imp = ev.importance[0, 0]
         rate = imp / (1 + imp) if delta else imp
-        reference.write(key, ev.value[0], rate=rate, delta=delta)
-    torch.testing.assert_close(state["M"][0, 0].T, reference.matrix, atol=1e-5, rtol=1e-5)
+        error = ev.value[0, 0] - (expected @ key if delta else 0.0)
+        expected = expected + rate * torch.outer(error, key)
+    torch.testing.assert_close(state["M"][0, 0], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_bounded_knn_keeps_the_most_important_evicted_tokens():
     memory = KNNMemory(top_k=2, capacity=3)
-    state = memory.init_state(1, 1, 4)
+    state = memory.init_state(1, 1, 4, 8)
     events = _events(7, seed=5)
     for ev in events:
-        memory.write(state, ev)
+        state = memory.write(state, ev)
     kept = state["alive"][0, 0].nonzero().flatten().tolist()
     by_importance = sorted(range(7), key=lambda i: -events[i].importance.item())[:3]
     assert sorted(kept) == sorted(by_importance)
@@ -119,17 +121,19 @@ def test_bounded_knn_keeps_the_most_important_evicted_tokens():
 
 def test_knn_read_of_a_stored_key_returns_its_value_when_keys_are_distinct():
     memory = KNNMemory(top_k=1)
-    state = memory.init_state(1, 1, 4)
-    events = _events(5, seed=7)
+    state = memory.init_state(1, 1, 4, 8)
+    events = [
+        dataclasses.replace(ev, key=10 * torch.nn.functional.normalize(ev.key, dim=-1))
+        for ev in _events(5, seed=7)
+    ]
     for ev in events:
-        ev.key = 10 * torch.nn.functional.normalize(ev.key, dim=-1)
-        memory.write(state, ev)
+        state = memory.write(state, ev)
     torch.testing.assert_close(memory.read(state, events[3].key), events[3].value)
 
 
 def test_state_bytes_match_for_the_matrix_and_the_equal_size_knn():
     cfg = StreamingConfig(vocab_size=20, d_model=16, n_heads=2, window=4, memory="matrix")
     capacity = cfg.equal_state_capacity()
-    matrix = MatrixMemory().state_bytes(2, 8, n_evicted=100)
-    knn = KNNMemory(capacity=capacity).state_bytes(2, 8, n_evicted=100)
+    matrix = MatrixMemory().state_bytes(2, 8, 16, n_evicted=100)
+    knn = KNNMemory(capacity=capacity).state_bytes(2, 8, 16, n_evicted=100)
     assert abs(matrix - knn) <= 2 * 2 * 8 * 4  # within one entry per head

@@ -1,11 +1,15 @@
-"""Streaming attention with sinks and eviction memories (``engram experiment eviction``)."""
+"""Streaming attention with sinks and eviction memories (``engram run streaming.eviction``)."""
 
 from engram.streaming.memories import (
     MEMORY_KINDS,
+    EvictionMemory,
     KNNMemory,
     MatrixMemory,
+    MemoryOptions,
+    NoMemory,
     ProjectionWrites,
-    make_memory,
+    memory_for,
+    naive_recurrent,
 )
 from engram.streaming.model import StreamingConfig, StreamingTransformer
 from engram.streaming.window import Evicted, evicted_mask, visible_mask
@@ -13,12 +17,16 @@ from engram.streaming.window import Evicted, evicted_mask, visible_mask
 __all__ = [
     "MEMORY_KINDS",
     "Evicted",
+    "EvictionMemory",
     "KNNMemory",
     "MatrixMemory",
+    "MemoryOptions",
+    "NoMemory",
     "ProjectionWrites",
     "StreamingConfig",
     "StreamingTransformer",
     "evicted_mask",
-    "make_memory",
+    "memory_for",
+    "naive_recurrent",
     "visible_mask",
 ]

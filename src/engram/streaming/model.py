@@ -15,14 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engram.streaming.memories import (
-    MEMORY_KINDS,
-    KNNMemory,
-    MatrixMemory,
-    ParallelInputs,
-    ProjectionWrites,
-    make_memory,
-)
+from engram.streaming.memories import MEMORY_KINDS, MemoryOptions, ParallelInputs, memory_for
 from engram.streaming.window import Evicted, check_window, evicted_mask, visible_mask
 
 EvictionHook = Callable[[Evicted], None]
@@ -51,9 +44,7 @@ class StreamingConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model: expected a multiple of n_heads={self.n_heads}, got {self.d_model}"
-            )
+            raise ValueError(f"d_model: expected a multiple of n_heads={self.n_heads}, got {self.d_model}")
         check_window(self.window, self.n_sink)
         if self.memory not in MEMORY_KINDS:
             raise ValueError(f"memory: expected one of {MEMORY_KINDS}, got {self.memory!r}")
@@ -95,13 +86,13 @@ class WindowedAttention(nn.Module):
         self.cfg, self.layer = cfg, layer
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.memory = make_memory(
-            cfg.memory,
+        options = MemoryOptions(
             top_k=cfg.knn_top_k,
             capacity=cfg.knn_capacity if cfg.knn_capacity else cfg.equal_state_capacity(),
             rate=cfg.projection_rate,
             trainable_rate=cfg.projection_trainable,
         )
+        self.memory = memory_for(cfg.memory, options)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) → (B, H, T, d)
         B, T, _ = x.shape
@@ -114,17 +105,14 @@ class WindowedAttention(nn.Module):
         q, k, v = (self._heads(part) for part in self.qkv(h).split(D, dim=-1))
         visible = visible_mask(T, cfg.window, cfg.n_sink, h.device)
         evicted = evicted_mask(T, cfg.window, cfg.n_sink, h.device)
-        if isinstance(self.memory, ProjectionWrites):
-            k = self.memory.parallel_keys(h, k, evicted)
+        k = self.memory.parallel_keys(h, k, evicted)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(cfg.d_head)
         probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
         importance = probs.sum(-2)  # attention received, summed over the rows that saw it
-        if isinstance(self.memory, ProjectionWrites):
-            v = self.memory.parallel_values(h, v, importance, evicted)
-        y = probs @ v
+        v = self.memory.parallel_values(h, v, importance, evicted)
         assoc_keys = probs @ k
-        if isinstance(self.memory, (MatrixMemory, KNNMemory)):
-            y = y + self.memory.parallel(ParallelInputs(q, k, v, importance, assoc_keys, evicted))
+        read = self.memory.parallel_read(ParallelInputs(q, k, v, importance, assoc_keys, evicted))
+        y = probs @ v + read
         if hook is not None:
             for j in range(T):
                 t = j + cfg.window if cfg.window is not None else T
@@ -154,10 +142,7 @@ class WindowedAttention(nn.Module):
             "assoc": torch.zeros(batch, H, 0, d, device=device),
             "n_evicted": 0,
         }
-        if isinstance(self.memory, ProjectionWrites):
-            cache["memory"] = self.memory.init_state(batch, H, d, cfg.d_model, device)
-        elif self.memory is not None:
-            cache["memory"] = self.memory.init_state(batch, H, d, device)
+        cache["memory"] = self.memory.init_state(batch, H, d, cfg.d_model, device)
         return cache
 
     def step(
@@ -168,8 +153,7 @@ class WindowedAttention(nn.Module):
         B, D = h_t.shape
         self._evict(position, cache, hook)
         q, k, v = (part.view(B, cfg.n_heads, cfg.d_head) for part in self.qkv(h_t).split(D, -1))
-        if isinstance(self.memory, ProjectionWrites):
-            k, v = self.memory.adjust(cache["memory"], h_t, k, v)
+        k, v = self.memory.adjust(cache["memory"], h_t, k, v)
         cache["positions"].append(position)
         cache["k"] = torch.cat([cache["k"], k[:, :, None]], 2)
         cache["v"] = torch.cat([cache["v"], v[:, :, None]], 2)
@@ -181,8 +165,7 @@ class WindowedAttention(nn.Module):
         y = (probs[..., None] * cache["v"]).sum(2)
         assoc = (probs[..., None] * cache["k"]).sum(2)
         cache["assoc"] = torch.cat([cache["assoc"], assoc[:, :, None]], 2)
-        if isinstance(self.memory, (MatrixMemory, KNNMemory)):
-            y = y + self.memory.read(cache["memory"], q)
+        y = y + self.memory.read(cache["memory"], q)
         return self.out(y.reshape(B, D))
 
     def _evict(self, position: int, cache: dict, hook: EvictionHook | None) -> None:
@@ -211,18 +194,14 @@ class WindowedAttention(nn.Module):
         cache["n_evicted"] += 1
         if hook is not None:
             hook(ev)
-        if self.memory is not None:
-            self.memory.write(cache["memory"], ev)
+        cache["memory"] = self.memory.write(cache["memory"], ev)
 
     def state_bytes(self, cache: dict) -> int:
         """Bytes held after a stream: the KV cache in the window plus the memory's state."""
         cfg = self.cfg
         kv = 2 * len(cache["positions"]) * cfg.d_model * 4
-        if self.memory is None:
-            return kv
-        if isinstance(self.memory, ProjectionWrites):
-            return kv + self.memory.state_bytes(cfg.n_heads, cfg.d_head, cfg.d_model)
-        return kv + self.memory.state_bytes(cfg.n_heads, cfg.d_head, cache["n_evicted"])
+        memory = self.memory.state_bytes(cfg.n_heads, cfg.d_head, cfg.d_model, cache["n_evicted"])
+        return kv + memory
 
 
 class Block(nn.Module):
@@ -326,9 +305,7 @@ class StreamingTransformer(nn.Module):
     def state_bytes(self, caches: list[dict]) -> int:
         """Bytes of inference state after a stream: KV caches, memories, convolution buffers."""
         conv = sum(c["conv"].numel() for c in caches) * 4 // max(1, caches[0]["conv"].shape[0])
-        return conv + sum(
-            b.attn.state_bytes(c["attn"]) for b, c in zip(self.blocks, caches, strict=True)
-        )
+        return conv + sum(b.attn.state_bytes(c["attn"]) for b, c in zip(self.blocks, caches, strict=True))
 
     def cross_entropy(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the positions whose target is not −100."""

@@ -1,1 +1,7 @@
-"""Memory-after-eviction experiments: recall of tokens that left the window."""
+"""The streaming part's experiments: recall after eviction (``engram run streaming.eviction``)
+and its variants at a powered seed count (``engram run streaming.eviction_variants``)."""
+
+EXPERIMENTS = {
+    "eviction": "engram.streaming.experiments.eviction",
+    "eviction_variants": "engram.streaming.experiments.variants",
+}
