@@ -1,5 +1,5 @@
 """An in-memory backend: the interface's behaviour without files or a server, for tests of the
-layers above (recall, sleep, the server) and for throwaway stores. Nothing survives ``close``."""
+layers above (recall, sleep, the server) and for throwaway stores. Nothing outlives the object."""
 
 from __future__ import annotations
 
@@ -49,16 +49,11 @@ class MemoryBackend(StorageBackend):
         self._lock = threading.RLock()
         self._spaces: dict[str, _Space] = {}
         self._seq = 0
-        self._version = 0
-        self._seen = 0
 
     def _space(self, space: str) -> _Space:
         if space not in self._spaces:
             raise ValueError(f"space: no memory space named {space!r} in {self.location}")
         return self._spaces[space]
-
-    def _wrote(self) -> None:
-        self._version += 1
 
     # ---------------------------------------------------------------- spaces and state
 
@@ -71,7 +66,6 @@ class MemoryBackend(StorageBackend):
             if clash:
                 raise ValueError(f"space: {space!r} differs from the existing space {clash!r} only in case")
             self._spaces[space] = _Space()
-            self._wrote()
 
     def spaces(self) -> list[str]:
         with self._lock:
@@ -91,7 +85,6 @@ class MemoryBackend(StorageBackend):
                 else:
                     state[key] = value
             target.state = json.dumps(state)
-            self._wrote()
 
     # ---------------------------------------------------------------- episodes
 
@@ -115,8 +108,6 @@ class MemoryBackend(StorageBackend):
             for e in stored:
                 self._seq += 1
                 target.episodes[e.id] = (self._seq, e)
-            if stored:
-                self._wrote()
 
     def upsert_semantic(self, space: str, episode: Episode) -> None:
         with self._lock:
@@ -126,7 +117,6 @@ class MemoryBackend(StorageBackend):
                 target.freed += 1
             self._seq += 1
             target.episodes[episode.id] = (self._seq, stored)
-            self._wrote()
 
     @staticmethod
     def _bare(episode: Episode, with_embedding: bool) -> Episode:
@@ -149,8 +139,6 @@ class MemoryBackend(StorageBackend):
             target.links = {key: link for key, link in target.links.items()
                             if link.src not in gone and link.dst not in gone}
             target.freed += len(removed)
-            if removed:
-                self._wrote()
             return removed
 
     def compact(self, space: str | None = None) -> dict[str, int]:
@@ -189,7 +177,6 @@ class MemoryBackend(StorageBackend):
                     found[eid] = (seq, dataclasses.replace(e, stability=stability,
                                                            recalls=e.recalls + recalls,
                                                            last_access=max(e.last_access, at)))
-            self._wrote()
 
     def mark_replayed(self, space: str, updates: Iterable[tuple[str, float]]) -> None:
         with self._lock:
@@ -198,7 +185,6 @@ class MemoryBackend(StorageBackend):
                 if eid in found:
                     seq, e = found[eid]
                     found[eid] = (seq, dataclasses.replace(e, stability=stability, replays=e.replays + 1))
-            self._wrote()
 
     # ---------------------------------------------------------------- what recall reads
 
@@ -217,10 +203,9 @@ class MemoryBackend(StorageBackend):
             )
 
     def changed(self) -> bool:
-        """True after any write since the last call (this backend has one process, so its own)."""
-        with self._lock:
-            changed, self._seen = self._version != self._seen, self._version
-            return changed
+        """Always True: several stores may share this object, and reading the rows after an
+        index's last seq costs little here."""
+        return True
 
     def search_text(self, space: str, query: str, limit: int) -> list[tuple[str, float]]:
         """Episodes holding every stemmed content word of ``query``; score: summed tf·idf."""
@@ -251,8 +236,6 @@ class MemoryBackend(StorageBackend):
                     target.links[key] = Link(link.src, link.dst, link.kind, float(link.weight),
                                              link.created or time.time())
                     new += 1
-            if new:
-                self._wrote()
             return new
 
     def links(self, space: str, ids: Sequence[str] | None = None, kind: str | None = None) -> list[Link]:
@@ -274,5 +257,4 @@ class MemoryBackend(StorageBackend):
         return self.check(space)
 
     def close(self) -> None:
-        with self._lock:
-            self._spaces.clear()
+        """Nothing to release: the data lives as long as this object (a later store may reopen it)."""
