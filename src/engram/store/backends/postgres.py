@@ -5,9 +5,9 @@ One database (or one schema, through ``search_path`` in the URL) holds one store
 
     engram_meta       schema version, dimension
     engram_spaces     one row per space: its JSON state, a change counter, the write lock
-    engram_episodes   one row per episode: embedding (``vector(dim)``, HNSW index for
-                      ``nearest``), payload, decay fields, text (a generated ``tsvector`` with
-                      a GIN index for ``search_text``), who, session
+    engram_episodes   one row per episode: embedding (``vector(dim)``, an HNSW index for
+                      ``nearest`` once the store is large), payload, decay fields, text (a
+                      generated ``tsvector`` with a GIN index for ``search_text``), who, session
     engram_links      typed links between episodes of a space
 
 Where SQLite takes its database-wide write lock, a write here locks its space's row
@@ -90,7 +90,12 @@ class _VectorLoader(Loader):
         return np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)
 
 
-def _schema(dim: int, m: int, ef_construction: int) -> list[str]:
+def _hnsw_index(m: int, ef_construction: int) -> str:
+    return (f"CREATE INDEX IF NOT EXISTS engram_episodes_hnsw ON engram_episodes USING hnsw "
+            f"(embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")
+
+
+def _schema(dim: int) -> list[str]:
     return [
         "CREATE TABLE IF NOT EXISTS engram_meta (key text PRIMARY KEY, value text NOT NULL)",
         "CREATE SEQUENCE IF NOT EXISTS engram_seq",
@@ -124,8 +129,6 @@ def _schema(dim: int, m: int, ef_construction: int) -> list[str]:
             PRIMARY KEY (space, id))""",
         "CREATE UNIQUE INDEX IF NOT EXISTS engram_episodes_order ON engram_episodes (space, seq)",
         "CREATE INDEX IF NOT EXISTS engram_episodes_words ON engram_episodes USING gin (words)",
-        f"""CREATE INDEX IF NOT EXISTS engram_episodes_hnsw ON engram_episodes
-            USING hnsw (embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})""",
         """CREATE TABLE IF NOT EXISTS engram_links (
             space text NOT NULL,
             src text NOT NULL,
@@ -169,7 +172,10 @@ class PostgresBackend(StorageBackend):
         dim: embedding dimension; fixed when the store is created, checked when it is opened
             (None: use the stored one, 768 for a new store).
         durable: ``synchronous_commit`` on (a returned write survives a server crash) or off.
-        hnsw_m, hnsw_ef_construction: the HNSW index's parameters, used when it is created.
+        hnsw_above: the HNSW index is built once the store has held more episodes than this
+            (one bulk build, then incremental inserts); below, ``nearest`` scans exactly, and
+            ingest does not pay HNSW's per-row insertion cost. 0: from the first episode.
+        hnsw_m, hnsw_ef_construction: the HNSW index's parameters, used when it is built.
         ef_search: candidates HNSW keeps while searching (``hnsw.ef_search``); higher is slower
             and closer to exact. ``nearest`` asks for at least ``k``.
 
@@ -177,13 +183,16 @@ class PostgresBackend(StorageBackend):
     ``vector`` extension cannot be created.
     """
 
-    def __init__(self, url: str, dim: int | None = None, durable: bool = True, *, hnsw_m: int = 16,
-                 hnsw_ef_construction: int = 64, ef_search: int = 100):
+    def __init__(self, url: str, dim: int | None = None, durable: bool = True, *, hnsw_above: int = 10_000,
+                 hnsw_m: int = 16, hnsw_ef_construction: int = 64, ef_search: int = 100):
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"url: expected a postgresql:// connection URL, got {url!r}")
         self.url = url
         self.location = redact(url)
         self.durable = bool(durable)
+        if isinstance(hnsw_above, bool) or not isinstance(hnsw_above, (int, np.integer)) or hnsw_above < 0:
+            raise ValueError(f"hnsw_above: expected a non-negative integer, got {hnsw_above!r}")
+        self.hnsw_above = int(hnsw_above)
         self._m = _positive(hnsw_m, "hnsw_m")
         self._ef_construction = _positive(hnsw_ef_construction, "hnsw_ef_construction")
         self.ef_search = _positive(ef_search, "ef_search")
@@ -224,7 +233,7 @@ class PostgresBackend(StorageBackend):
                 "SELECT key, value FROM engram_meta").fetchall()) if self._has_schema() else {}
             if not meta:
                 self.dim = 768 if dim is None else _positive(dim, "dim")
-                for statement in _schema(self.dim, self._m, self._ef_construction):
+                for statement in _schema(self.dim):
                     self._db.execute(statement)
                 self._db.execute("INSERT INTO engram_meta VALUES ('schema_version', %s), ('dim', %s)",
                                  (str(SCHEMA_VERSION), str(self.dim)))
@@ -238,6 +247,22 @@ class PostgresBackend(StorageBackend):
                     raise ValueError(f"dim: store {self.location} holds {self.dim}-dimensional "
                                      f"embeddings, got dim={dim}")
         self._seen = self._version()
+        self._hnsw = self._read("SELECT to_regclass('engram_episodes_hnsw') IS NOT NULL", ())[0][0]
+        if not self._hnsw and self.hnsw_above == 0:
+            self._build_hnsw()
+
+    def _build_hnsw(self) -> None:
+        """Build the HNSW index (once per store: an advisory lock and IF NOT EXISTS make the
+        processes that cross the threshold together build it once). Writers wait meanwhile."""
+        with self._lock, self._errors("building the HNSW index"), self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            self._db.execute(_hnsw_index(self._m, self._ef_construction))
+        self._hnsw = True
+
+    def _grown(self, last_seq: int) -> None:
+        """After a commit: build the index once the store has held more than ``hnsw_above``."""
+        if not self._hnsw and last_seq > self.hnsw_above:
+            self._build_hnsw()
 
     def _has_schema(self) -> bool:
         return self._db.execute("SELECT to_regclass('engram_meta') IS NOT NULL").fetchone()[0]
@@ -341,18 +366,21 @@ class PostgresBackend(StorageBackend):
             if taken or len(set(ids)) < len(ids):
                 duplicate = taken[0] if taken else next(i for i in ids if ids.count(i) > 1)
                 raise ValueError(f"id: an episode with id {duplicate!r} is already in space {space!r}")
-            rows = [self._row(space, seq, e) for seq, e in zip(self._seqs(db, len(episodes)), episodes,
-                                                               strict=True)]
+            seqs = self._seqs(db, len(episodes))
+            rows = [self._row(space, seq, e) for seq, e in zip(seqs, episodes, strict=True)]
             with db.cursor() as cursor:
                 cursor.executemany(_INSERT, rows)
+        self._grown(seqs[-1])
 
     def upsert_semantic(self, space: str, episode: Episode) -> None:
         with self._write(space, "writing a prototype") as db:
-            row = self._row(space, self._seqs(db, 1)[0], episode)
+            seq = self._seqs(db, 1)[0]
+            row = self._row(space, seq, episode)
             if db.execute("DELETE FROM engram_episodes WHERE space = %s AND id = %s",
                           (space, episode.id)).rowcount:
                 db.execute("UPDATE engram_spaces SET freed = freed + 1 WHERE name = %s", (space,))
             db.execute(_INSERT, row)
+        self._grown(seq)
 
     @staticmethod
     def _episode(row: Sequence[Any], embedding: np.ndarray) -> Episode:
@@ -475,9 +503,9 @@ class PostgresBackend(StorageBackend):
         return [(eid, float(score)) for eid, score in rows]
 
     def nearest(self, space: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """Through the HNSW index; where its candidates hold fewer than ``k`` of this space's
-        episodes (a small space among large ones: pgvector filters after the index scan), an
-        exact scan of the space answers instead."""
+        """Through the HNSW index once it is built (an exact scan before); where its candidates
+        hold fewer than ``k`` of this space's episodes (a small space among large ones: pgvector
+        filters after the index scan), an exact scan of the space answers instead."""
         k = _positive(k, "k")
         cue = _Vector(np.asarray(vector, dtype=np.float32).reshape(-1))
         query = ("SELECT id, 1 - (embedding <=> %s) FROM engram_episodes WHERE space = %s "
