@@ -85,7 +85,7 @@ def test_the_hnsw_index_is_built_past_its_threshold_and_nearest_uses_it(postgres
         cosines = everything @ cue / np.linalg.norm(everything, axis=1) / np.linalg.norm(cue)
         hits = store.backend.nearest("default", cue, 10)
         assert len(hits) == 10 and [c for _, c in hits] == sorted((c for _, c in hits), reverse=True)
-        exact = set(np.sort(cosines)[::-1][:10].round(5))
+        exact = {round(float(c), 5) for c in np.sort(cosines)[::-1][:10]}
         assert len(exact & {round(c, 5) for _, c in hits}) >= 9  # approximate, but close to exact
 
 
