@@ -60,6 +60,11 @@ SCHEMA_VERSION = 1
 _SCHEMA_LOCK = 0x656E6772616D  # advisory lock key ("engram") taken while the schema is created
 _COLUMNS = ("seq, id, kind, timestamp, payload, reward, salience, tags, unfinished, stability, "
             "last_access, recalls, replays")
+_COPY = ("COPY engram_episodes (space, seq, id, embedding, kind, timestamp, payload, reward, salience, "
+         "tags, unfinished, stability, last_access, recalls, replays, text, who, session) "
+         "FROM STDIN (FORMAT BINARY)")
+_COPY_TYPES = ("text", "int8", "text", "vector", "text", "float8", "text", "float8", "float8", "text",
+               "bool", "float8", "float8", "int4", "int4", "text", "text", "jsonb")
 _INSERT = ("INSERT INTO engram_episodes (space, seq, id, embedding, kind, timestamp, payload, reward, "
            "salience, tags, unfinished, stability, last_access, recalls, replays, text, who, session) "
            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
@@ -222,6 +227,7 @@ class PostgresBackend(StorageBackend):
                         "a user allowed to (see docs/engine/postgres.md)"
                     ) from error
         info = psycopg.types.TypeInfo.fetch(self._db, "vector")
+        info.register(self._db)  # by name too, for COPY's column types
         self._db.adapters.register_loader(info.oid, _VectorLoader)
         dumper = type("_BoundVectorDumper", (_VectorDumper,), {"oid": info.oid})
         self._db.adapters.register_dumper(_Vector, dumper)
@@ -368,8 +374,10 @@ class PostgresBackend(StorageBackend):
                 raise ValueError(f"id: an episode with id {duplicate!r} is already in space {space!r}")
             seqs = self._seqs(db, len(episodes))
             rows = [self._row(space, seq, e) for seq, e in zip(seqs, episodes, strict=True)]
-            with db.cursor() as cursor:
-                cursor.executemany(_INSERT, rows)
+            with db.cursor() as cursor, cursor.copy(_COPY) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    copy.write_row(row)
         self._grown(seqs[-1])
 
     def upsert_semantic(self, space: str, episode: Episode) -> None:
