@@ -3,6 +3,8 @@ from the server's files. The behaviour it shares with SQLite is in test_store_ba
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -135,3 +137,39 @@ def test_compact_removes_deleted_text_from_the_servers_files(postgres_server, po
             assert store.compact() == {"default": 1}
             assert files_holding_marker() == []
         assert store.get("kept") is not None
+
+
+def test_a_server_crash_during_ingest_loses_no_acknowledged_write(postgres_url):
+    """kill -9 of the server process writing for the ingest makes PostgreSQL crash and recover
+    (every backend restarts, the WAL is replayed): every batch the client saw return is there."""
+    from test_store_crash import DIM as CRASH_DIM
+    from test_store_crash import _acknowledged, _assert_all_there, _start
+
+    MemoryStore(postgres_url, space="ingest", dim=CRASH_DIM).close()
+    bystander = psycopg.connect(postgres_url, autocommit=True)  # a crash restart ends every session
+    process = _start(postgres_url, "ingest", "k")
+    batches = _acknowledged(process, 10)
+    with psycopg.connect(postgres_url) as db:
+        pids = [r[0] for r in db.execute("SELECT pid FROM pg_stat_activity WHERE "
+                                         "datname = current_database() AND pid <> pg_backend_pid() "
+                                         "AND pid <> %s", (bystander.info.backend_pid,))]
+    assert pids, "the ingest's server process must be found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    batches += [int(line) for line in process.stdout]  # what returned before the crash reached it
+    assert process.wait() != 0
+    deadline = time.monotonic() + 60
+    while True:  # the server restarts after its crash recovery
+        try:
+            store = MemoryStore(postgres_url, space="ingest")
+            break
+        except StoreError:
+            assert time.monotonic() < deadline, "the server did not come back"
+            time.sleep(0.2)
+    with pytest.raises(psycopg.OperationalError):
+        bystander.execute("SELECT 1")  # the whole server went through crash recovery
+    bystander.close()
+    with store:
+        _assert_all_there(store, "k", batches)
+        assert len(store) % 20 == 0
+        store.add(np.ones(CRASH_DIM), id="after-recovery")
