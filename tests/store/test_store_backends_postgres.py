@@ -173,3 +173,30 @@ def test_a_server_crash_during_ingest_loses_no_acknowledged_write(postgres_url):
         _assert_all_there(store, "k", batches)
         assert len(store) % 20 == 0
         store.add(np.ones(CRASH_DIM), id="after-recovery")
+
+
+def test_connections_opening_a_new_database_at_once_create_it_once(postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("DROP EXTENSION IF EXISTS vector")  # the first opens must create it, together
+    opened: list[PostgresBackend] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(PostgresBackend(postgres_url, dim=DIM))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(opened) == 6
+    opened[0].ensure_space("s")
+    opened[0].insert("s", [Episode("e", vectors(1)[0], {}, 0.0)])
+    assert all(b.count("s") == 1 and b.dim == DIM for b in opened)
+    for backend in opened:
+        backend.close()

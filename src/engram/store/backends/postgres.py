@@ -216,10 +216,13 @@ class PostgresBackend(StorageBackend):
     # ---------------------------------------------------------------- opening
 
     def _open(self, dim: int | None) -> None:
-        with self._errors("creating the extension vector"):
+        with self._errors("creating the extension vector"), self._db.transaction():
+            # the advisory lock: processes opening a new database together create it once
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             if not self._db.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
                 try:
-                    self._db.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                    with self._db.transaction():  # a savepoint: the error must not end the lock's
+                        self._db.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 except psycopg.Error as error:
                     raise StoreError(
                         f"store {self.location}: the pgvector extension is not enabled and this user "
