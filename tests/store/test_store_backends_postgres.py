@@ -76,16 +76,20 @@ def test_the_hnsw_index_is_built_past_its_threshold_and_nearest_uses_it(postgres
         with psycopg.connect(postgres_url) as db:
             assert db.execute("SELECT to_regclass('engram_episodes_hnsw')").fetchone()[0] is None
         store.add_batch(vectors(500, seed=2))  # one bulk build, then incremental inserts
+        store.add_batch(vectors(2000, seed=3))  # rows the planner's statistics have not seen
+
+        def index_scans() -> int:
+            backend._db.execute("SELECT pg_stat_force_next_flush()")
+            return backend._db.execute("SELECT idx_scan FROM pg_stat_user_indexes "
+                                       "WHERE indexrelname = 'engram_episodes_hnsw'").fetchone()[0]
+
         cue = vectors(1, seed=1)[0]
-        with psycopg.connect(postgres_url) as db:
-            db.execute("ANALYZE engram_episodes")
-            plan = "\n".join(r[0] for r in db.execute(
-                "EXPLAIN SELECT id FROM engram_episodes WHERE space = 'default' "
-                "ORDER BY embedding <=> %s::vector LIMIT 10", (str(cue.tolist()),)))
-        assert "engram_episodes_hnsw" in plan
-        everything = np.concatenate([vectors(1500), vectors(500, seed=2)])
-        cosines = everything @ cue / np.linalg.norm(everything, axis=1) / np.linalg.norm(cue)
-        hits = store.backend.nearest("default", cue, 10)
+        before = index_scans()
+        hits = backend.nearest("default", cue, 10)
+        assert index_scans() == before + 1, "nearest must search through the HNSW index"
+        everything = np.concatenate([vectors(1500), vectors(500, seed=2), vectors(2000, seed=3)])
+        norms = np.linalg.norm(everything, axis=1) * np.linalg.norm(cue)
+        cosines = everything.astype(np.float64) @ cue / norms
         assert len(hits) == 10 and [c for _, c in hits] == sorted((c for _, c in hits), reverse=True)
         exact = {round(float(c), 5) for c in np.sort(cosines)[::-1][:10]}
         assert len(exact & {round(c, 5) for _, c in hits}) >= 9  # approximate, but close to exact

@@ -266,6 +266,7 @@ class PostgresBackend(StorageBackend):
         with self._lock, self._errors("building the HNSW index"), self._db.transaction():
             self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             self._db.execute(_hnsw_index(self._m, self._ef_construction))
+            self._db.execute("ANALYZE engram_episodes")  # row estimates for the planner
         self._hnsw = True
 
     def _grown(self, last_seq: int) -> None:
@@ -523,8 +524,13 @@ class PostgresBackend(StorageBackend):
                  "ORDER BY embedding <=> %s LIMIT %s")
         with self._lock, self._errors("searching"), self._db.transaction():
             self._db.execute(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, k)}")
+            if self._hnsw:
+                # a sort is what any other plan needs; with stale row estimates (a bulk load
+                # autovacuum has not analysed yet) the planner would otherwise scan and sort
+                self._db.execute("SET LOCAL enable_sort = off")
             rows = self._db.execute(query, (cue, space, cue, k)).fetchall()
             if len(rows) < k and len(rows) < self.count(space):
+                self._db.execute("SET LOCAL enable_sort = on")
                 self._db.execute("SET LOCAL enable_indexscan = off")
                 rows = self._db.execute(query, (cue, space, cue, k)).fetchall()
         return [(eid, float(score)) for eid, score in rows]
