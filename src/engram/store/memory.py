@@ -158,8 +158,9 @@ class MemoryStore:
         dim: embedding dimension, fixed when the store is created (the embedder's, else 768).
         config: the recall pipeline's settings (``RecallConfig``).
         decay: the forgetting schedule (``DecayPolicy``).
-        durable: fsync every write (``False`` trades power-loss safety for speed; a process
-            crash still loses nothing committed).
+        durable: fsync every write, or on PostgreSQL commit with ``synchronous_commit`` on
+            (``False`` trades power-loss or server-crash safety for speed; a crash of this
+            process still loses nothing committed).
         backend: another ``StorageBackend`` (``path`` and ``durable`` are then ignored).
         seed: seed of the dentate-gyrus expansion and of calibration cues.
     """
