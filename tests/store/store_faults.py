@@ -1,5 +1,5 @@
 """Fault injection for the store's crash tests: run code in a forked child, and stop or fail the
-SQLite backend at any one of its durability steps (``engram.store.sqlite.FileOps``)."""
+SQLite backend at any one of its durability steps (``engram.store.backends.sqlite.FileOps``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from engram.store import sqlite
+from engram.store.backends import sqlite
 
 CRASHED = 77  # exit status of a child stopped on purpose
 STOPS = ("crash", "power")  # the process dies; "power" also drops vector data not yet fsynced

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from engram.store import MemoryStore
+from engram.store.backend import MAX_PAYLOAD_BYTES
 from engram.store.client import (
     AsyncEngramClient,
     AuthenticationError,
@@ -35,7 +36,6 @@ from engram.store.client import (
 )
 from engram.store.consolidation import SleepReport
 from engram.store.server import create_app, issue_key
-from engram.store.sqlite import MAX_PAYLOAD_BYTES
 
 DIM = 8
 _spaces = itertools.count()

@@ -1,4 +1,5 @@
-"""Crash safety and concurrency: kill -9 during ingest and sleep, concurrent writers."""
+"""Crash safety and concurrency: kill -9 during ingest and sleep, concurrent writers (on SQLite and
+on PostgreSQL), and the fault-injection harness over every durability step of the SQLite backend."""
 
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ from store_faults import CRASHED, FAULTS, STOPS, Injector, in_child
 
 from engram.store import MemoryStore, SQLiteBackend
 from engram.store.backend import Episode, StoreError
+from engram.store.backends import open_backend
 
 DIM = 16
 
 INGEST = textwrap.dedent(
     """
     import sys, numpy as np
-    from engram.store import MemoryStore, SQLiteBackend
+    from engram.store import MemoryStore
     store = MemoryStore(sys.argv[1], space=sys.argv[2], dim=16)
     for b in range(100000):
         vectors = np.random.default_rng(b).standard_normal((20, 16)).astype(np.float32)
@@ -67,8 +69,14 @@ def _assert_all_there(store: MemoryStore, prefix: str, batches: list[int]) -> No
     assert store.check() == []
 
 
-def test_kill_9_during_ingest_loses_no_acknowledged_write(tmp_path):
-    path = tmp_path / "s"
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """A new store: a directory (SQLite) or a database on the session's PostgreSQL server."""
+    return request.getfixturevalue("postgres_url") if request.param == "postgres" else tmp_path / "s"
+
+
+def test_kill_9_during_ingest_loses_no_acknowledged_write(location):
+    path = location
     MemoryStore(path, space="ingest", dim=DIM).close()
     process = _start(path, "ingest", "k")
     batches = _acknowledged(process, 15)
@@ -81,8 +89,8 @@ def test_kill_9_during_ingest_loses_no_acknowledged_write(tmp_path):
         assert store.check() == []
 
 
-def test_two_processes_and_threads_write_concurrently(tmp_path):
-    path = tmp_path / "s"
+def test_two_processes_and_threads_write_concurrently(location):
+    path = location
     MemoryStore(path, space="shared", dim=DIM).close()
     processes = [_start(path, "shared", "p1"), _start(path, "shared", "p2")]
     errors: list[BaseException] = []
@@ -119,7 +127,7 @@ def test_two_processes_and_threads_write_concurrently(tmp_path):
 SLEEPER = textwrap.dedent(
     """
     import sys
-    from engram.store import MemoryStore, SQLiteBackend
+    from engram.store import MemoryStore
     store = MemoryStore(sys.argv[1], space="s")
     print("start", flush=True)
     store.sleep(walks=300000, walk_length=8)
@@ -128,8 +136,8 @@ SLEEPER = textwrap.dedent(
 )
 
 
-def test_kill_9_during_sleep_then_sleep_resumes_and_store_is_consistent(tmp_path):
-    path = tmp_path / "s"
+def test_kill_9_during_sleep_then_sleep_resumes_and_store_is_consistent(location):
+    path = location
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((8, DIM))
     vectors = (centres[rng.integers(0, 8, 400)] + 0.3 * rng.standard_normal((400, DIM))).astype(np.float32)
@@ -137,7 +145,7 @@ def test_kill_9_during_sleep_then_sleep_resumes_and_store_is_consistent(tmp_path
         ids = store.add_batch(vectors, timestamps=[time.time() - 400 + i for i in range(400)])
     process = subprocess.Popen([sys.executable, "-c", SLEEPER, str(path)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "start"
-    watcher = SQLiteBackend(path)
+    watcher = open_backend(path)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # kill once the sleep is past its first phase
         if (watcher.get_state("s").get("sleep") or {}).get("phase") in ("link", "cluster", "walk"):

@@ -274,7 +274,7 @@ ROTATE = textwrap.dedent(
     """
     import builtins, os, signal, sys
     from engram.cli import main
-    from engram.store.sqlite import SQLiteBackend
+    from engram.store.backends.sqlite import SQLiteBackend
 
     point = sys.argv[1]
     kill = lambda: os.kill(os.getpid(), signal.SIGKILL)

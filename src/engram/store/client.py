@@ -29,9 +29,9 @@ import httpx
 import numpy as np
 
 from engram.store import arguments
+from engram.store.backend import check_space_name
 from engram.store.consolidation import SleepReport
 from engram.store.memory import check_episode_id
-from engram.store.sqlite import check_space_name
 
 # the connection was never made: nothing reached the server, so any call may be sent again
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)

@@ -1,7 +1,8 @@
 """``MemoryStore``: a persistent episodic memory that completes, refuses, forgets and consolidates.
 
-One object is one named memory space of a store directory; spaces of the same directory
-never see each other's episodes, links or calibration.
+One object is one named memory space of a store (a directory, or a PostgreSQL database given
+by its ``postgresql://`` URL); spaces of the same store never see each other's episodes, links
+or calibration.
 
 Example:
     >>> store = MemoryStore("memories", space="chat", embedder=HashingEmbedder())  # doctest: +SKIP
@@ -30,14 +31,14 @@ import numpy as np
 
 from engram.ca3 import ModernHopfield
 from engram.store import arguments, pipeline
-from engram.store.backend import Episode, Link, StorageBackend
+from engram.store.backend import Episode, Link, StorageBackend, check_space_name
+from engram.store.backends import open_backend
 from engram.store.decay import DecayPolicy, StrengthReport, explain
 from engram.store.embed import Embedder, HashingEmbedder, check_embeddings
 from engram.store.gate import GateModel, default_gate, fit_gate
 from engram.store.index import RecallIndex
 from engram.store.lexical import MAX_TEXT_CHARS
 from engram.store.pipeline import FEATURES, CueParts, RecallConfig, Separator
-from engram.store.sqlite import SQLiteBackend, check_space_name
 
 _ID_MAX = 128
 _FIELD_MAX = 128
@@ -145,10 +146,11 @@ def check_episode_id(eid: Any, name: str = "id") -> str:
 
 
 class MemoryStore:
-    """A persistent episodic memory space in a directory.
+    """A persistent episodic memory space in a store directory or a PostgreSQL database.
 
     Args:
-        path: the store directory (created if absent).
+        path: the store directory (SQLite, created if absent), or a ``postgresql://`` URL
+            (PostgreSQL with pgvector: several processes and machines share one database).
         space: the memory space this object reads and writes (created if absent).
         embedder: what embeds text (``engram.store.embed``); recorded in the space, and a space
             made with one embedder refuses another (name or dimension). None: vectors only,
@@ -156,8 +158,9 @@ class MemoryStore:
         dim: embedding dimension, fixed when the store is created (the embedder's, else 768).
         config: the recall pipeline's settings (``RecallConfig``).
         decay: the forgetting schedule (``DecayPolicy``).
-        durable: fsync every write (``False`` trades power-loss safety for speed; a process
-            crash still loses nothing committed).
+        durable: fsync every write, or on PostgreSQL commit with ``synchronous_commit`` on
+            (``False`` trades power-loss or server-crash safety for speed; a crash of this
+            process still loses nothing committed).
         backend: another ``StorageBackend`` (``path`` and ``durable`` are then ignored).
         seed: seed of the dentate-gyrus expansion and of calibration cues.
     """
@@ -181,7 +184,7 @@ class MemoryStore:
         if embedder is not None:
             dim = _embedder_dim(embedder, dim)
         if backend is None:
-            backend = SQLiteBackend(path, dim=dim, durable=arguments.flag(durable, "durable"))
+            backend = open_backend(path, dim=dim, durable=arguments.flag(durable, "durable"))
         self.backend = arguments.instance(backend, "backend", StorageBackend)
         self.dim = self.backend.dim
         self.config = config
@@ -486,9 +489,10 @@ class MemoryStore:
                 if i in fields else e for i, e in found.items()}
 
     def search_text(self, query: str, k: int = 10) -> list[tuple[Episode, float]]:
-        """Full-text search (SQLite FTS5 query syntax, BM25 ranked): (episode, score), best first."""
+        """Full-text search in the backend's syntax and ranking (SQLite: FTS5 and BM25; PostgreSQL:
+        ``websearch_to_tsquery`` and ``ts_rank_cd``): (episode, score), best first."""
         if not isinstance(query, str) or not query.strip():
-            raise ValueError(f"query: expected a non-empty FTS5 query string, got {query!r}")
+            raise ValueError(f"query: expected a non-empty full-text query string, got {query!r}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k: expected a positive integer, got {k!r}")
         hits = self.backend.search_text(self.space, query, k)
@@ -912,18 +916,14 @@ class MemoryStore:
 
     def check(self) -> list[str]:
         """Integrity problems of this space (empty: every row's vector is present and intact)."""
-        check = getattr(self.backend, "check", None)
-        return check(self.space) if check else []
+        return self.backend.check(self.space)
 
     def repair(self) -> list[str]:
         """Drop the episodes ``check`` reports (vector missing or failing its CRC) so that the space
         is consistent again, then reload the index; returns the ids dropped."""
-        repair = getattr(self.backend, "repair", None)
-        if repair is None:
-            raise NotImplementedError(f"{type(self.backend).__name__} has no repair")
         with self._lock:
             self._flush_touches()
-            removed = repair(self.space)
+            removed = self.backend.repair(self.space)
             self._recalled_cache.clear()
             self._index.reload(self.backend, self.space)
         return removed

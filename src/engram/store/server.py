@@ -40,11 +40,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from engram.store import arguments
+from engram.store.backend import check_space_name
+from engram.store.backends import SQLiteBackend
 from engram.store.consolidation import SleepReport
 from engram.store.embed import Embedder
 from engram.store.lexical import MAX_TEXT_CHARS
 from engram.store.memory import ID_PATTERN, MemoryStore, RecallResult, check_episode_id
-from engram.store.sqlite import SQLiteBackend, check_space_name
 
 MAX_BATCH = 1024
 # A full batch (1024 × 768 numbers, ~21 characters each in JSON) is ~16 MiB: twice that.

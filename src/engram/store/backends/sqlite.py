@@ -43,18 +43,26 @@ from typing import Any
 import numpy as np
 
 from engram.store import lexical
-from engram.store.backend import Episode, EpisodeFields, IndexRows, Link, StorageBackend, StoreError
+from engram.store.backend import (
+    Episode,
+    EpisodeFields,
+    IndexRows,
+    Link,
+    StorageBackend,
+    StoreError,
+    check_space_name,
+    encode_payload,
+    exact_nearest,
+)
 
 SCHEMA_VERSION = 1
 DATABASE = "engram.sqlite3"
-_SPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # <space>.<generation>.f32, or .f32.tmp while compact writes it; the generation is the last number.
 _VECTOR_FILE = re.compile(r"^(?P<space>.+)\.(?P<generation>[0-9]+)\.f32(?:\.tmp)?$")
 Fetch = Callable[[sqlite3.Connection], list[tuple]]  # the queries of one read snapshot
 _CHUNK = 500  # ids per "IN (...)" query, below SQLite's variable limit
 _READ_ATTEMPTS = 20  # fresh snapshots a read may take while concurrent writers move vectors
 _ZEROS = 1 << 22  # bytes of zeros written per call when scrubbing
-MAX_PAYLOAD_BYTES = 256 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -121,16 +129,6 @@ _SQLITE_HINTS = {
     "database is locked": "another connection held the write lock for over a minute "
     "(database is locked)",
 }
-
-
-def check_space_name(space: Any) -> str:
-    """A space name is 1–64 characters of letters, digits, '_', '.', '-' (it names a file)."""
-    if not isinstance(space, str) or not _SPACE_NAME.match(space):
-        raise ValueError(
-            f"space: expected 1-64 characters of letters, digits, '_', '.', '-' starting with a "
-            f"letter or digit, got {space!r}"
-        )
-    return space
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -217,6 +215,7 @@ class SQLiteBackend(StorageBackend):
 
     def __init__(self, path: str | os.PathLike[str], dim: int | None = None, durable: bool = True):
         self.path = Path(path)
+        self.location = str(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"path: expected a directory for the store, got the file {self.path}")
         self.durable = bool(durable)
@@ -602,19 +601,6 @@ class SQLiteBackend(StorageBackend):
 
     # ------------------------------------------------------------------ episodes
 
-    @staticmethod
-    def _encode(payload: dict[str, Any]) -> str:
-        """JSON text of a payload; NaN, non-JSON values and oversized payloads raise ValueError."""
-        try:
-            text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"payload: expected JSON-serialisable data without NaN: {error}") from error
-        if len(text) > MAX_PAYLOAD_BYTES // 4 and len(text.encode()) > MAX_PAYLOAD_BYTES:
-            raise ValueError(
-                f"payload: expected at most {MAX_PAYLOAD_BYTES} bytes of JSON, got {len(text.encode())}"
-            )
-        return text
-
     @classmethod
     def _rows(
         cls, space: str, episodes: Sequence[Episode], first_slot: int, vectors: np.ndarray
@@ -628,7 +614,7 @@ class SQLiteBackend(StorageBackend):
                 zlib.crc32(vectors[i].data),
                 e.kind,
                 e.timestamp,
-                cls._encode(e.payload),
+                encode_payload(e.payload),
                 e.reward,
                 e.salience,
                 json.dumps(list(e.tags)) if e.tags else "[]",
@@ -970,8 +956,14 @@ class SQLiteBackend(StorageBackend):
             return lexical.episode_fields(self._db, space, ids)
 
     def search_text(self, space: str, query: str, limit: int) -> list[tuple[str, float]]:
+        """FTS5 query syntax; the score is FTS5's BM25 (negated, so higher is better)."""
         with self._lock:
             return lexical.search(self._db, space, query, limit)
+
+    def nearest(self, space: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Exact: the cosine of every live episode's stored vector (the recall index is faster)."""
+        rows = self.index_rows(space)
+        return exact_nearest(rows.ids, rows.embeddings, vector, k)
 
     # ------------------------------------------------------------------ integrity
 
