@@ -9,7 +9,7 @@ import torch
 from engram.cli import main
 from engram.data.streams import make_stream
 from engram.replay.experiments.continual import summarize
-from engram.replay.experiments.continual_train import TrainConfig
+from engram.replay.experiments.continual_train import LearnerConfig
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +68,7 @@ def test_bad_scenario_strategy_and_path_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         make_stream("split-mnist", "class", tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="strategy"):
-        TrainConfig(strategy="magic")
+        LearnerConfig(strategy="magic")
 
 
 def test_cli_reports_bad_input_with_status_2(tmp_path, capsys):
@@ -81,16 +81,16 @@ def test_cli_reports_bad_input_with_status_2(tmp_path, capsys):
 
 
 def test_cli_run_writes_a_complete_run_folder(tmp_path):
-    status = main(["continual", "run", "--strategies", "finetune,ours", "--seeds", "0-1",
+    status = main(["continual", "run", "--strategies", "finetune,sleep-replay", "--seeds", "0-1",
                    "--iters", "15", "--buffer", "50", "--sleep-steps", "10", "--hidden", "32",
                    "--out", str(tmp_path)])
     assert status == 0
     (folder,) = tmp_path.iterdir()
     results = json.loads((folder / "results.json").read_text())
-    assert set(results["arms"]) == {"finetune", "ours"}
-    ours = results["arms"]["ours"]
-    assert np.array(ours["accuracy_matrix"]).shape == (5, 5)
-    assert ours["buffer_items"] == 50 and ours["buffer_bytes"] > 50 * 64 * 4
+    assert set(results["arms"]) == {"finetune", "sleep-replay"}
+    learned = results["arms"]["sleep-replay"]
+    assert np.array(learned["accuracy_matrix"]).shape == (5, 5)
+    assert learned["buffer_items"] == 50 and learned["buffer_bytes"] > 50 * 64 * 4
     assert (folder / "accuracy_matrices.png").read_bytes()[:4] == b"\x89PNG"
     assert "final acc" in (folder / "report.md").read_text()
     assert len((folder / "partial.jsonl").read_text().splitlines()) == 4

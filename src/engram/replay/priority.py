@@ -75,3 +75,19 @@ def anneal_beta(progress: float, start: float = 0.4, end: float = 1.0) -> float:
     """Importance-sampling exponent β annealed linearly from ``start`` to ``end`` over training."""
     p = min(max(float(progress), 0.0), 1.0)
     return start + (end - start) * p
+
+
+def atypicality(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Salience proxy: each item's distance from its class's mean within the batch.
+
+    Targets that are not one label per item (a sequence of next tokens) put the whole batch in
+    one group, so salience is the distance from the batch mean.
+    """
+    x = x.flatten(1).float()
+    out = torch.zeros(x.shape[0], device=x.device)
+    if y.ndim != 1:
+        return (x - x.mean(0)).norm(dim=1)
+    for c in torch.unique(y):
+        m = y == c
+        out[m] = (x[m] - x[m].mean(0)).norm(dim=1)
+    return out

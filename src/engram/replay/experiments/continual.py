@@ -3,7 +3,7 @@
 ``engram continual run`` trains each chosen strategy for each seed on one benchmark and
 scenario and writes a run folder: per-seed accuracy matrices (CSV), the summary with 95%
 intervals (JSON), one task × task heat-map per strategy (PNG) and ``report.md``.
-``engram continual ablate`` runs the pre-registered variants of ``ours`` and compares each
+``engram continual ablate`` runs the pre-registered variants of ``sleep-replay`` and compares each
 with the full method (effect sizes with intervals, Holm-corrected p-values).
 """
 
@@ -22,13 +22,13 @@ from engram import stats
 from engram.data.location import data_root
 from engram.data.streams import BENCHMARKS, SCENARIOS, Stream, make_stream
 from engram.io import atomic_write_text, to_json
-from engram.replay.experiments.continual_train import STRATEGIES, RunResult, TrainConfig, train_stream
+from engram.replay.experiments.continual_train import STRATEGIES, LearnerConfig, RunResult, train_stream
 from engram.runs import RunFolder, markdown_table, progress
 
 HIDDEN = {"split-digits": 400, "split-mnist": 400, "permuted-mnist": 1000}
 ITERS = {"split-digits": 100, "split-mnist": 500, "permuted-mnist": 500}
 
-# Pre-registered ablations of ``ours``: name → overrides of TrainConfig (see docs/continual).
+# Pre-registered ablations of ``sleep-replay``: name → overrides of LearnerConfig (see docs/continual).
 ABLATIONS: dict[str, dict[str, Any]] = {
     "full": {},
     "uniform": {"sampling": "uniform"},
@@ -53,7 +53,7 @@ class Config:
     strategies: tuple[str, ...] = STRATEGIES
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     data_path: str | None = None
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: LearnerConfig = field(default_factory=LearnerConfig)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     workers: int = 1
     threads: int = 1
@@ -78,11 +78,11 @@ class Config:
             if not path.is_file():
                 raise FileNotFoundError(f"data_path: MNIST file {self.data_path} does not exist")
 
-    def arms(self) -> dict[str, TrainConfig]:
+    def arms(self) -> dict[str, LearnerConfig]:
         """Each compared arm's training config: named variants if given, else strategies."""
         if self.variants:
             return {
-                name: dataclasses.replace(self.train, strategy="ours", **over)
+                name: dataclasses.replace(self.train, strategy="sleep-replay", **over)
                 for name, over in self.variants.items()
             }
         return {s: dataclasses.replace(self.train, strategy=s) for s in self.strategies}
@@ -110,7 +110,7 @@ def summarize(acc: np.ndarray) -> dict[str, Any]:
 _STREAMS: dict[tuple[str, str, str | None, bool], Stream] = {}
 
 
-def _job(args: tuple[str, str, str | None, TrainConfig, int, int, bool]) -> RunResult:
+def _job(args: tuple[str, str, str | None, LearnerConfig, int, int, bool]) -> RunResult:
     benchmark, scenario, path, train, seed, threads, validation = args
     import torch
 
@@ -293,7 +293,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def _config(args: argparse.Namespace, variants: dict[str, dict[str, Any]]) -> Config:
     hidden = args.hidden or HIDDEN[args.benchmark]
-    train = TrainConfig(
+    train = LearnerConfig(
         hidden=hidden, iters=args.iters or ITERS[args.benchmark], batch=args.batch, lr=args.lr,
         buffer_size=args.buffer, replay_batch=args.batch, ewc_lambda=args.ewc_lambda,
         storage=args.storage, schedule=args.schedule, sleep_steps=args.sleep_steps,
@@ -360,11 +360,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sleep-current", type=float, default=0.0,
                         help="share of each sleep batch from the current task's data, on top "
                         "of its items already in the buffer")
-    parser.add_argument("--pair", action="store_true", help="fast/slow pair for 'ours'")
+    parser.add_argument("--pair", action="store_true", help="fast/slow pair for sleep-replay")
     parser.add_argument("--pair-decay", type=float, default=0.999,
                         help="the slow learner's EMA decay per wake step (with --pair)")
     parser.add_argument("--sampling", default="prioritized", choices=("prioritized", "uniform"),
-                        help="how 'ours' samples its replay (wake and sleep)")
+                        help="how sleep-replay samples its replay (wake and sleep)")
     parser.add_argument("--weight-norm", default="max", choices=("max", "mean"),
                         help="importance weights scaled to batch max 1 or batch mean 1")
     parser.add_argument("--no-recombine", action="store_true",
