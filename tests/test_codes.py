@@ -83,3 +83,79 @@ def test_sparsity_out_of_range_is_an_error():
         codes.active_count(100, 0.0)
     with pytest.raises(ValueError, match="sparsity"):
         codes.active_count(100, 0.9)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_kwta_ties_go_to_the_lower_index(backend):
+    x = np.array([[0, 2, 1, 2, 2, 0, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1]], dtype=np.float32)
+    got = codes.kwta(torch.from_numpy(x) if backend == "torch" else x, 3)
+    got = got.numpy() if backend == "torch" else got
+    np.testing.assert_array_equal(got, [[0, 1, 0, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_winners_come_largest_first_then_by_index_as_a_stable_full_sort_would(backend, rng):
+    x = rng.integers(0, 6, size=(40, 30)).astype(np.float32)  # many ties
+    got = codes.winners(torch.from_numpy(x) if backend == "torch" else x, 7)
+    got = got.numpy() if backend == "torch" else got
+    np.testing.assert_array_equal(got, np.argsort(-x, axis=1, kind="stable")[:, :7])
+
+
+def test_kwta_keeps_leading_axes_and_integer_inputs():
+    x = np.arange(24, dtype=np.int8).reshape(2, 3, 4)
+    assert codes.kwta(x, 1)[..., -1].all() and codes.kwta(x, 1).sum() == 6
+
+
+def test_winners_refuse_nan():
+    with pytest.raises(ValueError, match="x: contains NaN"):
+        codes.winners(np.array([1.0, np.nan, 0.0]), 1)
+
+
+@pytest.mark.parametrize("code", codes.CODES)
+def test_overlap_is_the_same_measure_for_numpy_and_torch(code, rng):
+    patterns = codes.random_sparse(5, 60, 0.1, rng) if code == "sparse" else codes.random_bipolar(5, 60, rng)
+    states = codes.flip_bits(patterns, 4, rng)
+    expected = codes.overlap(states, patterns, code)
+    got = codes.overlap(torch.from_numpy(states).float(), torch.from_numpy(patterns).float(), code)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+    assert np.allclose(np.diag(codes.overlap(patterns, patterns, code)), 1.0)
+
+
+def test_overlap_names_a_bad_code():
+    with pytest.raises(ValueError, match="code: expected one of 'bipolar', 'sparse', got 'dense'"):
+        codes.overlap(np.ones(3), np.ones((1, 3)), "dense")
+
+
+def test_noisy_partial_cues_know_a_share_of_dimensions_and_add_scaled_noise(rng):
+    vectors = rng.standard_normal((400, 64)).astype(np.float32)
+    cues, known = codes.noisy_partial_cues(vectors, (0.3, 0.7), 0.0, rng)
+    assert known.any(1).all() and 0.3 < known.mean() < 0.7
+    np.testing.assert_array_equal(cues, vectors)  # no noise: the vectors themselves
+    noisy, _ = codes.noisy_partial_cues(vectors, (1.0, 1.0), 0.5, rng)
+    rms = np.sqrt((vectors**2).mean(1))
+    assert np.std((noisy - vectors) / rms[:, None]) == pytest.approx(0.5, rel=0.05)
+
+
+def test_noisy_partial_cues_reproduce_the_episode_cue_maker_draw_for_draw():
+    from engram.data.episodes import partial_noisy_cues
+
+    vectors = np.random.default_rng(3).standard_normal((50, 16)).astype(np.float32)
+    ours = codes.noisy_partial_cues(vectors, (0.2, 0.6), 0.3, np.random.default_rng(9))
+    theirs = partial_noisy_cues(vectors, (0.2, 0.6), 0.3, np.random.default_rng(9))
+    np.testing.assert_array_equal(ours[1], theirs[1])
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"keep": (0.5, 0.2)}, "keep: expected .* low ≤ high"),
+        ({"keep": (0.5, 1.2)}, r"keep: expected a value in \[0, 1\], got 1.2"),
+        ({"noise": -1.0}, "noise: expected a number ≥ 0, got -1.0"),
+        ({"vectors": np.ones(4)}, r"vectors: expected shape \(n, d\)"),
+    ],
+)
+def test_noisy_partial_cues_name_bad_arguments(kwargs, match, rng):
+    arguments = {"vectors": np.ones((2, 4)), "keep": (0.2, 0.5), "noise": 0.1} | kwargs
+    with pytest.raises(ValueError, match=match):
+        codes.noisy_partial_cues(arguments["vectors"], arguments["keep"], arguments["noise"], rng)

@@ -81,3 +81,49 @@ def test_delta_rule_overwrites_a_rebound_key():
 def test_associative_matrix_rejects_wrong_width():
     with pytest.raises(ValueError, match="keys/values"):
         hebb.AssociativeMatrix(4, 4).write(torch.zeros(1, 3), torch.zeros(1, 4))
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_functional_write_on_stacked_memories_equals_one_class_per_memory(delta):
+    g = torch.Generator().manual_seed(0)
+    keys, values = torch.randn(2, 3, 5, 4, generator=g), torch.randn(2, 3, 5, 6, generator=g)
+    rates = torch.rand(2, 3, 5, generator=g)
+    state = hebb.write(torch.zeros(2, 3, 6, 4), keys, values, rates, delta=delta)
+    for b in range(2):
+        for h in range(3):
+            one = hebb.AssociativeMatrix(4, 6)
+            one.write(keys[b, h], values[b, h], rate=rates[b, h], delta=delta)
+            torch.testing.assert_close(state[b, h], one.matrix)
+            torch.testing.assert_close(hebb.read(state, keys)[b, h], one.read(keys[b, h]))
+
+
+def test_functional_write_is_out_of_place_and_differentiable():
+    state = torch.zeros(3, 3)
+    keys = torch.eye(3)[:2].requires_grad_()
+    written = hebb.write(state, keys, torch.ones(2, 3), delta=True)
+    assert not state.any()
+    hebb.read(written, torch.ones(1, 3)).sum().backward()
+    assert keys.grad is not None and keys.grad.abs().sum() > 0
+
+
+def test_store_and_recall_are_write_and_read():
+    memory = hebb.AssociativeMatrix(8, 2)
+    memory.store(torch.eye(8)[3], torch.tensor([1.0, -1.0]))
+    assert torch.equal(memory.recall(torch.eye(8)[3]), memory.read(torch.eye(8)[3]))
+    assert torch.equal(memory.recall(torch.eye(8)[3]), torch.tensor([[1.0, -1.0]]))
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: hebb.AssociativeMatrix(0, 3), "d_key: expected a positive integer, got 0"),
+        (lambda: hebb.AssociativeMatrix(3, 2.5), "d_value: expected a positive integer, got float 2.5"),
+        (lambda: hebb.write(torch.zeros(2, 3), torch.zeros(4, 3), torch.zeros(5, 2)), "keys/values"),
+        (lambda: hebb.read(torch.zeros(2, 3), torch.zeros(1, 4)), "queries: expected width 3"),
+        (lambda: hebb.covariance(torch.zeros(2, 4), 0.0), "sparsity: expected a coding level"),
+        (lambda: hebb.prune(torch.zeros(2, 2), 1.0), r"fraction: expected a value in \[0, 1\), got 1.0"),
+    ],
+)
+def test_bad_arguments_are_named(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -1,8 +1,12 @@
-"""Learning rules for associative memories, weight pruning, and a Hebbian associative matrix.
+"""Learning rules for associative memories, weight pruning, and associative write/read.
 
 Every rule is a vectorised function from a batch of patterns to a symmetric weight matrix
 with a zero diagonal (the condition under which asynchronous dynamics never raise the
 energy). Rules that can learn incrementally take the previous weights.
+
+Associative memory is written once, as functions on a state tensor (``write`` / ``read``)
+with a thin class over them (``AssociativeMatrix``); the CA3 rules, the streaming models'
+matrix memory and anything else that binds keys to values call these.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from __future__ import annotations
 import warnings
 
 import torch
+
+from engram.codes import check_sparsity
+from engram.params import Interval, check, validated
 
 RULES = ("hebbian", "covariance", "storkey", "pseudoinverse")
 
@@ -48,7 +55,7 @@ def covariance(patterns: torch.Tensor, sparsity: float) -> torch.Tensor:
     Centring on the coding level (not the sample mean) keeps the rule additive, so patterns
     can be stored one batch at a time (Tsodyks & Feigel'man 1988).
     """
-    x = _as_float(patterns) - sparsity
+    x = _as_float(patterns) - check_sparsity(sparsity)
     return _zero_diagonal(x.T @ x / (x.shape[1] * sparsity * (1.0 - sparsity)))
 
 
@@ -90,8 +97,7 @@ def prune(weights: torch.Tensor, fraction: float) -> torch.Tensor:
     Pays only when the kept fraction is small (≲ 10%): a CSR product then reads far fewer
     bytes than the dense one.
     """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"fraction: expected a value in [0, 1), got {fraction}")
+    check("fraction", fraction, Interval(float, 0.0, 1.0, closed="left"))
     if weights.dim() != 2 or weights.shape[0] != weights.shape[1]:
         raise ValueError(f"weights: expected a square matrix, got {tuple(weights.shape)}")
     magnitude = weights.abs().flatten()
@@ -105,20 +111,85 @@ def prune(weights: torch.Tensor, fraction: float) -> torch.Tensor:
         return kept.to_sparse_csr()
 
 
+def _rates(rate: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Learning rates broadcast to the writes' shape (*S, n, 1)."""
+    rate = torch.as_tensor(rate, dtype=like.dtype, device=like.device)
+    return rate.expand(like.shape[:-1])[..., None] if rate.dim() else rate
+
+
+def write(
+    state: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    rate: float | torch.Tensor = 1.0,
+    *,
+    delta: bool = False,
+) -> torch.Tensor:
+    """The memory after writing n (key, value) pairs: M + Σᵢ ηᵢ vᵢ kᵢᵀ (Hebb's outer product),
+    or, with ``delta=True``, the Widrow–Hoff rule M ← M + ηᵢ (vᵢ − M kᵢ) kᵢᵀ pair by pair,
+    which writes only what M does not already predict and so limits interference.
+
+    A new tensor (never in place), so the write stays differentiable inside a model.
+
+    Args:
+        state: M, shape (*S, d_value, d_key); *S are independent memories (batch, heads).
+        keys: (*S, n, d_key). values: (*S, n, d_value).
+        rate: η, a scalar or (*S, n).
+
+    Example:
+        >>> m = write(torch.zeros(2, 3), torch.eye(3)[:1], torch.tensor([[1.0, 2.0]]))
+        >>> read(m, torch.eye(3)[:1])
+        tensor([[1., 2.]])
+    """
+    if keys.dim() < 2 or values.dim() < 2 or keys.shape[:-1] != values.shape[:-1]:
+        raise ValueError(
+            f"keys/values: expected shapes (..., n, d_key) and (..., n, d_value) with the same "
+            f"leading shape, got {tuple(keys.shape)} and {tuple(values.shape)}"
+        )
+    if keys.shape[-1] != state.shape[-1] or values.shape[-1] != state.shape[-2]:
+        raise ValueError(
+            f"keys/values: expected widths ({state.shape[-1]}, {state.shape[-2]}), "
+            f"got ({keys.shape[-1]}, {values.shape[-1]})"
+        )
+    rates = _rates(rate, keys.to(state.dtype))
+    if not delta:
+        return state + (values * rates).transpose(-1, -2) @ keys
+    for i in range(keys.shape[-2]):  # sequential by definition
+        k, v = keys[..., i, :], values[..., i, :]
+        r = rates[..., i, :] if rates.dim() else rates
+        error = v - (state @ k[..., None])[..., 0]
+        state = state + (r * error)[..., :, None] * k[..., None, :]
+    return state
+
+
+def read(state: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """What M returns for queries (*S, q, d_key): M q, shape (*S, q, d_value)."""
+    if queries.shape[-1] != state.shape[-1]:
+        raise ValueError(f"queries: expected width {state.shape[-1]}, got {tuple(queries.shape)}")
+    return queries @ state.transpose(-1, -2)
+
+
 class AssociativeMatrix:
-    """A linear associative memory M (d_value × d_key): write M += η v kᵀ, read M q.
+    """A linear associative memory M (d_value × d_key) over ``write`` / ``read``.
 
-    The plain write is Hebb's outer product; ``delta=True`` writes only the part of v that
-    M does not already predict (Widrow–Hoff), which limits interference on overwrites.
+    ``store`` / ``recall`` are the same methods under the in-process memories' names.
 
-    Shapes: keys (B, d_key), values (B, d_value), rates (B,) or a scalar.
+    Shapes: keys (B, d_key) or (d_key,), values (B, d_value), rates (B,) or a scalar.
+
+    Example:
+        >>> memory = AssociativeMatrix(3, 2)
+        >>> memory.write(torch.eye(3)[1], torch.tensor([4.0, 5.0]))
+        >>> memory.read(torch.eye(3)[1])
+        tensor([[4., 5.]])
     """
 
+    @validated({"d_key": [Interval(int, 1, None)], "d_value": [Interval(int, 1, None)]})
     def __init__(self, d_key: int, d_value: int, device: str | torch.device = "cpu"):
-        for name, value in (("d_key", d_key), ("d_value", d_value)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         self.matrix = torch.zeros(d_value, d_key, device=device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.matrix.device
 
     def write(
         self,
@@ -127,26 +198,22 @@ class AssociativeMatrix:
         rate: float | torch.Tensor = 1.0,
         delta: bool = False,
     ) -> None:
+        """Write (key, value) pairs; batch sizes must agree."""
         keys, values = torch.atleast_2d(keys), torch.atleast_2d(values)
-        if keys.shape[0] != values.shape[0]:
+        if keys.dim() != 2 or values.dim() != 2 or keys.shape[0] != values.shape[0]:
             raise ValueError(
                 f"keys/values: batch sizes differ ({keys.shape[0]} vs {values.shape[0]})"
             )
-        if keys.shape[1] != self.matrix.shape[1] or values.shape[1] != self.matrix.shape[0]:
-            raise ValueError(
-                f"keys/values: expected widths ({self.matrix.shape[1]}, {self.matrix.shape[0]}), "
-                f"got ({keys.shape[1]}, {values.shape[1]})"
-            )
         rate = torch.as_tensor(rate, dtype=self.matrix.dtype, device=self.matrix.device)
-        rate = rate.expand(keys.shape[0])[:, None]
-        if delta:
-            for k, v, r in zip(keys, values, rate, strict=True):  # sequential by definition
-                self.matrix += r * torch.outer(v - self.matrix @ k, k)
-        else:
-            self.matrix += (values * rate).T @ keys
+        self.matrix = write(self.matrix, keys.to(self.matrix), values.to(self.matrix),
+                            rate.expand(keys.shape[0]), delta=delta)
 
     def read(self, queries: torch.Tensor) -> torch.Tensor:
-        return torch.atleast_2d(queries) @ self.matrix.T
+        """M q for queries (B, d_key) or (d_key,): (B, d_value)."""
+        return read(self.matrix, torch.atleast_2d(queries).to(self.matrix))
+
+    store = write
+    recall = read
 
     def reset(self) -> None:
         self.matrix.zero_()

@@ -146,6 +146,16 @@ def welch_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray)
     return TestResult("welch", float(result.statistic), float(result.pvalue))
 
 
+def paired_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> TestResult:
+    """Paired t-test (two-sided) of a − b over matched pairs, e.g. the same seeds."""
+    x = _as_sample(a, "a", minimum=2)
+    y = _as_sample(b, "b", minimum=2)
+    if x.size != y.size:
+        raise ValueError(f"b: expected {x.size} values paired with a's, got {y.size}")
+    result = _sp.ttest_rel(x, y)
+    return TestResult("paired", float(result.statistic), float(result.pvalue))
+
+
 def permutation_test(
     a: Sequence[float] | np.ndarray,
     b: Sequence[float] | np.ndarray,

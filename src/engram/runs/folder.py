@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from engram.io import jsonable, atomic_write_bytes, atomic_write_text, to_json
+from engram.errors import ConfigError
+from engram.io import atomic_write_bytes, atomic_write_text, jsonable, to_json
 
 _TRACKED_PACKAGES = (
     "engram",
@@ -35,7 +36,7 @@ _TRACKED_PACKAGES = (
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python, numpy and torch; return a numpy Generator for explicit use."""
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
     import torch
 
     random.seed(int(seed))

@@ -18,6 +18,7 @@ import numpy as np
 from engram import codes
 from engram.ca3 import AttractorMemory, BatchCompletion
 from engram.data import load_digits_patterns
+from engram.errors import ConfigError
 from engram.runs import RunFolder, markdown_table, progress, seed_everything
 
 
@@ -241,7 +242,7 @@ def run(cfg: DemoConfig, folder: RunFolder) -> dict[str, object]:
 
 def _command(args: argparse.Namespace) -> int:
     if args.seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {args.seed}")
+        raise ConfigError(f"seed: expected a non-negative integer, got {args.seed}")
     cfg = DemoConfig(seed=args.seed, out=args.out)
     folder = RunFolder.create(cfg.out, "demo", config=asdict(cfg), seed=cfg.seed)
     results = run(cfg, folder)
