@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from engram.data.streams import Stream
+from engram.errors import ConfigError
 from engram.replay import (
     EWC,
     EpisodicBuffer,
@@ -82,27 +83,44 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy: expected one of {list(STRATEGIES)}, got {self.strategy!r}")
+            raise ConfigError(f"strategy: expected one of {list(STRATEGIES)}, got {self.strategy!r}")
+        if self.storage not in ("float32", "float16", "uint8"):
+            raise ConfigError(
+                f"storage: expected 'float32', 'float16' or 'uint8', got {self.storage!r}"
+            )
         if self.sampling not in ("prioritized", "uniform"):
-            raise ValueError(
+            raise ConfigError(
                 f"sampling: expected 'prioritized' or 'uniform', got {self.sampling!r}"
             )
         for name in ("hidden", "iters", "batch", "buffer_size", "replay_batch"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)}")
         if self.distill < 0:
-            raise ValueError(f"distill: expected a weight ≥ 0, got {self.distill}")
+            raise ConfigError(f"distill: expected a weight ≥ 0, got {self.distill}")
         if self.distill and self.strategy not in _REPLAYING:
-            raise ValueError(f"distill: needs a replaying strategy, got {self.strategy!r}")
+            raise ConfigError(f"distill: needs a replaying strategy, got {self.strategy!r}")
         if self.latent not in (0, 1, 2):
-            raise ValueError(f"latent: expected 0, 1 or 2 hidden blocks, got {self.latent}")
+            raise ConfigError(f"latent: expected 0, 1 or 2 hidden blocks, got {self.latent}")
         if self.latent and (self.pair or self.strategy == "sleep-replay+ewc"):
-            raise ValueError("latent: compressed replay is not combined with --pair or EWC")
+            raise ConfigError("latent: compressed replay is not combined with pair or EWC")
         if self.latent and self.storage == "uint8":
-            raise ValueError("storage: uint8 assumes inputs in [0, 1]; hidden codes need float16")
+            raise ConfigError("storage: uint8 assumes inputs in [0, 1]; hidden codes need float16")
+        try:
+            self.sleep_config()
+        except ValueError as error:
+            raise ConfigError(f"sleep: {error}") from None
+
+    def sleep_config(self) -> SleepPhaseConfig:
+        """The sleep phases of ``sleep-replay`` this config asks for."""
+        return SleepPhaseConfig(
+            schedule=self.schedule, every=self.sleep_every, steps=self.sleep_steps,
+            lr=self.sleep_lr, batch=self.replay_batch, sampling="uniform",
+            current_fraction=self.sleep_current, weight_norm=self.weight_norm,
+            distill=self.distill,
+        )
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
     """Accuracy matrix (row i: after training task i; column j: tested on task j) and costs."""
 
@@ -204,11 +222,7 @@ def build_strategy(stream: Stream, cfg: LearnerConfig, heads: Heads, seed: int) 
         for name in cfg.signals_off:
             signals = signals.without(name)
     sleep = Sleep(
-        SleepPhaseConfig(schedule=cfg.schedule, every=cfg.sleep_every, steps=cfg.sleep_steps,
-                         lr=cfg.sleep_lr, batch=cfg.replay_batch, sampling="uniform",
-                         current_fraction=cfg.sleep_current, weight_norm=cfg.weight_norm,
-                         distill=cfg.distill),
-        buffer, stream.n_outputs, signals=signals,
+        cfg.sleep_config(), buffer, stream.n_outputs, signals=signals,
         ewc=EWC(cfg.ewc_lambda) if cfg.strategy == "sleep-replay+ewc" else None,
         logits_fn=heads, recombine=cfg.recombine, seed=seed,
     )
