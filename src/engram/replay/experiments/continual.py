@@ -48,7 +48,8 @@ class Config:
     ``strategies`` are the arms, unless ``variants`` (names of ``ABLATIONS``) are given: then
     each variant of sleep replay is an arm, compared with ``full``. ``learner`` holds what
     every arm shares (its ``strategy`` is set per arm). ``data_path``: the MNIST file (default:
-    the shared data folder's). ``validation`` tests on a split held out of the training data.
+    the shared data folder's). ``validation`` tests on a split held out of the training data;
+    ``test_items`` > 0 tests on only the first that many items of each task (quick forms).
     """
 
     benchmark: str = "split-digits"
@@ -60,6 +61,7 @@ class Config:
     learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(iters=100))
     data_path: str = ""
     validation: bool = False
+    test_items: int = 0
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
@@ -81,6 +83,9 @@ class Config:
             raise ConfigError(f"seed: expected a non-negative integer, got {self.seed!r}")
         if isinstance(self.n_seeds, bool) or not isinstance(self.n_seeds, int) or self.n_seeds < 1:
             raise ConfigError(f"n_seeds: expected a positive integer, got {self.n_seeds!r}")
+        if isinstance(self.test_items, bool) or not isinstance(self.test_items, int) \
+                or self.test_items < 0:
+            raise ConfigError(f"test_items: expected an integer ≥ 0, got {self.test_items!r}")
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -102,7 +107,7 @@ class Config:
 
 
 QUICK = Config(
-    strategies=("finetune", "replay", METHOD), n_seeds=2,
+    strategies=("finetune", "replay", METHOD), n_seeds=2, test_items=200,
     learner=LearnerConfig(hidden=16, iters=10, batch=16, replay_batch=16, buffer_size=40,
                           sleep_steps=5),
 )
@@ -116,6 +121,7 @@ class Cell:
     scenario: str
     data_path: str
     validation: bool
+    test_items: int
     learner: LearnerConfig
 
 
@@ -140,7 +146,12 @@ def train_one(cell: Cell, seed: int) -> dict[str, Any]:
         if key not in _STREAMS:
             _STREAMS[key] = make_stream(cell.benchmark, cell.scenario, cell.data_path or None,
                                         validation=cell.validation)
-        result = train_stream(_STREAMS[key], cell.learner, seed)
+        stream = _STREAMS[key]
+        if cell.test_items:
+            stream = dataclasses.replace(stream, tasks=tuple(
+                dataclasses.replace(t, x_test=t.x_test[: cell.test_items],
+                                    y_test=t.y_test[: cell.test_items]) for t in stream.tasks))
+        result = train_stream(stream, cell.learner, seed)
     finally:
         torch.set_num_threads(threads)
     return dataclasses.asdict(result)
@@ -233,6 +244,8 @@ def conditions(cfg: Config) -> str:
     """The setting every arm shares, in one line (for claims and the report)."""
     lc = cfg.learner
     split = "validation split" if cfg.validation else "test set"
+    if cfg.test_items:
+        split += f" (first {cfg.test_items} items of each task)"
     return (f"{cfg.benchmark} {cfg.scenario}-IL, MLP 2×{lc.hidden}, Adam {lc.lr:g}, batch "
             f"{lc.batch}, {lc.iters} steps per task, buffer {lc.buffer_size}, seeds "
             f"{cfg.seeds[0]}–{cfg.seeds[-1]}, {split}")
@@ -244,8 +257,8 @@ def run(cfg: Config, folder: RunFolder) -> Result:
     path = mnist_path(cfg)
     if path and not Path(path).is_file():
         raise ConfigError(f"data_path: MNIST file {path} does not exist")
-    jobs = [Job.of(train_one, Cell(cfg.benchmark, cfg.scenario, path, cfg.validation, learner),
-                   seed)
+    jobs = [Job.of(train_one, Cell(cfg.benchmark, cfg.scenario, path, cfg.validation,
+                                   cfg.test_items, learner), seed)
             for learner in arms.values() for seed in cfg.seeds]
     done = run_jobs(jobs, folder.path, description="continual")
     n = len(cfg.seeds)
