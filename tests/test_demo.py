@@ -15,13 +15,15 @@ def test_engram_demo_writes_run_folder_and_picture(tmp_path, capsys):
     assert (folder / "digits.png").read_bytes()[:4] == b"\x89PNG"
     results = json.loads((folder / "results.json").read_text())
     assert json.loads((folder / "config.json").read_text())["seed"] == 3
-    assert results["claims"][0]["claim"] == "converges within 7 iterations"
-    digits = results["digits"]
+    assert results["experiment"] == "ca3.demo" and results["command"] == "engram demo --seed 3"
+    assert results["claims"][0]["statement"] == "converges within 7 iterations"
+    digits = {row["measure"]: row["value"] for row in results["tables"]["digits"]}
     # correlated digit prototypes: the pseudo-inverse rule completes them, Hebbian cannot
     assert digits["flipped_recalled_pseudoinverse"] >= 0.95
     assert digits["flipped_recalled_hebbian"] < 0.5
     assert digits["random_rejected"] >= 0.95
-    assert "## Claims of the source, measured now" in (folder / "report.md").read_text()
+    report = (folder / "report.md").read_text()
+    assert "## Claims" in report and "converges within 7 iterations" in report
 
 
 def test_cli_reports_bad_arguments_without_a_traceback(tmp_path, capsys):

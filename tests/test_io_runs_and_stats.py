@@ -55,6 +55,19 @@ def test_effect_size_and_tests_detect_a_shift():
     assert stats.permutation_test(a, b, n_resamples=2000).p_value < 0.01
 
 
+def test_paired_test_is_scipys_on_matched_pairs():
+    from scipy import stats as sp
+
+    a, b = np.array([0.50, 0.61, 0.55, 0.70]), np.array([0.48, 0.58, 0.50, 0.69])
+    result = stats.paired_test(a, b)
+    assert result.test == "paired"
+    assert result.p_value == pytest.approx(sp.ttest_rel(a, b).pvalue)
+    # the same values unpaired: the seed-to-seed spread hides the shift a pairing reveals
+    assert result.p_value < stats.welch_test(a, b).p_value
+    with pytest.raises(ValueError, match="b: expected 4 values paired"):
+        stats.paired_test(a, b[:3])
+
+
 def test_holm_correction_is_more_conservative():
     reject, adjusted = stats.correct([0.01, 0.04, 0.03], method="holm")
     assert adjusted[0] == pytest.approx(0.03)

@@ -14,15 +14,15 @@ import importlib
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from engram.errors import EngramError
+from engram.errors import ConfigError, EngramError
 from engram.store.backend import StoreError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "engram.ca3.experiments.demo",
     "engram.store.cli",
-    "engram.ca3.experiments.lab",
     "engram.streaming.experiments.eviction",
     "engram.streaming.experiments.variants",
     "engram.lm.cli",
@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     from engram.runs import Runner, claims_markdown, launch, using
 
     runner = Runner(args.backend, args.workers)
-    command = "engram run " + shlex.join(args.argv)
+    command = _reproduce(args)
     with using(runner):
         if args.resume:
             cfg = None
@@ -58,8 +58,6 @@ def _run(args: argparse.Namespace) -> int:
             folder, result = launch.resume(args.resume, cfg, command)
         else:
             if not args.name and not args.config:
-                from engram.errors import ConfigError
-
                 raise ConfigError("run: expected an experiment name or --config FILE (see `engram list`)")
             exp, cfg = launch.resolve(args.name or "", args.quick, args.config, args.seed, args.set)
             folder, result = launch.start(exp, cfg, args.out, command)
@@ -68,15 +66,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> str:
+    """The command that reruns this config (where its folder goes and how many workers run it
+    do not change a result, so they are left out)."""
+    words = ["engram", "run"] + ([args.name] if args.name else [])
+    words += ["--config", args.config] if args.config else []
+    words += ["--quick"] if args.quick else []
+    words += ["--seed", str(args.seed)] if args.seed is not None else []
+    for pair in args.set:
+        words += ["--set", pair]
+    return shlex.join(words)
+
+
 def _report(args: argparse.Namespace) -> int:
     from engram.runs import RunFolder, read_result
-    from engram.runs.report import write_report
+    from engram.runs.report import write_front_page, write_report
 
+    runs = []
     for path in args.run_dirs:
-        folder = RunFolder(path)
-        name, result = read_result(folder)
-        write_report(folder, result, name)
-        print(folder.file("report.md"))
+        if not (Path(path) / "config.json").is_file():
+            raise ConfigError(f"report: {path} is not a run folder (no config.json)")
+        run = read_result(RunFolder(path))
+        write_report(run.folder, run.result, run.experiment, run.command)
+        print(run.folder.file("report.md"))
+        runs.append(run)
+    if args.front_page:
+        print(write_front_page(args.front_page, runs))
     return 0
 
 
@@ -107,6 +122,10 @@ def _register_toolkit(subparsers: Any) -> None:
 
     report = subparsers.add_parser("report", help="rebuild report.md of finished run folders")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--front-page", default=None, metavar="README",
+                        help="put the runs' claims table into this page (between its "
+                        "<!-- claims:begin --> and <!-- claims:end --> lines), their reports "
+                        "and figures beside it")
     report.set_defaults(func=_report)
 
 
@@ -124,10 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run the chosen subcommand; Engram's errors become one line."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = argv[1:] if argv and argv[0] == args.command else argv
     try:
         status = args.func(args)
     except EngramError as error:

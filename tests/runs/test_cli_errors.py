@@ -28,11 +28,11 @@ def test_a_deep_value_error_is_not_swallowed(monkeypatch, tmp_path):
 
 
 def test_an_engram_error_is_one_line_with_its_exit_status(monkeypatch, tmp_path, capsys):
-    class Unusable(EngramError):
+    class UnusableStoreError(EngramError):
         exit_status = 1
 
     def refuse(cfg, folder):
-        raise Unusable("store.db: damaged; run `engram store repair`")
+        raise UnusableStoreError("store.db: damaged; run `engram store repair`")
 
     monkeypatch.setattr(demo, "run", refuse)
     assert cli.main(["demo", "--out", str(tmp_path)]) == 1

@@ -11,7 +11,9 @@ import math
 
 import numpy as np
 from scipy.special import erf
-from scipy.stats import norm
+from scipy.stats import linregress, norm, t
+
+from engram.stats import Interval
 
 ALPHA_C = 0.138  # Amit–Gutfreund–Sompolinsky critical load of the Hebbian network at T = 0
 
@@ -77,3 +79,21 @@ def retrieval_overlap(alpha: np.ndarray | float, iterations: int = 4000) -> np.n
 def retrieval_error_fraction(alpha: np.ndarray | float) -> np.ndarray:
     """Share of wrong units in the AGS retrieval state, (1 − m)/2; 0.5 where retrieval is lost."""
     return (1.0 - retrieval_overlap(alpha)) / 2.0
+
+
+def finite_size_limit(n_units: np.ndarray, knees: np.ndarray, level: float = 0.95) -> Interval:
+    """α_∞ of knee(N) = α_∞ + b/√N fitted by least squares to per-seed knees, with a t interval.
+
+    Finite-size corrections to the AGS capacity fall as N^(-1/2); the intercept is the
+    network's capacity extrapolated to N → ∞ from the sizes measured.
+    """
+    x = 1.0 / np.sqrt(np.asarray(_positive(np.asarray(n_units, dtype=float), "n_units")))
+    y = np.asarray(knees, dtype=float)
+    if x.shape != y.shape or len(np.unique(x)) < 2:
+        raise ValueError(f"n_units: expected at least two sizes, one per knee, got {n_units!r}")
+    fit = linregress(x, y)
+    if x.size < 3:
+        return Interval(float(fit.intercept), float(fit.intercept), float(fit.intercept), level)
+    half = float(t.ppf(0.5 + level / 2, x.size - 2)) * float(fit.intercept_stderr)
+    return Interval(float(fit.intercept), float(fit.intercept) - half, float(fit.intercept) + half,
+                    level)

@@ -122,7 +122,7 @@ def _coerce_sequence(
             raise ConfigError(
                 f"{key}: expected {type_name(annotation)} ({len(args)} items), got {value!r}"
             )
-        return tuple(coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(items, args)))
+        return tuple(coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(items, args, strict=True)))
     element = args[0] if args else Any
     coerced = [coerce(v, element, f"{key}[{i}]") for i, v in enumerate(items)]
     return coerced if origin is list else tuple(coerced)

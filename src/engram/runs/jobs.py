@@ -85,12 +85,13 @@ class Runner:
             raise ValueError(f"workers: expected a positive integer, got {self.workers!r}")
 
 
-_RUNNER: contextvars.ContextVar[Runner] = contextvars.ContextVar("engram_runner", default=Runner())
+_RUNNER: contextvars.ContextVar[Runner | None] = contextvars.ContextVar("engram_runner", default=None)
 
 
 def current_runner() -> Runner:
-    """The runner ``run_jobs`` uses when given none (set by ``engram run --workers/--backend``)."""
-    return _RUNNER.get()
+    """The runner ``run_jobs`` uses when given none (set by ``engram run --workers/--backend``;
+    by default jobs run one after another in this process)."""
+    return _RUNNER.get() or Runner()
 
 
 @contextlib.contextmanager

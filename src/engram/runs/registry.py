@@ -8,6 +8,7 @@ its docstring's first line is the experiment's summary. Nothing is imported unti
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class Experiment:
 
     def __post_init__(self) -> None:
         check_config_class(self.config)
+        if "seed" not in {f.name for f in dataclasses.fields(self.config)}:
+            raise TypeError(f"{self.module}.Config: a config declares its seed (`seed: int`)")
         if not isinstance(self.quick, self.config):
             raise TypeError(f"{self.module}.QUICK: expected a {self.config.__qualname__}, "
                             f"got {type(self.quick).__name__}")

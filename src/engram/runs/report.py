@@ -6,15 +6,23 @@ Markdown from a finished run without running anything again.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from engram.io import atomic_write_text
+from engram.errors import ConfigError
+from engram.io import atomic_write_bytes, atomic_write_text
 from engram.runs.folder import RunFolder, markdown_table
 from engram.runs.result import Claim, Result
 
 CLAIM_COLUMNS = ("claim", "source", "measured", "theory / target", "verdict", "conditions")
+FRONT_COLUMNS = ("claim", "measured", "theory / target", "verdict", "reproduce")
+BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"  # the generated part of a front page
 
 
 def _cell(text: str) -> str:
@@ -22,50 +30,75 @@ def _cell(text: str) -> str:
 
 
 def claims_markdown(claims: Sequence[Claim], commands: Sequence[str] | None = None) -> str:
-    """The claims table in Markdown; with ``commands`` (one per claim) a column reproducing each."""
+    """A claims table in Markdown, every field of every claim (``details`` where any claim has
+    them); with ``commands`` (one per claim) a last column with the command reproducing each."""
     if commands is not None and len(commands) != len(claims):
         raise ValueError(f"commands: expected one per claim ({len(claims)}), got {len(commands)}")
-    columns = [*CLAIM_COLUMNS, *(["reproduce"] if commands is not None else [])]
+    detailed = any(c.details for c in claims)
+    columns = [*CLAIM_COLUMNS, *(["details"] if detailed else []),
+               *(["reproduce"] if commands is not None else [])]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for i, c in enumerate(claims):
         cells = [c.statement, c.source, c.measured, c.target, c.verdict, c.conditions]
-        if commands is not None:
-            cells.append(f"`{commands[i]}`")
+        cells += [c.details] if detailed else []
+        cells += [f"`{commands[i]}`"] if commands is not None else []
         lines.append("| " + " | ".join(_cell(s) for s in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def result_record(result: Result, experiment: str, seconds: float | None = None) -> dict[str, Any]:
-    """What results.json holds: the whole result, named by experiment."""
+def front_page_table(claims: Sequence[Claim], commands: Sequence[str]) -> str:
+    """The one-screen table of a docs front page: claim, headline, target, verdict, command."""
+    if len(commands) != len(claims):
+        raise ValueError(f"commands: expected one per claim ({len(claims)}), got {len(commands)}")
+    lines = ["| " + " | ".join(FRONT_COLUMNS) + " |", "|" + "---|" * len(FRONT_COLUMNS)]
+    for c, command in zip(claims, commands, strict=True):
+        cells = (c.statement, c.measured, c.target, c.verdict, f"`{command}`")
+        lines.append("| " + " | ".join(_cell(s) for s in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A finished run folder read back: which experiment, its result, how it was started."""
+
+    folder: RunFolder
+    experiment: str
+    result: Result
+    command: str | None
+    seconds: float | None
+
+
+def result_record(result: Result, experiment: str, seconds: float | None = None,
+                  command: str | None = None) -> dict[str, Any]:
+    """What results.json holds: the whole result, named by experiment, and its command."""
     return {
         "experiment": experiment,
+        "command": command,
+        "seconds": seconds,
         "title": result.title,
         "intro": result.intro,
         "claims": list(result.claims),
         "tables": {name: list(rows) for name, rows in result.tables.items()},
         "figures": list(result.figures),
         "sections": list(result.sections),
-        "seconds": seconds,
     }
 
 
-def read_result(folder: RunFolder) -> tuple[str, Result]:
-    """(experiment name, Result) of a finished run folder, from its results.json."""
+def read_result(folder: RunFolder) -> FinishedRun:
+    """A finished run folder's result, from its results.json."""
     path = folder.file("results.json")
     if not path.is_file():
-        from engram.errors import ConfigError
-
         raise ConfigError(f"run folder: {folder.path} has no results.json (the run did not finish)")
     data = json.loads(path.read_text(encoding="utf-8"))
     claims = tuple(Claim(**c) for c in data["claims"])
-    result = Result(claims, data["tables"], tuple(data["figures"]), data.get("title", ""),
-                    data.get("intro", ""), tuple(data.get("sections", ())))
-    return data["experiment"], result
+    result = Result(claims, data["tables"], tuple(data["figures"]), data["title"], data["intro"],
+                    tuple(data["sections"]))
+    return FinishedRun(folder, data["experiment"], result, data["command"], data["seconds"])
 
 
 def render_report(result: Result, experiment: str, config: Mapping[str, Any] | None = None,
                   command: str | None = None) -> str:
-    """report.md: title, intro, the claims, figures, the tables' files, further sections."""
+    """report.md: title, intro, the command, the claims, figures, further sections, tables."""
     parts = [f"# {result.title or experiment}\n"]
     if result.intro:
         parts.append(result.intro.strip() + "\n")
@@ -86,8 +119,9 @@ def render_report(result: Result, experiment: str, config: Mapping[str, Any] | N
 
 def write_result(folder: RunFolder, result: Result, experiment: str,
                  seconds: float | None = None, command: str | None = None) -> None:
-    """Write results.json, one CSV per table, claims.md and report.md into the run folder."""
-    folder.write_json("results.json", result_record(result, experiment, seconds))
+    """Write results.json, claims.csv and claims.md, one CSV per table and report.md."""
+    folder.write_json("results.json", result_record(result, experiment, seconds, command))
+    folder.write_csv("claims.csv", [dataclasses.asdict(c) for c in result.claims])
     for name, rows in result.tables.items():
         folder.write_csv(f"{name}.csv", list(rows))
     atomic_write_text(folder.file("claims.md"), claims_markdown(result.claims))
@@ -96,6 +130,44 @@ def write_result(folder: RunFolder, result: Result, experiment: str,
 
 def write_report(folder: RunFolder, result: Result, experiment: str,
                  command: str | None = None) -> None:
+    """(Re)write report.md of a run folder from its result and its config.json."""
     config_path = folder.file("config.json")
     config = json.loads(config_path.read_text())["config"] if config_path.is_file() else None
     folder.write_report(render_report(result, experiment, config, command))
+
+
+def _compact_png(source: Path, target: Path) -> None:
+    """Copy a plot as a 64-colour palette PNG: a docs page's plots stay a few hundred KB."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with Image.open(source) as image:
+        image.convert("RGB").quantize(colors=64).save(buffer, format="PNG", optimize=True)
+    atomic_write_bytes(target, buffer.getvalue())
+
+
+def write_front_page(page: str | os.PathLike[str], runs: Sequence[FinishedRun]) -> Path:
+    """Put the runs' claims table between the page's claims markers and copy each run's
+    report (as ``<experiment>.md``) and figures beside the page; the rest of the page —
+    how it works, written by hand — is kept as it is."""
+    page = Path(page)
+    if not page.is_file():
+        raise ConfigError(f"--front-page: {page} does not exist")
+    text = page.read_text(encoding="utf-8")
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ConfigError(f"--front-page: {page} needs one {BEGIN} line before one {END} line")
+    claims, commands = [], []
+    for run in runs:
+        command = run.command or f"engram run {run.experiment}"
+        claims += run.result.claims
+        commands += [command] * len(run.result.claims)
+        name = run.experiment.rsplit(".", 1)[-1]
+        for figure in run.result.figures:
+            _compact_png(run.folder.file(figure), page.parent / figure)
+        atomic_write_text(page.parent / f"{name}.md", run.folder.file("report.md").read_text())
+    links = ", ".join(f"[{r.experiment}]({r.experiment.rsplit('.', 1)[-1]}.md)" for r in runs)
+    block = (f"{BEGIN}\n{front_page_table(claims, commands)}\nFull reports: {links}. "
+             f"Generated by `engram report --front-page {page.name} RUN_DIR…`.\n{END}")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    return atomic_write_text(page, head + block + tail)

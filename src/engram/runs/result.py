@@ -10,8 +10,9 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Claim:
-    """One row of a claims table: a statement, what we measured, what theory or the target
-    says, the verdict, and the conditions it holds under (a claim is only as good as those)."""
+    """One row of a claims table: a statement, what we measured (one headline number), what
+    theory or the target says, the verdict, and the conditions it holds under (a claim is only
+    as good as those); ``details`` holds the measurement under every condition."""
 
     statement: str
     measured: str
@@ -20,9 +21,11 @@ class Claim:
     conditions: str
     source: str = ""
     value: float | None = None  # the headline number behind ``measured``, for machines
+    details: str = ""  # the measurement in full (every condition), for the run's report
 
     def __post_init__(self) -> None:
-        for name in ("statement", "measured", "target", "verdict", "conditions", "source"):
+        for name in ("statement", "measured", "target", "verdict", "conditions", "source",
+                     "details"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name}: expected a string, got {getattr(self, name)!r}")
         if not self.statement or not self.verdict:
@@ -31,13 +34,18 @@ class Claim:
 
 def _frozen_rows(name: str, rows: Any) -> tuple[Mapping[str, Any], ...]:
     if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
-        raise TypeError(f"tables[{name!r}]: expected a sequence of rows (mappings), got {type(rows).__name__}")
+        raise TypeError(
+            f"tables[{name!r}]: expected a sequence of rows (mappings), got {type(rows).__name__}"
+        )
     out = []
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise TypeError(f"tables[{name!r}][{i}]: expected a mapping, got {type(row).__name__}")
         out.append(MappingProxyType(dict(row)))
     return tuple(out)
+
+
+RESERVED_TABLES = frozenset({"claims"})  # claims.csv is written from the claims
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,8 @@ class Result:
         for name, rows in self.tables.items():
             if not isinstance(name, str) or not name or any(c in name for c in "/\\."):
                 raise ValueError(f"tables: expected plain names (no '/', '\\\\' or '.'), got {name!r}")
+            if name in RESERVED_TABLES:
+                raise ValueError(f"tables: {name!r} is the writer's own file; name the table otherwise")
             tables[name] = _frozen_rows(name, rows)
         figures = tuple(self.figures)
         for figure in figures:

@@ -18,23 +18,20 @@ import numpy as np
 
 from engram import codes
 from engram.ca3 import AttractorMemory
-from engram.ca3.experiments.measure import RECALL_OVERLAP, generator, overlaps, recall
-from engram.ca3.experiments.report import (
-    Claim,
-    LabResult,
+from engram.ca3.experiments.measure import RECALL_OVERLAP, generator, one_thread, recall
+from engram.ca3.experiments.summary import (
     caption,
     errorbars,
     figure,
     fmt,
     interval,
-    report,
     select,
     summarise,
 )
-from engram.runs import RunFolder, markdown_table
+from engram.runs import Claim, Result, RunFolder, markdown_table
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     n_units: int = 256
     loads: tuple[float, ...] = (0.05, 0.14, 0.25)
@@ -88,9 +85,9 @@ def _prototypes(cfg: Config) -> list[dict[str, Any]]:
             cues = codes.flip_bits(fresh.astype(np.int8), round(cfg.cue_flip * n), rng)
             memory = AttractorMemory(n, max_iterations=cfg.max_iterations, seed=s).store(stored)
             states = recall(memory, cues, np.zeros(len(cues), dtype=np.int64), stored).completion.states
-            found = overlaps(cues, stored, "bipolar").argmax(1)
-            attractor = overlaps(states, prototypes, "bipolar")[np.arange(len(cues)), fresh_owner]
-            lookup = overlaps(stored[found], prototypes, "bipolar")[np.arange(len(cues)), fresh_owner]
+            found = codes.overlap(cues, stored, "bipolar").argmax(1)
+            attractor = codes.overlap(states, prototypes, "bipolar")[np.arange(len(cues)), fresh_owner]
+            lookup = codes.overlap(stored[found], prototypes, "bipolar")[np.arange(len(cues)), fresh_owner]
             rows.append({"task": "prototype", "exemplars": per_prototype, "seed": s,
                          "attractor": float(np.mean(attractor >= RECALL_OVERLAP)),
                          "lookup": float(np.mean(lookup >= RECALL_OVERLAP)),
@@ -115,8 +112,8 @@ def _gate(cfg: Config) -> list[dict[str, Any]]:
         g = recall(memory, genuine, np.arange(p), patterns)
         v = recall(memory, novel, np.zeros(p, dtype=np.int64), patterns)
         accept_genuine = float(g.completion.accepted.mean())
-        g_best = overlaps(genuine, patterns, "bipolar").max(1)
-        v_best = overlaps(novel, patterns, "bipolar").max(1)
+        g_best = codes.overlap(genuine, patterns, "bipolar").max(1)
+        v_best = codes.overlap(novel, patterns, "bipolar").max(1)
         threshold = float(np.quantile(g_best, 1.0 - accept_genuine)) if accept_genuine > 0 else np.inf
         rows.append({"task": "gate", "seed": s, "threshold": threshold,
                      "attractor_genuine": accept_genuine,
@@ -128,31 +125,27 @@ def _gate(cfg: Config) -> list[dict[str, Any]]:
     return rows
 
 
-def run(cfg: Config, run_folder: RunFolder) -> LabResult:
-    ident, proto, gate = _identification(cfg), _prototypes(cfg), _gate(cfg)
-    run_folder.write_csv("identification.csv", ident)
-    run_folder.write_csv("prototypes.csv", proto)
-    run_folder.write_csv("gate.csv", gate)
+def run(cfg: Config, run_folder: RunFolder) -> Result:
+    with one_thread():
+        ident, proto, gate = _identification(cfg), _prototypes(cfg), _gate(cfg)
     s_ident = summarise(ident, ("alpha", "flip"), ("attractor", "lookup"))
     s_proto = summarise(proto, ("exemplars",), ("attractor", "lookup", "attractor_overlap",
                                                 "lookup_overlap"))
     s_gate = summarise(gate, ("task",), ("attractor_genuine", "attractor_novel",
                                          "lookup_genuine", "lookup_novel"))
-    run_folder.write_csv("summary_identification.csv", s_ident)
-    run_folder.write_csv("summary_prototypes.csv", s_proto)
-    claims = _claims(cfg, ident, proto, gate)
     figures = _plot(cfg, s_ident, s_proto, run_folder)
-    run_folder.write_report(report(
-        "Attractor vs nearest-neighbour lookup",
-        f"N={cfg.n_units}, Hebbian, sync ≤ {cfg.max_iterations} updates, {cfg.n_seeds} seeds. "
-        "Lookup = return the stored pattern with the largest overlap with the cue.",
-        claims,
-        ["## Plots\n", *(f"![{f}]({f})" for f in figures),
-         "## Identification\n", markdown_table(s_ident),
-         "## Prototypes\n", markdown_table(s_proto),
-         "## Refusing novel cues\n", markdown_table(s_gate)],
-    ))
-    return LabResult(claims, figures, s_ident + s_proto)
+    return Result(
+        claims=_claims(cfg, ident, proto, gate),
+        tables={"identification": ident, "prototypes": proto, "gate": gate,
+                "summary_identification": s_ident, "summary_prototypes": s_proto},
+        figures=figures,
+        title="Attractor vs nearest-neighbour lookup",
+        intro=f"N={cfg.n_units}, Hebbian, sync ≤ {cfg.max_iterations} updates, {cfg.n_seeds} "
+        "seeds. Lookup = return the stored pattern with the largest overlap with the cue.",
+        sections=("## Identification\n\n" + markdown_table(s_ident),
+                  "## Prototypes\n\n" + markdown_table(s_proto),
+                  "## Refusing novel cues\n\n" + markdown_table(s_gate)),
+    )
 
 
 def _claims(cfg: Config, ident, proto, gate) -> list[Claim]:
@@ -166,28 +159,40 @@ def _claims(cfg: Config, ident, proto, gate) -> list[Claim]:
     g_nov, l_nov, g_gen = (interval([r[k] for r in gate], share=True)
                            for k in ("attractor_novel", "lookup_novel", "attractor_genuine"))
     return [Claim(
-        "identifying a stored pattern from a noisy cue: the attractor is no better than a lookup",
-        "decoding theory (a lookup is the maximum-likelihood decoder)",
-        f"recall attractor {fmt(att, percent=True)} vs lookup {fmt(look, percent=True)}",
-        f"random ±1, α≈{worst}, {noisy:.0%} flipped, N={cfg.n_units}",
-        "holds: the lookup is as good or better" if look.estimate >= att.estimate else
+        statement="identifying a stored pattern from a noisy cue: the attractor is no better "
+        "than a lookup",
+        source="decoding theory (a lookup is the maximum-likelihood decoder)",
+        measured=f"recall: lookup {look.estimate:.0%}, attractor {att.estimate:.0%}",
+        details=f"recall attractor {fmt(att, percent=True)} vs lookup {fmt(look, percent=True)}",
+        target="lookup ≥ attractor",
+        conditions=f"random ±1, α≈{worst}, {noisy:.0%} flipped, N={cfg.n_units}",
+        verdict="holds: the lookup is as good or better" if look.estimate >= att.estimate else
         "does not hold: the attractor beat the lookup",
+        value=att.estimate,
     ), Claim(
-        "the attractor recovers a prototype it never stored from many exemplars; a lookup cannot",
-        "Hopfield 1982; McClelland & Rumelhart 1985",
-        f"answer within 0.95 of the prototype: attractor {fmt(p_att, percent=True)} vs lookup "
-        f"{fmt(p_look, percent=True)}",
-        f"{cfg.n_prototypes} prototypes × {many} exemplars ({cfg.prototype_flip:.0%} flipped), "
-        f"new exemplar cue with {cfg.cue_flip:.0%} flipped",
-        "holds" if p_att.low > p_look.high else "does not hold at this size",
+        statement="the attractor recovers a prototype it never stored from many exemplars; "
+        "a lookup cannot",
+        source="Hopfield 1982; McClelland & Rumelhart 1985",
+        measured=f"attractor {p_att.estimate:.0%}, lookup {p_look.estimate:.0%}",
+        details=f"answer within 0.95 of the prototype: attractor {fmt(p_att, percent=True)} vs "
+        f"lookup {fmt(p_look, percent=True)}",
+        target="attractor > lookup",
+        conditions=f"{cfg.n_prototypes} prototypes × {many} exemplars ({cfg.prototype_flip:.0%} "
+        f"flipped), new exemplar cue with {cfg.cue_flip:.0%} flipped",
+        verdict="holds" if p_att.low > p_look.high else "does not hold at this size",
+        value=p_att.estimate,
     ), Claim(
-        "the CA1 gate refuses cues unlike anything stored",
-        "Engram design (CA1 comparator)",
-        f"novel cues accepted: gate {fmt(g_nov, percent=True)} (genuine {fmt(g_gen, percent=True)}); "
-        f"thresholded lookup at equal genuine acceptance {fmt(l_nov, percent=True)}; plain lookup 100%",
-        f"α={cfg.gate_load}, genuine cues {cfg.gate_flip:.0%} flipped, novel = random",
-        "holds, but a thresholded lookup refuses as well" if g_nov.estimate <= 0.05
+        statement="the CA1 gate refuses cues unlike anything stored",
+        source="Engram design (CA1 comparator)",
+        measured=f"novel cues accepted: {fmt(g_nov, percent=True)}",
+        details=f"novel cues accepted: gate {fmt(g_nov, percent=True)} (genuine "
+        f"{fmt(g_gen, percent=True)}); thresholded lookup at equal genuine acceptance "
+        f"{fmt(l_nov, percent=True)}; plain lookup 100%",
+        target="novel cues accepted ≤ 5%",
+        conditions=f"α={cfg.gate_load}, genuine cues {cfg.gate_flip:.0%} flipped, novel = random",
+        verdict="holds, but a thresholded lookup refuses as well" if g_nov.estimate <= 0.05
         and l_nov.estimate <= 0.05 else "holds" if g_nov.estimate <= 0.05 else "does not hold",
+        value=g_nov.estimate,
     )]
 
 

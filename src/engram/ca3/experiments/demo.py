@@ -1,5 +1,5 @@
-"""``engram demo``: pattern completion on scikit-learn's bundled digits, and the source's CA3
-claims measured now, each with the conditions it was measured under.
+"""The demo: pattern completion on scikit-learn's bundled digits, and the source's CA3 claims
+measured now, each with the conditions it was measured under (``engram demo``).
 
 Digits are strongly correlated (class prototypes overlap by up to 0.8), which is where the
 Hebbian rule fails and the pseudo-inverse rule is needed; the claims table uses random
@@ -9,9 +9,9 @@ patterns, the setting the source's figures were stated for.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,11 +19,11 @@ from engram import codes
 from engram.ca3 import AttractorMemory, BatchCompletion
 from engram.data import load_digits_patterns
 from engram.errors import ConfigError
-from engram.runs import RunFolder, markdown_table, progress, seed_everything
+from engram.runs import Claim, Result, RunFolder, markdown_table, progress, seed_everything
 
 
-@dataclass
-class DemoConfig:
+@dataclass(frozen=True)
+class Config:
     """Sizes of the demo; the defaults finish in well under a minute on 2 cores."""
 
     seed: int = 0
@@ -33,14 +33,19 @@ class DemoConfig:
     keep_fraction: float = 0.5
     sparse_units: int = 768
     sparse_level: float = 0.05
-    sparse_patterns: list[int] = field(default_factory=lambda: [100, 400])
-    cue_fractions: list[float] = field(default_factory=lambda: [0.03, 0.05, 0.1, 0.2, 0.3, 0.5])
+    sparse_patterns: tuple[int, ...] = (100, 400)
+    cue_fractions: tuple[float, ...] = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
     capacity_units: int = 400
-    capacity_loads: list[float] = field(
-        default_factory=lambda: [0.05, 0.08, 0.1, 0.12, 0.13, 0.14, 0.15, 0.16, 0.18, 0.2]
-    )
+    capacity_loads: tuple[float, ...] = (0.05, 0.08, 0.1, 0.12, 0.13, 0.14, 0.15, 0.16, 0.18, 0.2)
     cues_per_condition: int = 300
-    out: str = "runs"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed: expected a non-negative integer, got {self.seed!r}")
+
+
+QUICK = Config(side=8, sparse_units=256, sparse_patterns=(20,), cue_fractions=(0.1, 0.3),
+               capacity_units=128, capacity_loads=(0.05, 0.2), cues_per_condition=40)
 
 
 def _recalled(result: BatchCompletion, targets: np.ndarray) -> np.ndarray:
@@ -48,7 +53,7 @@ def _recalled(result: BatchCompletion, targets: np.ndarray) -> np.ndarray:
     return (result.nearest == targets) & (result.overlap >= 0.95)
 
 
-def digits_gallery(cfg: DemoConfig, rng: np.random.Generator) -> tuple[dict, object]:
+def digits_gallery(cfg: Config, rng: np.random.Generator) -> tuple[dict, object]:
     """Store one binarised prototype per digit class; complete corrupted, partial, novel
     handwritten and random cues; return the measured rates and a picture."""
     import matplotlib
@@ -129,7 +134,7 @@ def digits_gallery(cfg: DemoConfig, rng: np.random.Generator) -> tuple[dict, obj
 
 
 def _sparse_cue_curve(
-    cfg: DemoConfig, n_patterns: int, rng: np.random.Generator
+    cfg: Config, n_patterns: int, rng: np.random.Generator
 ) -> tuple[dict[float, float], AttractorMemory, AttractorMemory]:
     """Recall against cue fraction for one load, with the sync memory (whose stats count
     every step) and an async twin completing the 30% cues."""
@@ -149,7 +154,7 @@ def _sparse_cue_curve(
     return curve, sync, asynchronous
 
 
-def measure_claims(cfg: DemoConfig, rng: np.random.Generator) -> list[dict[str, object]]:
+def measure_claims(cfg: Config, rng: np.random.Generator) -> list[Claim]:
     """The source's CA3 claims, each measured under stated conditions."""
     n, a = cfg.sparse_units, cfg.sparse_level
     rows: dict[str, list[str]] = {"converge": [], "energy": [], "cue": []}
@@ -185,80 +190,66 @@ def measure_claims(cfg: DemoConfig, rng: np.random.Generator) -> list[dict[str, 
     holding = [load for load, rate in capacity_rows if rate >= 0.9]
     capacity = max(holding) if holding else 0.0
 
+    source = "source thread (CA3 claims)"
     return [
-        {
-            "claim": "converges within 7 iterations",
-            "source": "96.8%",
-            "measured": "; ".join(rows["converge"]),
-            "conditions": sparse_conditions + "; async counts sweeps",
-        },
-        {
-            "claim": "energy decreases on each step",
-            "source": "99.97% of steps",
-            "measured": "; ".join(rows["energy"]),
-            "conditions": sparse_conditions + "; async is guaranteed by theory, sync is not",
-        },
-        {
-            "claim": "30% cue overlap suffices",
-            "source": "30% threshold",
-            "measured": "; ".join(rows["cue"]),
-            "conditions": sparse_conditions + "; recall = nearest right and overlap ≥ 0.95",
-        },
-        {
-            "claim": "capacity 0.156N ('Hopfield predicts 0.15N')",
-            "source": "0.156N",
-            "measured": f"≥90% recall up to α={capacity:.2f} (theory: α_c≈0.138); by α: "
-            + ", ".join(f"{load:.2f}→{rate:.0%}" for load, rate in capacity_rows),
-            "conditions": f"bipolar random patterns, N={m}, Hebbian, sync, cues with 5% flipped bits",
-        },
+        Claim(statement="converges within 7 iterations", source=source, target="96.8% of cues",
+              measured="; ".join(rows["converge"]), verdict="measured",
+              conditions=sparse_conditions + "; async counts sweeps"),
+        Claim(statement="energy decreases on each step", source=source, target="99.97% of steps",
+              measured="; ".join(rows["energy"]), verdict="measured",
+              conditions=sparse_conditions + "; async is guaranteed by theory, sync is not"),
+        Claim(statement="30% cue overlap suffices", source=source, target="30% threshold",
+              measured="; ".join(rows["cue"]), verdict="measured",
+              conditions=sparse_conditions + "; recall = nearest right and overlap ≥ 0.95"),
+        Claim(statement="capacity 0.156N ('Hopfield predicts 0.15N')", source=source,
+              target="0.156N (AGS theory: α_c ≈ 0.138)", value=capacity, verdict="measured",
+              measured=f"≥90% recall up to α={capacity:.2f}; by α: "
+              + ", ".join(f"{load:.2f}→{rate:.0%}" for load, rate in capacity_rows),
+              conditions=f"bipolar random patterns, N={m}, Hebbian, sync, cues with 5% flipped bits"),
     ]
 
 
-def run(cfg: DemoConfig, folder: RunFolder) -> dict[str, object]:
+def run(cfg: Config, folder: RunFolder) -> Result:
     rng = seed_everything(cfg.seed)
-    started = time.perf_counter()
     with warnings.catch_warnings():
         # the demo drives memories past capacity and feeds random cues on purpose
         warnings.filterwarnings("ignore", message="convergence rate", category=RuntimeWarning)
         rates, figure = digits_gallery(cfg, rng)
         folder.save_figure("digits.png", figure)
         claims = measure_claims(cfg, rng)
-    results = {"digits": rates, "claims": claims, "seconds": time.perf_counter() - started}
-    folder.write_json("results.json", results)
-    folder.write_csv("claims.csv", claims)
-    digits_rows = [{"measure": k, "value": v} for k, v in rates.items()]
-    folder.write_report(
-        "# engram demo\n\n"
-        f"Seed {cfg.seed}. Config in `config.json`.\n\n"
-        "## Digits (scikit-learn's bundled 8×8 digits, upsampled and binarised)\n\n"
-        "One prototype per class stored; cues are flipped, partial (unknown units = 0), other "
-        "handwritten exemplars of the class, or random. See `digits.png`.\n\n"
-        + markdown_table(digits_rows)
-        + "\n## Claims of the source, measured now\n\n"
-        + markdown_table(claims, ["claim", "source", "measured", "conditions"])
+    digits = [{"measure": k, "value": v} for k, v in rates.items()]
+    return Result(
+        claims=claims,
+        tables={"digits": digits},
+        figures=("digits.png",),
+        title="engram demo",
+        intro=f"Seed {cfg.seed}. One digit prototype per class stored ({cfg.side}×{cfg.side} "
+        f"units, {cfg.rule} rule); cues are flipped, partial (unknown units = 0), other "
+        "handwritten exemplars of the class, or random; then the source's CA3 claims, measured now.",
+        sections=("## Digits (scikit-learn's bundled 8×8 digits, upsampled and binarised)\n\n"
+                  + markdown_table(digits),),
     )
-    return results
 
 
 def _command(args: argparse.Namespace) -> int:
-    if args.seed < 0:
-        raise ConfigError(f"seed: expected a non-negative integer, got {args.seed}")
-    cfg = DemoConfig(seed=args.seed, out=args.out)
-    folder = RunFolder.create(cfg.out, "demo", config=asdict(cfg), seed=cfg.seed)
-    results = run(cfg, folder)
+    from engram.runs import experiment, merge, start
+
+    exp = experiment("ca3.demo")
+    cfg = merge(exp.config(), {"seed": args.seed})
+    folder, result = start(exp, cfg, args.out, command=f"engram demo --seed {cfg.seed}")
     print(f"Digits ({cfg.side}×{cfg.side} units, {cfg.rule} rule, one prototype per class):")
-    for key, value in results["digits"].items():
-        print(f"  {key:38s} {value:6.1%}")
+    for row in result.tables["digits"]:
+        print(f"  {row['measure']:38s} {row['value']:6.1%}")
     print("\nClaims of the source, measured now:")
-    for claim in results["claims"]:
-        print(f"- {claim['claim']} (source: {claim['source']})")
-        print(f"    measured:   {claim['measured']}")
-        print(f"    conditions: {claim['conditions']}")
-    print(f"\nRun folder: {folder.path} ({results['seconds']:.1f} s); picture: {folder.file('digits.png')}")
+    for claim in result.claims:
+        print(f"- {claim.statement} (source: {claim.target})")
+        print(f"    measured:   {claim.measured}")
+        print(f"    conditions: {claim.conditions}")
+    print(f"\nRun folder: {folder.path}; picture: {folder.file('digits.png')}")
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="pattern completion on bundled digits and the CA3 claims, measured"
     )

@@ -12,26 +12,23 @@ import numpy as np
 from engram import codes
 from engram.ca3 import AttractorMemory
 from engram.ca3 import theory as theory
-from engram.ca3.experiments.measure import energy_rises, generator, recall
-from engram.ca3.experiments.report import (
-    Claim,
-    LabResult,
+from engram.ca3.experiments.measure import energy_rises, generator, one_thread, recall
+from engram.ca3.experiments.summary import (
     caption,
     errorbars,
     figure,
     fmt,
     interval,
-    report,
     select,
     summarise,
 )
-from engram.runs import RunFolder, markdown_table
+from engram.runs import Claim, Result, RunFolder, markdown_table
 
 METRICS = ("recall", "hamming", "converged", "cycled", "iterations", "energy_rise_share")
 UPDATES = ("sync", "async")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """Bipolar Hebbian network; the same stored set and cues go through both dynamics."""
 
@@ -47,41 +44,39 @@ class Config:
 QUICK = Config(n_units=96, loads=(0.05, 0.3), trace_load=0.3, n_seeds=2)
 
 
-def run(cfg: Config, run_folder: RunFolder) -> LabResult:
-    rows, traces, totals = [], {u: [] for u in UPDATES}, {u: [0, 0] for u in UPDATES}
-    for key, load in enumerate(cfg.loads):
-        p = max(2, round(load * cfg.n_units))
-        for s in range(cfg.n_seeds):
-            rng = generator(cfg.seed, s, key)
-            patterns = codes.random_bipolar(p, cfg.n_units, rng)
-            cues = codes.flip_bits(patterns, round(cfg.flip_fraction * cfg.n_units), rng)
-            for update in UPDATES:
-                memory = AttractorMemory(cfg.n_units, update=update,
-                                         max_iterations=cfg.max_iterations, seed=s)
-                result = recall(memory.store(patterns), cues, np.arange(p), patterns)
-                rises, steps = energy_rises(result.completion.energy)
-                totals[update][0] += rises
-                totals[update][1] += steps
-                rows.append({"update": update, "n_patterns": p, "alpha": p / cfg.n_units,
-                             "seed": s, "rises": rises, "steps": steps, **result.means()})
-                if load == cfg.trace_load:
-                    traces[update].append(_held(result.completion.energy) / cfg.n_units)
-    run_folder.write_csv("per_seed.csv", rows)
+def run(cfg: Config, run_folder: RunFolder) -> Result:
+    with one_thread():
+        rows, traces, totals = [], {u: [] for u in UPDATES}, {u: [0, 0] for u in UPDATES}
+        for key, load in enumerate(cfg.loads):
+            p = max(2, round(load * cfg.n_units))
+            for s in range(cfg.n_seeds):
+                rng = generator(cfg.seed, s, key)
+                patterns = codes.random_bipolar(p, cfg.n_units, rng)
+                cues = codes.flip_bits(patterns, round(cfg.flip_fraction * cfg.n_units), rng)
+                for update in UPDATES:
+                    memory = AttractorMemory(cfg.n_units, update=update,
+                                             max_iterations=cfg.max_iterations, seed=s)
+                    result = recall(memory.store(patterns), cues, np.arange(p), patterns)
+                    rises, steps = energy_rises(result.completion.energy)
+                    totals[update][0] += rises
+                    totals[update][1] += steps
+                    rows.append({"update": update, "n_patterns": p, "alpha": p / cfg.n_units,
+                                 "seed": s, "rises": rises, "steps": steps, **result.means()})
+                    if load == cfg.trace_load:
+                        traces[update].append(_held(result.completion.energy) / cfg.n_units)
     summary = summarise(rows, ("update", "n_patterns", "alpha"), METRICS)
-    run_folder.write_csv("summary.csv", summary)
-    claims = _claims(cfg, rows, totals)
-    figures = _plot(cfg, summary, traces, run_folder)
-    run_folder.write_report(report(
-        "Synchronous vs asynchronous dynamics",
-        f"Bipolar Hebbian, N={cfg.n_units}, cues with {cfg.flip_fraction:.0%} flipped, up to "
-        f"{cfg.max_iterations} updates (sync: all units at once) or sweeps (async: every unit "
+    return Result(
+        claims=_claims(cfg, rows, totals),
+        tables={"per_seed": rows, "summary": summary},
+        figures=_plot(cfg, summary, traces, run_folder),
+        title="Synchronous vs asynchronous dynamics",
+        intro=f"Bipolar Hebbian, N={cfg.n_units}, cues with {cfg.flip_fraction:.0%} flipped, up "
+        f"to {cfg.max_iterations} updates (sync: all units at once) or sweeps (async: every unit "
         f"once, in a random order); both cost N unit evaluations per step. {cfg.n_seeds} seeds.",
-        claims,
-        ["## Plots\n", *(f"![{f}]({f})" for f in figures), "## Means over seeds\n",
-         markdown_table(summary, ["update", "alpha", "iterations", "converged", "cycled",
-                                  "hamming", "recall", "energy_rise_share"])],
-    ))
-    return LabResult(claims, figures, summary)
+        sections=("## Means over seeds\n\n" + markdown_table(
+            summary, ["update", "alpha", "iterations", "converged", "cycled", "hamming",
+                      "recall", "energy_rise_share"]),),
+    )
 
 
 def _held(energy: np.ndarray) -> np.ndarray:
@@ -98,26 +93,32 @@ def _claims(cfg: Config, rows: list[dict[str, Any]], totals: dict[str, list[int]
     s_rises, s_steps = totals["sync"]
     cycled = interval([r["cycled"] for r in select(rows, update="sync")], share=True)
     claims = [Claim(
-        "asynchronous updates never raise the energy",
-        "Hopfield 1982 (symmetric weights, zero diagonal)",
-        f"{a_rises} rises in {a_steps} asynchronous sweeps",
-        f"Hebbian, N={cfg.n_units}, loads {min(cfg.loads)}–{max(cfg.loads)}, {cfg.n_seeds} seeds",
-        "holds" if a_rises == 0 else "does not hold (kernel or weights wrong)",
+        statement="asynchronous updates never raise the energy",
+        source="Hopfield 1982 (symmetric weights, zero diagonal)",
+        measured=f"{a_rises} rises in {a_steps} asynchronous sweeps",
+        target="0 energy rises",
+        conditions=f"Hebbian, N={cfg.n_units}, loads {min(cfg.loads)}–{max(cfg.loads)}, {cfg.n_seeds} seeds",
+        verdict="holds" if a_rises == 0 else "does not hold (kernel or weights wrong)",
     ), Claim(
-        "synchronous updates can raise the energy and fall into 2-cycles",
-        "Bruck 1990; Goles 1985",
-        f"{s_rises} rises in {s_steps} synchronous steps; 2-cycles in {fmt(cycled, percent=True)} of cues",
-        f"same networks and cues, {cfg.flip_fraction:.0%} flipped",
-        "holds" if s_rises + cycled.estimate > 0 else "not observed at these loads",
+        statement="synchronous updates can raise the energy and fall into 2-cycles",
+        source="Bruck 1990; Goles 1985",
+        measured=f"{s_rises} rises in {s_steps} synchronous steps; 2-cycles in "
+        f"{fmt(cycled, percent=True)} of cues",
+        target="some rises or 2-cycles",
+        conditions=f"same networks and cues, {cfg.flip_fraction:.0%} flipped",
+        verdict="holds" if s_rises + cycled.estimate > 0 else "not observed at these loads",
     )]
     for update in UPDATES:
         low = select(rows, update=update, alpha=min(r["alpha"] for r in rows))
         iters = interval([r["iterations"] for r in low])
         claims.append(Claim(
-            f"{update} steps to converge far below capacity",
-            "measurement", f"{fmt(iters)} {'updates' if update == 'sync' else 'sweeps'} "
+            statement=f"{update} steps to converge far below capacity",
+            source="measurement",
+            measured=f"{fmt(iters)} {'updates' if update == 'sync' else 'sweeps'} "
             "(incl. the final no-change step)",
-            f"α={low[0]['alpha']:.3f}, {cfg.flip_fraction:.0%} flipped", "measured",
+            target="none (a measurement)",
+            conditions=f"α={low[0]['alpha']:.3f}, {cfg.flip_fraction:.0%} flipped",
+            verdict="measured",
         ))
     return claims
 

@@ -16,17 +16,15 @@ import numpy as np
 from engram import codes
 from engram.ca3 import AttractorMemory
 from engram.ca3 import theory as theory
-from engram.ca3.experiments.measure import generator, recall
-from engram.ca3.experiments.report import (
+from engram.ca3.experiments.measure import generator, one_thread, recall
+from engram.ca3.experiments.summary import (
     SHARED_MACHINE,
-    Claim,
-    LabResult,
     figure,
     fmt,
     interval,
-    report,
 )
-from engram.runs import RunFolder, markdown_table
+from engram.runs import Claim, Result, RunFolder, markdown_table
+from engram.stats import Interval
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class Setting:
     n_seeds: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     small: Setting = Setting(64, 5, 8, 7, 5, 200)
     large: Setting = Setting(8000, 900, 800, 6, 30, 10)
@@ -80,9 +78,9 @@ def _run_setting(cfg: Config, name: str, setting: Setting, key: int) -> list[dic
     return rows
 
 
-def run(cfg: Config, run_folder: RunFolder) -> LabResult:
-    rows = _run_setting(cfg, "small", cfg.small, 0) + _run_setting(cfg, "large", cfg.large, 1)
-    run_folder.write_csv("per_seed.csv", rows)
+def run(cfg: Config, run_folder: RunFolder) -> Result:
+    with one_thread():
+        rows = _run_setting(cfg, "small", cfg.small, 0) + _run_setting(cfg, "large", cfg.large, 1)
     summary = []
     for name, setting in (("small", cfg.small), ("large", cfg.large)):
         cells = [r for r in rows if r["setting"] == name]
@@ -94,20 +92,21 @@ def run(cfg: Config, run_folder: RunFolder) -> LabResult:
             entry[metric] = interval([c[metric] for c in cells],
                                      share=metric not in ("hamming", "changing_steps"))
         summary.append(entry)
-    run_folder.write_json("summary.json", summary)
-    claims = _claims(cfg, summary)
-    figures = _plot(cfg, rows, run_folder)
     table = [{k: (str(v) if not isinstance(v, (int, str)) else v) for k, v in e.items()}
              for e in summary]
-    run_folder.write_report(report(
-        "The source notebook, with many seeds",
-        f"Random ±1 patterns, Hebbian, synchronous updates. Small: {cfg.small}. Large: "
+    flat = [{k: v for k, v in e.items() if not isinstance(v, Interval)}
+            | {f"{k}{end}": getattr(v, part) for k, v in e.items() if isinstance(v, Interval)
+               for end, part in (("", "estimate"), ("_low", "low"), ("_high", "high"))}
+            for e in summary]
+    return Result(
+        claims=_claims(cfg, summary),
+        tables={"per_seed": rows, "summary": flat},
+        figures=_plot(cfg, rows, run_folder),
+        title="The source notebook, with many seeds",
+        intro=f"Random ±1 patterns, Hebbian, synchronous updates. Small: {cfg.small}. Large: "
         f"{cfg.large}. Steps = updates that changed the state. {SHARED_MACHINE}.",
-        claims,
-        ["## Plots\n", *(f"![{f}]({f})" for f in figures), "## Means over seeds [95% CI]\n",
-         markdown_table(table)],
-    ))
-    return LabResult(claims, figures, [{k: str(v) for k, v in e.items()} for e in summary])
+        sections=("## Means over seeds [95% CI]\n\n" + markdown_table(table),),
+    )
 
 
 def _claims(cfg: Config, summary: list[dict[str, Any]]) -> list[Claim]:
@@ -117,22 +116,27 @@ def _claims(cfg: Config, summary: list[dict[str, Any]]) -> list[Claim]:
     agsl = float(theory.retrieval_error_fraction(g.n_patterns / g.n_units)[0] * g.n_units)
     ham = large["hamming"]
     return [Claim(
-        f"{s.n_units} units / {s.n_patterns} patterns / {s.n_flips} flipped bits: perfect recall in 2 steps",
-        "source notebook (one run)",
-        f"exact recall {fmt(exact, percent=True)}; exact within 2 updates "
+        statement=f"{s.n_units} units / {s.n_patterns} patterns / {s.n_flips} flipped bits: "
+        "perfect recall in 2 steps",
+        source="source notebook (one run)",
+        measured=f"exact recall {fmt(exact, percent=True)}", value=exact.estimate,
+        details=f"exact recall {fmt(exact, percent=True)}; exact within 2 updates "
         f"{fmt(small['exact_within_2'], percent=True)}; steps {fmt(steps)}",
-        f"{small['n_seeds']} seeds × {s.n_cues} cues, Hebbian, sync",
-        "holds" if exact.low >= 0.95 and steps.high <= 2.0 else
+        target="every cue recalled exactly, ≤ 2 steps",
+        conditions=f"{small['n_seeds']} seeds × {s.n_cues} cues, Hebbian, sync",
+        verdict="holds" if exact.low >= 0.95 and steps.high <= 2.0 else
         "holds only for most cues (not every seed recalls perfectly)",
     ), Claim(
-        f"{g.n_units} units / {g.n_patterns} patterns / {g.n_flips} flipped bits: "
+        statement=f"{g.n_units} units / {g.n_patterns} patterns / {g.n_flips} flipped bits: "
         f"ends 18 bits from the target after {g.max_iterations} steps",
-        "source notebook (one run)",
-        f"final distance {fmt(ham)} bits (AGS theory {agsl:.1f}); exact "
+        source="source notebook (one run)",
+        measured=f"{fmt(ham)} bits from the target", value=ham.estimate,
+        details=f"final distance {fmt(ham)} bits (AGS theory {agsl:.1f}); exact "
         f"{fmt(large['exact'], percent=True)}; steps {fmt(large['changing_steps'])}",
-        f"{large['n_seeds']} seeds × {g.n_cues} cues, α={g.n_patterns / g.n_units:.4f}, "
+        target=f"18 bits (AGS retrieval state: {agsl:.1f})",
+        conditions=f"{large['n_seeds']} seeds × {g.n_cues} cues, α={g.n_patterns / g.n_units:.4f}, "
         f"≤{g.max_iterations} sync updates",
-        "holds (18 inside the interval)" if ham.low <= 18 <= ham.high else
+        verdict="holds (18 inside the interval)" if ham.low <= 18 <= ham.high else
         f"holds approximately (mean {ham.estimate:.1f} bits, not 18 exactly)"
         if abs(ham.estimate - 18) <= 5 else "does not hold",
     )]

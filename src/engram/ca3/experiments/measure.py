@@ -7,16 +7,39 @@ parallel kernel for synchronous CPU runs) and the same cues through a plain look
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
+from engram import codes
 from engram.ca3 import AttractorMemory, BatchCompletion
 from engram.ca3.single import RISE_TOLERANCE
 
 RECALL_OVERLAP = 0.95  # a cue counts as recalled when the final state overlaps its target this much
 MIXTURE_OVERLAP = 0.25  # a spurious state overlapping ≥ 3 stored patterns this much is a mixture
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch and BLAS on one thread while a lab experiment runs; the compiled batch kernel
+    still spreads cues over the cores.
+
+    Measured on the shared 2-core machine: Storkey/pseudo-inverse storing ran about 10× slower
+    with a second torch thread, and BLAS calls made inside the kernel's parallel loop (OpenBLAS's
+    own threads nested in numba's OpenMP ones) about 18× slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:
@@ -25,20 +48,10 @@ def generator(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), *(int(k) for k in keys)])
 
 
-def overlaps(states: np.ndarray, patterns: np.ndarray, code: str) -> np.ndarray:
-    """(B, P) overlaps: m = s·ξ/N for bipolar codes, shared active units / active units of ξ
-    for sparse ones (the CA1 gate's measure)."""
-    s = np.asarray(states, dtype=np.float32)
-    x = np.asarray(patterns, dtype=np.float32)
-    if code == "sparse":
-        return s @ x.T / np.maximum(x.sum(1), 1.0)
-    return s @ x.T / s.shape[1]
-
-
 def nearest_neighbour(cues: np.ndarray, patterns: np.ndarray, code: str) -> np.ndarray:
     """The lookup baseline: index of the stored pattern most similar to each cue (unknown units,
     0 in a bipolar cue, add nothing; a sparse cue scores by shared active units)."""
-    return overlaps(cues, patterns, code).argmax(1)
+    return codes.overlap(cues, patterns, code).argmax(1)
 
 
 def energy_rises(energy: np.ndarray) -> tuple[int, int]:
@@ -87,7 +100,7 @@ def recall(
         warnings.filterwarnings("ignore", "convergence rate", RuntimeWarning)
         out = memory.complete_batch(cues)
     code = memory.code
-    m = overlaps(out.states, patterns, code)
+    m = codes.overlap(out.states, patterns, code)
     target_overlap = m[np.arange(len(targets)), targets]
     hamming = (out.states != patterns[targets]).sum(1)
     far = m.max(1) < RECALL_OVERLAP

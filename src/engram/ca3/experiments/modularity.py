@@ -17,26 +17,30 @@ import numpy as np
 from engram import codes
 from engram.ca3 import AttractorMemory
 from engram.ca3 import theory as theory
-from engram.ca3.experiments.measure import RECALL_OVERLAP, crossing, generator, recall
-from engram.ca3.experiments.report import (
-    Claim,
-    LabResult,
+from engram.ca3.experiments.measure import (
+    RECALL_OVERLAP,
+    crossing,
+    generator,
+    one_thread,
+    recall,
+)
+from engram.ca3.experiments.summary import (
     caption,
     errorbars,
     figure,
     fmt,
     interval,
-    report,
     select,
     summarise,
 )
-from engram.runs import RunFolder, markdown_table
+from engram.errors import ConfigError
+from engram.runs import Claim, Result, RunFolder, markdown_table
 
 METRICS = ("recall", "hamming", "nn_recall")
 MODES = ("items", "slices")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     n_units: int = 1024
     modules: tuple[int, ...] = (1, 2, 4, 8)
@@ -45,6 +49,11 @@ class Config:
     max_iterations: int = 30
     n_seeds: int = 8
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for m in self.modules:
+            if self.n_units % m:
+                raise ConfigError(f"modules: {m} does not divide n_units={self.n_units}")
 
 
 QUICK = Config(n_units=128, modules=(1, 4), loads=(0.05, 0.3), n_seeds=2)
@@ -88,37 +97,33 @@ def _slices(cfg: Config, m: int, p: int, rng: np.random.Generator, s: int) -> di
             "nn_recall": float(np.mean(nn_score.argmax(1) == np.arange(p)))}
 
 
-def run(cfg: Config, run_folder: RunFolder) -> LabResult:
+def run(cfg: Config, run_folder: RunFolder) -> Result:
     rows = []
-    for mode_index, mode in enumerate(MODES):
-        for m in cfg.modules:
-            if cfg.n_units % m:
-                raise ValueError(f"modules: {m} does not divide n_units={cfg.n_units}")
-            for key, load in enumerate(cfg.loads):
-                p = max(m, round(load * cfg.n_units))
-                for s in range(cfg.n_seeds):
-                    rng = generator(cfg.seed, s, mode_index, m, key)
-                    out = (_items if mode == "items" else _slices)(cfg, m, p, rng, s)
-                    rows.append({"mode": mode, "modules": m, "module_units": cfg.n_units // m,
-                                 "synapses": cfg.n_units**2 // m, "n_patterns": p,
-                                 "alpha": p / cfg.n_units, "seed": s, **out})
-    run_folder.write_csv("per_seed.csv", rows)
-    summary = summarise(rows, ("mode", "modules", "module_units", "synapses", "n_patterns", "alpha"),
-                        METRICS)
-    run_folder.write_csv("summary.csv", summary)
-    claims = _claims(cfg, rows)
-    figures = _plot(cfg, summary, run_folder)
-    run_folder.write_report(report(
-        "Modularity",
-        f"N={cfg.n_units} units in total split into M modules; random ±1 items, cues with "
+    with one_thread():
+        for mode_index, mode in enumerate(MODES):
+            for m in cfg.modules:
+                for key, load in enumerate(cfg.loads):
+                    p = max(m, round(load * cfg.n_units))
+                    for s in range(cfg.n_seeds):
+                        rng = generator(cfg.seed, s, mode_index, m, key)
+                        out = (_items if mode == "items" else _slices)(cfg, m, p, rng, s)
+                        rows.append({"mode": mode, "modules": m, "module_units": cfg.n_units // m,
+                                     "synapses": cfg.n_units**2 // m, "n_patterns": p,
+                                     "alpha": p / cfg.n_units, "seed": s, **out})
+    summary = summarise(rows, ("mode", "modules", "module_units", "synapses", "n_patterns",
+                               "alpha"), METRICS)
+    return Result(
+        claims=_claims(cfg, rows),
+        tables={"per_seed": rows, "summary": summary},
+        figures=_plot(cfg, summary, run_folder),
+        title="Modularity",
+        intro=f"N={cfg.n_units} units in total split into M modules; random ±1 items, cues with "
         f"{cfg.flip_fraction:.0%} flipped, Hebbian, sync ≤ {cfg.max_iterations} updates, "
         f"{cfg.n_seeds} seeds. Capacity = total load P/N where recall falls below 50%.",
-        claims,
-        ["## Plots\n", *(f"![{f}]({f})" for f in figures), "## Means over seeds\n",
-         markdown_table(summary, ["mode", "modules", "synapses", "alpha", "recall", "recall_low",
-                                  "recall_high", "hamming"])],
-    ))
-    return LabResult(claims, figures, summary)
+        sections=("## Means over seeds\n\n" + markdown_table(
+            summary, ["mode", "modules", "synapses", "alpha", "recall", "recall_low",
+                      "recall_high", "hamming"]),),
+    )
 
 
 def _capacity(rows: list[dict[str, Any]], mode: str, m: int) -> list[float]:
@@ -137,21 +142,31 @@ def _claims(cfg: Config, rows: list[dict[str, Any]]) -> list[Claim]:
     sliced = caps[("slices", most)]
     same = split.high >= single.low and split.low <= single.high
     return [Claim(
-        "splitting the items over M modules keeps the capacity in items (α_c·N) with M× fewer synapses",
-        "Amit 1989 (capacity ∝ units); modular-memory argument",
-        f"capacity P/N: one network {fmt(single)}, {most} modules {fmt(split)} "
+        statement="splitting the items over M modules keeps the capacity in items (α_c·N) with "
+        "M× fewer synapses",
+        source="Amit 1989 (capacity ∝ units); modular-memory argument",
+        measured=f"capacity P/N: {most} modules {fmt(split)}, one network {fmt(single)}",
+        details=f"capacity P/N: one network {fmt(single)}, {most} modules {fmt(split)} "
         f"({cfg.n_units**2 // most:,} vs {cfg.n_units**2:,} synapses)",
-        f"N={cfg.n_units} total, module known at recall, {cfg.flip_fraction:.0%} flipped cue",
-        "holds (intervals overlap)" if same else
-        ("holds only in part: the modules hold fewer items (finite-size)" if split.estimate < single.estimate
-         else "does not hold as stated: the small modules held more (finite-size: a small "
-              "network's knee lies further above α_c)"),
+        target="capacity P/N of M modules ≥ one network's",
+        conditions=f"N={cfg.n_units} total, module known at recall, {cfg.flip_fraction:.0%} flipped cue",
+        verdict="holds, conditional on knowing the module at recall (intervals overlap)" if same
+        else ("holds only in part: the modules hold fewer items (finite-size)"
+              if split.estimate < single.estimate else
+              "holds, conditional on knowing the module at recall: the modules held more "
+              "(finite-size: a small network's knee lies further above α_c)"),
+        value=split.estimate,
     ), Claim(
-        "cutting every item across modules multiplies interference by M",
-        "load per module = M·α",
-        f"capacity P/N with {most} slices {fmt(sliced)} vs one network {fmt(caps[('slices', one)])} "
+        statement="cutting every item across modules multiplies interference by M",
+        source="load per module = M·α",
+        measured=f"capacity P/N: {most} slices {fmt(sliced)}, one network "
+        f"{fmt(caps[('slices', one)])}", value=sliced.estimate,
+        details=f"capacity P/N with {most} slices {fmt(sliced)} vs one network "
+        f"{fmt(caps[('slices', one)])} "
         f"(theory α_c/M = {theory.ALPHA_C / most:.3f})",
-        f"N={cfg.n_units} total, item recalled when all slices are", "holds"
+        target=f"α_c/M = {theory.ALPHA_C / most:.3f}",
+        conditions=f"N={cfg.n_units} total, item recalled when all slices are",
+        verdict="holds"
         if sliced.high < caps[("slices", one)].low else "does not hold",
     )]
 

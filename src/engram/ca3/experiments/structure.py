@@ -12,26 +12,25 @@ import numpy as np
 from engram import codes
 from engram.ca3 import AttractorMemory
 from engram.ca3 import theory as theory
-from engram.ca3.experiments.measure import crossing, generator, recall
-from engram.ca3.experiments.report import (
-    Claim,
-    LabResult,
+from engram.ca3.experiments.measure import crossing, generator, one_thread, recall
+from engram.ca3.experiments.summary import (
     caption,
     errorbars,
     figure,
     fmt,
     interval,
-    report,
     select,
     summarise,
 )
 from engram.data import binarize, load_digits_patterns, load_mnist
-from engram.runs import RunFolder, markdown_table
+from engram.errors import ConfigError
+from engram.runs import Claim, Result, RunFolder, markdown_table
+from engram.stats import Interval
 
 METRICS = ("recall", "hamming", "spurious", "converged", "nn_recall")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """Families at N = ``n_units`` (a power of two, for Hadamard rows; digits are upsampled to
     √N × √N); MNIST (28 × 28 = 784 units) joins when ``mnist_path`` is given."""
@@ -50,6 +49,27 @@ class Config:
     n_seeds: int = 8
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for family in self.families:
+            if family not in FAMILIES and not _is_sparse_family(family):
+                raise ConfigError(f"families: expected names from {', '.join(FAMILIES)} or "
+                                  f"sparse-<a>, got {family!r}")
+        side = round(np.sqrt(self.n_units))
+        if "images" in self.families and not self.mnist_path and side * side != self.n_units:
+            raise ConfigError(f"n_units: the digits need a square number of units, got {self.n_units}")
+
+
+FAMILIES = ("random", "orthogonal", "correlated", "images")
+
+
+def _is_sparse_family(family: str) -> bool:
+    """``sparse-<a>``: random sparse patterns at coding level a in (0, 0.5]."""
+    head, _, level = family.partition("-")
+    try:
+        return head == "sparse" and 0.0 < float(level) <= 0.5
+    except ValueError:
+        return False
+
 
 QUICK = Config(n_units=64, loads=(0.05, 0.3), families=("random", "correlated"),
                bipolar_rules=("hebbian", "pseudoinverse"), n_seeds=2)
@@ -66,8 +86,6 @@ class _Images:
             self.source = "MNIST (784 units)"
         else:
             side = round(np.sqrt(cfg.n_units))
-            if side * side != cfg.n_units:
-                raise ValueError(f"n_units: the digits need a square number of units, got {cfg.n_units}")
             self.patterns, _ = load_digits_patterns(side)
             self.source = f"scikit-learn digits ({side}×{side})"
 
@@ -101,46 +119,42 @@ def _cue(patterns: np.ndarray, code: str, flip_fraction: float, rng: np.random.G
     return codes.flip_bits(patterns, round(flip_fraction * n), rng)
 
 
-def run(cfg: Config, run_folder: RunFolder) -> LabResult:
-    images = _Images(cfg) if "images" in cfg.families else None
-    rows = []
-    for f_index, family in enumerate(cfg.families):
-        sparse = family.startswith("sparse-")
-        for r_index, rule in enumerate(cfg.sparse_rules if sparse else cfg.bipolar_rules):
-            n = images.patterns.shape[1] if family == "images" and images is not None else cfg.n_units
-            for load in cfg.loads:
-                p = max(2, round(load * n))
-                for s in range(cfg.n_seeds):
-                    rng = generator(cfg.seed, s, f_index, r_index, p)
-                    patterns, code, a = _patterns(cfg, family, n, p, rng, images)
-                    cues = _cue(patterns, code, cfg.flip_fraction, rng)
-                    memory = AttractorMemory(n, code=code, sparsity=a, rule=rule,
-                                             max_iterations=cfg.max_iterations, seed=s)
-                    memory.store(patterns)
-                    out = recall(memory, cues, np.arange(len(patterns)), patterns).means()
-                    rows.append({"family": family, "rule": rule, "n_units": n,
-                                 "n_patterns": len(patterns), "alpha": len(patterns) / n,
-                                 "seed": s, **out})
-    run_folder.write_csv("per_seed.csv", rows)
+def run(cfg: Config, run_folder: RunFolder) -> Result:
+    with one_thread():
+        images = _Images(cfg) if "images" in cfg.families else None
+        rows = []
+        for f_index, family in enumerate(cfg.families):
+            sparse = family.startswith("sparse-")
+            for r_index, rule in enumerate(cfg.sparse_rules if sparse else cfg.bipolar_rules):
+                n = images.patterns.shape[1] if family == "images" and images is not None else cfg.n_units
+                for load in cfg.loads:
+                    p = max(2, round(load * n))
+                    for s in range(cfg.n_seeds):
+                        rng = generator(cfg.seed, s, f_index, r_index, p)
+                        patterns, code, a = _patterns(cfg, family, n, p, rng, images)
+                        cues = _cue(patterns, code, cfg.flip_fraction, rng)
+                        memory = AttractorMemory(n, code=code, sparsity=a, rule=rule,
+                                                 max_iterations=cfg.max_iterations, seed=s)
+                        memory.store(patterns)
+                        out = recall(memory, cues, np.arange(len(patterns)), patterns).means()
+                        rows.append({"family": family, "rule": rule, "n_units": n,
+                                     "n_patterns": len(patterns), "alpha": len(patterns) / n,
+                                     "seed": s, **out})
     summary = summarise(rows, ("family", "rule", "n_units", "n_patterns", "alpha"), METRICS)
-    run_folder.write_csv("summary.csv", summary)
     capacity = _capacities(rows)
-    run_folder.write_csv("capacity.csv", capacity)
-    claims = _claims(cfg, capacity, images)
-    figures = _plot(cfg, summary, run_folder)
-    run_folder.write_report(report(
-        "Pattern structure",
-        f"N={cfg.n_units}, cues with {cfg.flip_fraction:.0%} of units flipped (sparse: of active "
-        f"units moved), synchronous dynamics ≤ {cfg.max_iterations} updates, {cfg.n_seeds} seeds. "
-        f"Correlated: {cfg.n_prototypes} prototypes, each pattern a prototype with "
-        f"{cfg.prototype_flip:.0%} of units flipped. Images: "
+    return Result(
+        claims=_claims(cfg, capacity, images),
+        tables={"per_seed": rows, "summary": summary, "capacity": capacity},
+        figures=_plot(cfg, summary, run_folder),
+        title="Pattern structure",
+        intro=f"N={cfg.n_units}, cues with {cfg.flip_fraction:.0%} of units flipped (sparse: of "
+        f"active units moved), synchronous dynamics ≤ {cfg.max_iterations} updates, "
+        f"{cfg.n_seeds} seeds. Correlated: {cfg.n_prototypes} prototypes, each pattern a "
+        f"prototype with {cfg.prototype_flip:.0%} of units flipped. Images: "
         f"{images.source if images else 'not run'}. Capacity = load where recall falls below "
         "50% (≥: never fell within the sweep; ≤: already below at its lowest load).",
-        claims,
-        ["## Plots\n", *(f"![{f}]({f})" for f in figures), "## Capacity per family and rule\n",
-         markdown_table(capacity)],
-    ))
-    return LabResult(claims, figures, summary)
+        sections=("## Capacity per family and rule\n\n" + markdown_table(capacity),),
+    )
 
 
 def _capacities(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -166,8 +180,6 @@ def _claims(cfg: Config, capacity: list[dict[str, Any]], images: _Images | None)
         return found[0] if found else None
 
     def text(c: dict[str, Any]) -> str:
-        from engram.stats import Interval
-
         iv = Interval(c["capacity"], c["capacity_low"], c["capacity_high"])
         return (c["bound"] + " " if c["bound"] else "") + fmt(iv)
 
@@ -181,20 +193,24 @@ def _claims(cfg: Config, capacity: list[dict[str, Any]], images: _Images | None)
         label = (f"{cfg.n_prototypes} prototypes, {cfg.prototype_flip:.0%} flips"
                  if family == "correlated" else images.source if images else "")
         claims.append(Claim(
-            f"a higher-capacity rule rescues {family} patterns the Hebbian rule cannot hold",
-            "Storkey 1997; Personnaz et al. 1985",
-            f"capacity hebbian {text(heb)}, {best['rule']} {text(best)}",
-            f"{label}; N={cfg.n_units if family != 'images' else 'image size'}, "
+            statement=f"a higher-capacity rule rescues {family} patterns the Hebbian rule "
+            "cannot hold",
+            source="Storkey 1997; Personnaz et al. 1985",
+            measured=f"capacity hebbian {text(heb)}, {best['rule']} {text(best)}",
+            target="another rule's capacity above Hebbian's (intervals apart)",
+            conditions=f"{label}; N={cfg.n_units if family != 'images' else 'image size'}, "
             f"{cfg.flip_fraction:.0%} flipped cue",
-            f"holds ({best['rule']})" if rescued else "does not hold at these loads",
+            verdict=f"holds ({best['rule']})" if rescued else "does not hold at these loads",
         ))
     rnd, orth = cap("random", "hebbian"), cap("orthogonal", "hebbian")
     if rnd and orth:
         claims.append(Claim(
-            "orthogonal patterns beat random ones under the Hebbian rule (no crosstalk)",
-            "textbook (Hertz, Krogh & Palmer 1991)",
-            f"capacity orthogonal {text(orth)} vs random {text(rnd)} (α_c={theory.ALPHA_C})",
-            f"Hadamard rows, N={cfg.n_units}", "holds" if orth["capacity_low"] > rnd["capacity_high"]
+            statement="orthogonal patterns beat random ones under the Hebbian rule (no crosstalk)",
+            source="textbook (Hertz, Krogh & Palmer 1991)",
+            measured=f"capacity orthogonal {text(orth)} vs random {text(rnd)} (α_c={theory.ALPHA_C})",
+            target="orthogonal capacity above random's (intervals apart)",
+            conditions=f"Hadamard rows, N={cfg.n_units}",
+            verdict="holds" if orth["capacity_low"] > rnd["capacity_high"]
             else "does not hold",
         ))
     return claims

@@ -16,20 +16,17 @@ import numpy as np
 from engram import codes
 from engram.ca3 import AttractorMemory
 from engram.ca3 import theory as theory
-from engram.ca3.experiments.measure import crossing, generator, recall
-from engram.ca3.experiments.report import (
-    Claim,
-    LabResult,
+from engram.ca3.experiments.measure import crossing, generator, one_thread, recall
+from engram.ca3.experiments.summary import (
     caption,
     errorbars,
     figure,
     fmt,
     interval,
-    report,
     select,
     summarise,
 )
-from engram.runs import RunFolder, markdown_table
+from engram.runs import Claim, Result, RunFolder, markdown_table
 
 GROUP = ("code", "n_units", "sparsity", "keep")
 METRICS = ("converged", "energy_nonrise", "recall")
@@ -38,7 +35,7 @@ ENERGY_CLAIM = 0.9997
 CAPACITY_CLAIM = 0.156
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     sizes: tuple[int, ...] = (256, 768)
     sparsities: tuple[float, ...] = (0.02, 0.05, 0.1)
@@ -106,28 +103,26 @@ def _capacity_rows(cfg: Config) -> list[dict[str, Any]]:
     return rows
 
 
-def run(cfg: Config, run_folder: RunFolder) -> LabResult:
-    grid = _grid_rows(cfg)
-    run_folder.write_csv("grid_per_seed.csv", grid)
+def run(cfg: Config, run_folder: RunFolder) -> Result:
+    with one_thread():
+        grid = _grid_rows(cfg)
+        cap = _capacity_rows(cfg)
     summary = summarise(grid, (*GROUP, "load"), METRICS)
-    run_folder.write_csv("grid_summary.csv", summary)
-    cap = _capacity_rows(cfg)
-    run_folder.write_csv("capacity_per_seed.csv", cap)
     cap_summary = summarise(cap, ("n_units", "alpha"), ("noisy", "exact_start"))
-    run_folder.write_csv("capacity_summary.csv", cap_summary)
-    claims, tables = _claims(cfg, grid, summary, cap)
-    figures = _plot(cfg, summary, cap_summary, run_folder)
-    run_folder.write_report(report(
-        "Validation of the CA3 claims",
-        f"Partial cues keeping a share of each pattern (bipolar: of all units; sparse: of the "
-        f"active units), synchronous dynamics with the theta deadline of {cfg.max_iterations} "
-        f"updates, up to {cfg.max_cues} cues per network, {cfg.n_seeds} seeds. Tables: the "
-        "lowest load at which each claim stops holding, per condition ('—' = holds at every "
-        "load tested).",
-        claims,
-        ["## Plots\n", *(f"![{f}]({f})" for f in figures), *tables],
-    ))
-    return LabResult(claims, figures, summary)
+    claims, sections = _claims(cfg, grid, summary, cap)
+    return Result(
+        claims=claims,
+        tables={"grid_per_seed": grid, "grid_summary": summary, "capacity_per_seed": cap,
+                "capacity_summary": cap_summary},
+        figures=_plot(cfg, summary, cap_summary, run_folder),
+        title="Validation of the CA3 claims",
+        intro=f"Partial cues keeping a share of each pattern (bipolar: of all units; sparse: of "
+        f"the active units), synchronous dynamics with the theta deadline of "
+        f"{cfg.max_iterations} updates, up to {cfg.max_cues} cues per network, {cfg.n_seeds} "
+        "seeds. Tables: the lowest load at which each claim stops holding, per condition "
+        "('—' = holds at every load tested).",
+        sections=tuple(sections),
+    )
 
 
 def _breaks(summary: list[dict[str, Any]], metric: str, level: float) -> list[dict[str, Any]]:
@@ -173,13 +168,16 @@ def _claims(cfg: Config, grid, summary, cap) -> tuple[list[Claim], list[str]]:
             + f": {r['holds_up_to_load']}" for r in rows if r["keep"] == keep
         )
         claims.append(Claim(
-            title, source, _at_reference(cfg, grid, metric),
-            f"holds at every load tested in {len(holding)}/{len(rows)} (code, N, a, cue) "
-            f"conditions; highest load where it holds, cue {keep:.0%}: {upto}",
-            "holds" if not broken else "holds only under the conditions listed"
+            statement=title,
+            source=source,
+            measured=_at_reference(cfg, grid, metric),
+            target=f"{level:.2%} of cues" if metric != "energy_nonrise" else f"{level:.2%} of steps",
+            conditions=f"holds at every load tested in {len(holding)}/{len(rows)} (code, N, a, "
+            f"cue) conditions; highest load where it holds, cue {keep:.0%}: {upto}",
+            verdict="holds" if not broken else "holds only under the conditions listed"
             if holding else "holds only at low load",
         ))
-        tables += [f"## {title}\n", markdown_table(rows)]
+        tables.append(f"## {title}\n\n" + markdown_table(rows))
     knees = {}
     for n in cfg.capacity_sizes:
         for start in ("noisy", "exact_start"):
@@ -192,11 +190,14 @@ def _claims(cfg: Config, grid, summary, cap) -> tuple[list[Claim], list[str]]:
              f"{fmt(knees[(n, 'exact_start')])} from the pattern" for n in cfg.capacity_sizes]
     matches = [k for k, iv in knees.items() if iv.low <= CAPACITY_CLAIM <= iv.high]
     claims.append(Claim(
-        "capacity 0.156N (\"Hopfield predicts 0.15N\")", "source thread (CA3 claims)",
-        "; ".join(parts),
-        f"Hebbian ±1, 50% recall at overlap ≥ 0.95; theory α_c = {theory.ALPHA_C} (AGS), "
-        "not 0.15",
-        ("holds only under: " + ", ".join(f"N={n} {s}" for n, s in matches)) if matches else
+        statement="capacity 0.156N (\"Hopfield predicts 0.15N\")",
+        source="source thread (CA3 claims)",
+        measured=f"knee {fmt(knees[(max(cfg.capacity_sizes), 'noisy')])} at "
+        f"N={max(cfg.capacity_sizes)} (noisy cue)",
+        details="; ".join(parts), value=knees[(max(cfg.capacity_sizes), "noisy")].estimate,
+        target=f"{CAPACITY_CLAIM} (AGS theory: α_c = {theory.ALPHA_C})",
+        conditions="Hebbian ±1, 50% recall at overlap ≥ 0.95",
+        verdict=("holds only under: " + ", ".join(f"N={n} {s}" for n, s in matches)) if matches else
         "does not hold: the measured knee is not 0.156 under any condition tested",
     ))
     return claims, tables

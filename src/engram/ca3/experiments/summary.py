@@ -1,10 +1,9 @@
-"""Summaries, plots and claims shared by the lab's experiments: means over seeds with 95%
-intervals, error-bar plots with theory curves, and the claim rows of the lab's front page."""
+"""Summaries and plots shared by the lab's experiments: means over seeds with 95% intervals and
+error-bar plots with theory curves (claims and reports are the toolkit's, ``engram.runs``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,26 +14,6 @@ SHARED_MACHINE = "measured on a shared 2-core CPU"
 # Metrics that are shares: their t-intervals are clipped to [0, 1].
 SHARES = frozenset({"fixed_point", "recall", "spurious", "mixture", "converged", "cycled",
                     "accepted", "nn_recall", "energy_rise_share", "refused", "exact"})
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One row of the claims table: what was claimed, by whom, what we measured, the verdict."""
-
-    claim: str
-    source: str
-    measurement: str
-    conditions: str
-    verdict: str
-
-
-@dataclass
-class LabResult:
-    """What an experiment hands the lab's front page: its claims and its key plot files."""
-
-    claims: list[Claim] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)
-    summary: list[dict[str, Any]] = field(default_factory=list)
 
 
 def interval(values: Sequence[float] | np.ndarray, share: bool = False) -> Interval:
@@ -103,25 +82,3 @@ def figure(n_panels: int, width: float = 3.6, height: float = 3.0) -> tuple[Any,
 
 def caption(fig: Any, title: str, seeds: int) -> None:
     fig.suptitle(f"{title} — mean ± 95% CI over {seeds} seeds, {SHARED_MACHINE}", fontsize=8)
-
-
-def claims_markdown(claims: Sequence[Claim]) -> str:
-    """The claims table in Markdown."""
-    lines = [
-        "| claim | source | our measurement (mean [95% CI]) | conditions | verdict |",
-        "|---|---|---|---|---|",
-    ]
-    for c in claims:
-        cells = (c.claim, c.source, c.measurement, c.conditions, c.verdict)
-        lines.append("| " + " | ".join(s.replace("|", "\\|") for s in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def report(title: str, intro: str, claims: Sequence[Claim], sections: Sequence[str]) -> str:
-    """report.md of one run: intro, its claims, then free sections (tables, figure links)."""
-    parts = [f"# {title}\n", intro.strip() + "\n"]
-    if claims:
-        parts.append("## Claims\n")
-        parts.append(claims_markdown(claims))
-    parts.extend(s.strip() + "\n" for s in sections)
-    return "\n".join(parts)
