@@ -159,3 +159,10 @@ def test_noisy_partial_cues_name_bad_arguments(kwargs, match, rng):
     arguments = {"vectors": np.ones((2, 4)), "keep": (0.2, 0.5), "noise": 0.1} | kwargs
     with pytest.raises(ValueError, match=match):
         codes.noisy_partial_cues(arguments["vectors"], arguments["keep"], arguments["noise"], rng)
+
+
+def test_kwta_takes_read_only_arrays_without_a_warning(recwarn):
+    x = np.arange(5.0)
+    x.flags.writeable = False
+    np.testing.assert_array_equal(codes.kwta(x, 2), [0, 0, 0, 1, 1])
+    assert not recwarn.list

@@ -107,6 +107,12 @@ def test_batched_databases_broadcast_per_leading_dimension():
             np.testing.assert_array_equal(got.indices[b, h].numpy(), one.indices)
 
 
+def test_integer_tensors_are_scored_as_floats():
+    got = topk(torch.tensor([[1, 0]]), torch.tensor([[0, 1], [2, 0], [1, 0]]), 2)
+    assert got.values.dtype == torch.float32
+    np.testing.assert_array_equal(got.indices.numpy(), [[1, 2]])
+
+
 def test_one_query_gives_one_row():
     got = topk(np.ones(3, np.float32), np.eye(3, dtype=np.float32) * [1, 3, 2], 2)
     np.testing.assert_array_equal(got.indices, [1, 2])

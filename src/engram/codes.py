@@ -183,7 +183,11 @@ def winners(x: Array | torch.Tensor, k: int) -> Array | torch.Tensor:
     resolved by ranking only the entries equal to the k-th value. NaN is refused.
     """
     as_numpy = not isinstance(x, torch.Tensor)
-    t = torch.from_numpy(np.ascontiguousarray(x)) if as_numpy else x
+    if as_numpy:
+        x = np.ascontiguousarray(x)
+        t = torch.from_numpy(x if x.flags.writeable else x.copy())
+    else:
+        t = x
     if t.dim() == 0:
         raise ValueError("x: expected an array with at least one axis, got a scalar")
     n = t.shape[-1]

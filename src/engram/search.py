@@ -128,6 +128,7 @@ def topk(
     if x.device != q.device:
         raise ValueError(f"database: expected device {q.device} (the queries'), got {x.device}")
     dtype = torch.promote_types(q.dtype, x.dtype)
+    dtype = dtype if dtype.is_floating_point else torch.float32
     q, x = q.to(dtype), x.to(dtype)
     if not bool(torch.isfinite(q).all()):
         raise ValueError("queries: contains NaN or infinite values")

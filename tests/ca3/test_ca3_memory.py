@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engram import codes, hebb
-from engram.ca3 import AttractorMemory
+from engram.ca3 import AttractorMemory, reference
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_single_and_batched_gate_agree(sparse_memory, rng):
         one = memory.complete(cue)
         if np.array_equal(one.state, batch.states[i]):
             assert one.nearest == batch.nearest[i]
-            assert one.confidence == pytest.approx(batch.confidence[i], abs=1e-6)
+            assert one.overlap_score == pytest.approx(batch.overlap_score[i], abs=1e-6)
             assert one.novelty == pytest.approx(batch.novelty[i], abs=1e-6)
 
 
@@ -155,8 +155,7 @@ def test_low_convergence_rate_warns(rng):
 def test_async_energy_rise_warns_when_weights_are_broken(rng):
     memory = AttractorMemory(64, update="async")
     memory.store(codes.random_bipolar(3, 64, rng))
-    memory.weights = torch.from_numpy(rng.standard_normal((64, 64)).astype(np.float32))  # asymmetric
-    memory._refresh()
+    memory.set_weights(rng.standard_normal((64, 64)).astype(np.float32))  # asymmetric
     with pytest.warns(RuntimeWarning, match="energy rose"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="convergence rate")
         for _ in range(20):
@@ -360,3 +359,82 @@ def test_a_memory_file_written_before_checksums_still_loads(tmp_path, rng):
               metadata={**metadata, "sha2v6": "0"})  # a checksum key with a flipped bit
     with pytest.raises(ValueError, match="unknown metadata"):
         AttractorMemory.load(old)
+
+
+# ---------------------------------------------------------------- weights stay in step
+
+
+@pytest.mark.parametrize("rule", ["hebbian", "storkey"])
+def test_assigning_the_weights_is_refused_instead_of_desyncing_the_kernels(rule, rng):
+    memory = AttractorMemory(32, rule=rule).store(codes.random_bipolar(2, 32, rng))
+    with pytest.raises(AttributeError, match="set_weights"):
+        memory.weights = torch.zeros(32, 32)
+    with pytest.raises(AttributeError, match="patterns: read-only"):
+        memory.patterns = torch.zeros(1, 32, dtype=torch.int8)
+
+
+@pytest.mark.parametrize("rule", ["hebbian", "storkey"])
+def test_editing_the_returned_weights_changes_nothing(rule, rng):
+    patterns = codes.random_bipolar(3, 64, rng)
+    memory = AttractorMemory(64, rule=rule).store(patterns)
+    before = memory.weights
+    cue = codes.flip_bits(patterns[:1], 8, rng)[0]
+    expected = memory.complete(cue).state.copy()
+    memory.weights.zero_()
+    memory.patterns.zero_()
+    assert torch.equal(memory.weights, before)
+    np.testing.assert_array_equal(memory.complete(cue).state, expected)
+
+
+@pytest.mark.parametrize(("update", "device"), [("sync", "cpu"), ("async", "cpu")])
+def test_set_weights_re_syncs_every_completion_path(update, device, rng):
+    patterns = codes.random_bipolar(4, 48, rng)
+    memory = AttractorMemory(48, update=update, device=device, max_iterations=6).store(patterns)
+    replacement = hebb.hebbian(torch.from_numpy(-patterns[:2]))  # another pair of attractors
+    memory.set_weights(replacement)
+    assert torch.equal(memory.weights, replacement)
+    cues = codes.flip_bits(-patterns[:2], 3, rng)
+    for cue, target in zip(cues, -patterns[:2], strict=True):
+        expected = reference.complete_sync(replacement.numpy(), cue, "bipolar", 48, 6).state
+        if update == "sync":
+            np.testing.assert_array_equal(memory.complete(cue).state, expected)
+        np.testing.assert_array_equal(memory.complete_batch(cue[None]).states[0], target)
+
+
+def test_set_weights_names_a_bad_matrix():
+    memory = AttractorMemory(8)
+    with pytest.raises(ValueError, match=r"weights: expected shape \(8, 8\), got \(8, 7\)"):
+        memory.set_weights(torch.zeros(8, 7))
+    with pytest.raises(ValueError, match="weights: expected a finite"):
+        memory.set_weights(torch.full((8, 8), float("nan")))
+
+
+# ---------------------------------------------------------------- results and vocabulary
+
+
+def test_results_cannot_be_changed_after_construction(sparse_memory, rng):
+    sparse_memory, patterns = sparse_memory
+    batch = sparse_memory.complete_batch(codes.partial_cue(patterns[:3], 0.5, rng))
+    one = sparse_memory.complete(codes.partial_cue(patterns[:1], 0.5, rng)[0])
+    for array in (batch.states, batch.overlap_score, batch[0].state, one.state, one.energy):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 0
+    with pytest.raises(AttributeError):
+        one.accepted = False
+
+
+def test_recall_is_complete_under_the_common_name(sparse_memory, rng):
+    sparse_memory, patterns = sparse_memory
+    cues = codes.partial_cue(patterns[:4], 0.4, rng)
+    assert AttractorMemory.recall is AttractorMemory.complete
+    assert AttractorMemory.recall_batch is AttractorMemory.complete_batch
+    np.testing.assert_array_equal(sparse_memory.recall(cues[0]).state, sparse_memory.complete(cues[0]).state)
+    batch = sparse_memory.recall_batch(cues)
+    np.testing.assert_array_equal(batch.states, sparse_memory.complete_batch(cues).states)
+
+
+def test_a_completed_state_fed_back_as_a_cue_completes_to_itself(sparse_memory, rng):
+    sparse_memory, patterns = sparse_memory
+    state = sparse_memory.complete(codes.partial_cue(patterns[:1], 0.5, rng)[0]).state
+    again = sparse_memory.complete(state)  # a read-only array is accepted as input
+    np.testing.assert_array_equal(again.state, state)

@@ -3,7 +3,8 @@
 Both keep the field h = W·s up to date incrementally (only the rows of units that changed
 are added), so every step's energy E = −½ s·h comes from the field the next step needs
 anyway, never from a second product. Sparse states use an active-set field (the sum of the
-weight rows of the active units) and k-WTA by partial selection.
+weight rows of the active units) and k-WTA by ``codes.winners`` (ties to the lower index,
+as in the reference and the compiled kernel).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from engram import codes
+
 # Incremental updates gather one weight row per changed unit; above this share of changed
 # units a dense product (a BLAS call) is cheaper.
 _DENSE_SHARE = 0.125
 
 
-@dataclass
+@dataclass(frozen=True)
 class Trajectories:
     """Outcome of a batch of completions (torch tensors on the kernel's device)."""
 
@@ -68,8 +71,7 @@ def _add_changes(
 
 def _threshold(field: torch.Tensor, state: torch.Tensor, code: str, k: int) -> torch.Tensor:
     if code == "sparse":
-        winners = torch.topk(field, k, dim=1, sorted=False).indices
-        return torch.zeros_like(field).scatter_(1, winners, 1.0)
+        return codes.kwta(field, k).to(field.dtype)
     keep = torch.where(state == 0, torch.ones_like(state), state)
     return torch.where(field > 0, 1.0, torch.where(field < 0, -1.0, keep))
 
@@ -151,7 +153,7 @@ def _run_sync_sparse(
     previous: torch.Tensor | None = None
     h = field_of(weights, state)
     for t in range(max_iterations):
-        winners = torch.topk(h, k, dim=1, sorted=False).indices
+        winners = codes.winners(h, k)
         inside = state.gather(1, winners).sum(1)
         same = (size == k) & (inside == k)
         if previous is None:

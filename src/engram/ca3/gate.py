@@ -5,11 +5,13 @@ measures, both in [0, 1]:
   novelty    — the share of the cue's known units that the completion contradicts
                (bipolar: known = non-zero entries; sparse: known = the cue's active units);
   match      — the overlap of the completion with its nearest stored pattern
-               (bipolar: m = ξ·s / N, sparse: shared active units / active units of ξ).
-confidence = max(match, 0) · (1 − novelty); below ``threshold`` the answer is "insufficient
-evidence". A cue that is a fragment of a stored pattern completes to that pattern with no
-contradiction (confidence ≈ 1); a cue unlike anything stored either settles far from every
-pattern (low match) or is dragged to one that contradicts most of it (high novelty).
+               (``codes.overlap``: bipolar m = ξ·s / N, sparse: shared active units / active
+               units of ξ).
+overlap_score = max(match, 0) · (1 − novelty); below ``threshold`` the answer is "insufficient
+evidence". The score is a heuristic, not a calibrated probability (hence not "confidence"). A
+cue that is a fragment of a stored pattern completes to that pattern with no contradiction
+(score ≈ 1); a cue unlike anything stored either settles far from every pattern (low match) or
+is dragged to one that contradicts most of it (high novelty).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from engram import codes
+from engram.params import Interval, validated
 
 
 @dataclass(frozen=True)
@@ -26,17 +31,16 @@ class GateVerdicts:
     nearest: torch.Tensor  # (B,) int64
     overlap: torch.Tensor  # (B,) float32, signed for bipolar codes
     novelty: torch.Tensor  # (B,) float32
-    confidence: torch.Tensor  # (B,) float32
+    overlap_score: torch.Tensor  # (B,) float32
     accepted: torch.Tensor  # (B,) bool
 
 
 class CA1Gate:
     """Scores completions against their cue and the stored patterns."""
 
+    @validated({"threshold": [Interval(float, 0.0, 1.0)]})
     def __init__(self, threshold: float = 0.7):
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold: expected a value in [0, 1], got {threshold}")
-        self.threshold = float(threshold)
+        self.threshold = threshold
 
     def assess(
         self,
@@ -46,16 +50,13 @@ class CA1Gate:
         code: str,
     ) -> GateVerdicts:
         """Gate a batch: cues and states (B, N), stored patterns (P, N), all float32."""
-        overlaps = states @ patterns.T
+        overlap, nearest = codes.overlap(states, patterns, code).max(1)
         if code == "sparse":
-            overlaps = overlaps / patterns.sum(1).clamp_min(1.0)
             known = cues > 0
             contradicted = known & (states <= 0)
         else:
-            overlaps = overlaps / states.shape[1]
             known = cues != 0
             contradicted = known & (states != cues)
-        overlap, nearest = overlaps.max(1)
         novelty = contradicted.sum(1) / known.sum(1).clamp_min(1)
-        confidence = overlap.clamp_min(0.0) * (1.0 - novelty)
-        return GateVerdicts(nearest, overlap, novelty, confidence, confidence >= self.threshold)
+        score = overlap.clamp_min(0.0) * (1.0 - novelty)
+        return GateVerdicts(nearest, overlap, novelty, score, score >= self.threshold)

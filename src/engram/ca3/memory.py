@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ from engram import hebb
 from engram.ca3 import dynamics, single
 from engram.ca3.gate import CA1Gate
 from engram.ca3.monitor import ConvergenceStats
-from engram.codes import active_count, check_sparsity
+from engram.codes import CODES, active_count, check_sparsity
 from engram.io import atomic_write_bytes, content_digest
+from engram.params import Instance, Interval, Options, validated
 
-CODES = ("bipolar", "sparse")
 UPDATES = ("sync", "async")
 _DEFAULT_RULE = {"bipolar": "hebbian", "sparse": "covariance"}
 _RULE_CODES = {
@@ -45,12 +45,21 @@ _METADATA_KEYS = {"format", "version", "config", "sha256"}
 _EXACT_FLOAT32 = 2**24
 
 
+def _freeze(*arrays: np.ndarray) -> None:
+    """Make a result's arrays read-only: results are never changed after construction."""
+    for array in arrays:
+        if isinstance(array, np.ndarray):
+            array.flags.writeable = False
+
+
 @dataclass(frozen=True)
 class CompletionResult:
     """One completion: the settled state, how it got there, and the CA1 gate's verdict.
 
     ``answer`` is the completed pattern when the gate accepts and ``None`` ("insufficient
     evidence") when it refuses; ``state`` is always the raw CA3 state, for diagnosis.
+    ``overlap_score`` = max(overlap, 0) · (1 − novelty) is the gate's heuristic score (not a
+    calibrated probability); arrays are read-only.
     """
 
     state: np.ndarray
@@ -59,10 +68,13 @@ class CompletionResult:
     energy: np.ndarray
     nearest: int
     overlap: float
-    confidence: float
+    overlap_score: float
     novelty: float
     accepted: bool
     cycled: bool = False
+
+    def __post_init__(self) -> None:
+        _freeze(self.state, self.energy)
 
     @property
     def answer(self) -> np.ndarray | None:
@@ -73,7 +85,7 @@ class CompletionResult:
 class BatchCompletion:
     """Completions of a batch of cues as arrays; ``batch[i]`` gives one ``CompletionResult``.
 
-    ``energy`` is (B, max_iterations) with NaN after each cue's last step.
+    ``energy`` is (B, max_iterations) with NaN after each cue's last step; arrays are read-only.
     """
 
     states: np.ndarray
@@ -82,10 +94,13 @@ class BatchCompletion:
     energy: np.ndarray
     nearest: np.ndarray
     overlap: np.ndarray
-    confidence: np.ndarray
+    overlap_score: np.ndarray
     novelty: np.ndarray
     accepted: np.ndarray
     cycled: np.ndarray
+
+    def __post_init__(self) -> None:
+        _freeze(*(getattr(self, f.name) for f in fields(self)))
 
     def __len__(self) -> int:
         return len(self.states)
@@ -99,25 +114,27 @@ class BatchCompletion:
             energy=trace[~np.isnan(trace)],
             nearest=int(self.nearest[i]),
             overlap=float(self.overlap[i]),
-            confidence=float(self.confidence[i]),
+            overlap_score=float(self.overlap_score[i]),
             novelty=float(self.novelty[i]),
             accepted=bool(self.accepted[i]),
             cycled=bool(self.cycled[i]),
         )
 
 
-def _choice(value: Any, name: str, options: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}")
-    return value
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value}")
-    return int(value)
+_POSITIVE = Interval(int, 1, None)
+# The constructor's declared constraints; the rules that relate two arguments are checked inline.
+PARAMETERS = {
+    "n_units": [_POSITIVE],
+    "code": [Options(CODES)],
+    "update": [Options(UPDATES)],
+    "k": [_POSITIVE, None],
+    "rule": [Options(tuple(_RULE_CODES)), None],
+    "max_iterations": [_POSITIVE],
+    "threshold": [Interval(float, 0.0, 1.0)],
+    "prune": [Interval(float, 0.0, 1.0, closed="left", noun="fraction")],
+    "device": [Instance((str, torch.device), "a device name or torch.device")],
+    "seed": [Interval(int, None, None)],
+}
 
 
 def _file_digest(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
@@ -140,7 +157,7 @@ class AttractorMemory:
             ``"pseudoinverse"`` (both); defaults to the classical rule of the code.
         update: ``"sync"`` (all units at once) or ``"async"`` (one unit at a time, random order).
         max_iterations: the theta deadline, in updates (sync) or sweeps (async).
-        threshold: the CA1 gate's confidence threshold.
+        threshold: the CA1 gate's threshold on its overlap score.
         prune: fraction of the smallest weights dropped after each ``store``; when at most 10%
             remain, dense products use a sparse CSR matrix.
         device: torch device of the batched path (the single-cue path runs on the CPU).
@@ -149,6 +166,10 @@ class AttractorMemory:
     With the Hebbian rule the completion paths work on the integer counts C = XᵀX, not on
     W = C / N: sign dynamics are the same, but every field is exact, so a tie (h = 0) keeps
     the unit (an unknown unit → +1) instead of going the way float rounding of W pushes it.
+
+    ``recall`` / ``recall_batch`` are ``complete`` / ``complete_batch`` under the in-process
+    memories' common names. ``weights`` and ``patterns`` are read-only copies: replace the
+    weights with ``set_weights``, which re-derives the compiled paths' views.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -159,6 +180,7 @@ class AttractorMemory:
         3
     """
 
+    @validated(PARAMETERS)
     def __init__(
         self,
         n_units: int,
@@ -174,40 +196,34 @@ class AttractorMemory:
         device: str | torch.device = "cpu",
         seed: int = 0,
     ):
-        self.n_units = _positive_int(n_units, "n_units")
-        if self.n_units < 2:
+        if n_units < 2:
             raise ValueError(f"n_units: expected at least 2 units, got {n_units}")
-        self.code = _choice(code, "code", CODES)
-        self.update = _choice(update, "update", UPDATES)
+        self.n_units = n_units
+        self.code = code
+        self.update = update
         self.sparsity = check_sparsity(sparsity)
         if self.code == "sparse":
-            self.k = active_count(self.n_units, self.sparsity) if k is None else _positive_int(
-                k, "k"
-            )
+            self.k = active_count(self.n_units, self.sparsity) if k is None else k
             if self.k >= self.n_units:
                 raise ValueError(f"k: expected 1 ≤ k < n_units = {self.n_units}, got {self.k}")
         else:
             self.k = self.n_units
-        self.rule = _choice(
-            _DEFAULT_RULE[self.code] if rule is None else rule, "rule", tuple(_RULE_CODES)
-        )
+        self.rule = _DEFAULT_RULE[self.code] if rule is None else rule
         if self.code not in _RULE_CODES[self.rule]:
             raise ValueError(
                 f"rule: {self.rule!r} is for {' or '.join(_RULE_CODES[self.rule])} codes, "
                 f"got code={self.code!r}"
             )
-        self.max_iterations = _positive_int(max_iterations, "max_iterations")
+        self.max_iterations = max_iterations
         self.gate = CA1Gate(threshold)
-        if not 0.0 <= prune < 1.0:
-            raise ValueError(f"prune: expected a fraction in [0, 1), got {prune}")
-        self.prune = float(prune)
+        self.prune = prune
         self.device = torch.device(device)
-        self.seed = int(seed)
+        self.seed = seed
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        self.weights = torch.zeros(self.n_units, self.n_units, device=self.device)
-        if self.rule == "hebbian":
-            self._divisor = self.n_units  # the kernels work on the exact counts C, W = C / N
-        self.patterns = torch.zeros(0, self.n_units, dtype=torch.int8, device=self.device)
+        self._kernel_weights = torch.zeros(self.n_units, self.n_units, device=self.device)
+        # the Hebbian kernels work on the exact counts C, W = C / N; other rules on W itself
+        self._divisor = self.n_units if self.rule == "hebbian" else 1
+        self._patterns = torch.zeros(0, self.n_units, dtype=torch.int8, device=self.device)
         self.stats = ConvergenceStats(self.max_iterations)
         self._refresh()
 
@@ -215,7 +231,7 @@ class AttractorMemory:
 
     @property
     def n_stored(self) -> int:
-        return int(self.patterns.shape[0])
+        return int(self._patterns.shape[0])
 
     @property
     def alpha(self) -> float:
@@ -224,17 +240,42 @@ class AttractorMemory:
 
     @property
     def weights(self) -> torch.Tensor:
-        """The weight matrix W (N, N); for the Hebbian rule it is computed on access as C / N
-        from the exact integer counts C = XᵀX the completion paths use."""
+        """A copy of the weight matrix W (N, N); for the Hebbian rule computed as C / N from the
+        exact integer counts C = XᵀX the completion paths use. Editing it changes nothing."""
         if self._divisor == 1:
-            return self._kernel_weights
+            return self._kernel_weights.clone()
         return self._kernel_weights / self._divisor
 
     @weights.setter
     def weights(self, value: torch.Tensor) -> None:
-        """Replace W by any matrix; its fields are then float sums, ties decided by rounding."""
-        self._kernel_weights = value
+        raise AttributeError(
+            "weights: read-only (the compiled paths keep their own views of it); "
+            "call set_weights(matrix) to replace it"
+        )
+
+    @property
+    def patterns(self) -> torch.Tensor:
+        """A copy of the stored patterns (P, N), int8, in the order stored."""
+        return self._patterns.clone()
+
+    @patterns.setter
+    def patterns(self, value: torch.Tensor) -> None:
+        raise AttributeError("patterns: read-only; store(patterns) adds to them")
+
+    def set_weights(self, weights: torch.Tensor | np.ndarray) -> AttractorMemory:
+        """Replace W by any finite (N, N) matrix (a damaged or hand-built network) and rebuild
+        every derived view; its fields are then float sums, ties decided by rounding."""
+        w = torch.as_tensor(weights)
+        if w.shape != (self.n_units, self.n_units):
+            raise ValueError(
+                f"weights: expected shape ({self.n_units}, {self.n_units}), got {tuple(w.shape)}"
+            )
+        if not w.is_floating_point() or not bool(torch.isfinite(w).all()):
+            raise ValueError("weights: expected a finite floating-point matrix")
+        self._kernel_weights = w.to(self.device, torch.float32).clone()
         self._divisor = 1
+        self._refresh()
+        return self
 
     def store(self, patterns: np.ndarray | torch.Tensor) -> AttractorMemory:
         """Store one pattern (N,) or a batch (P, N), adding to what is already stored."""
@@ -247,10 +288,10 @@ class AttractorMemory:
             self._kernel_weights += hebb.covariance(new_t, self.sparsity)
         elif self.rule == "storkey":
             self._kernel_weights = hebb.storkey(new_t, self._kernel_weights)
-        self.patterns = torch.cat([self.patterns, new_t.to(torch.int8)])
+        self._patterns = torch.cat([self._patterns, new_t.to(torch.int8)])
         if self.rule == "pseudoinverse":
             centre = self.sparsity if self.code == "sparse" else 0.0
-            self._kernel_weights = hebb.pseudoinverse(self.patterns, centre)
+            self._kernel_weights = hebb.pseudoinverse(self._patterns, centre)
         if self.prune:  # magnitudes rank alike in C and in C / N: the same weights are kept
             self._kernel_weights = hebb.prune(self._kernel_weights, self.prune).to_dense()
         self._refresh()
@@ -258,7 +299,7 @@ class AttractorMemory:
 
     def _refresh(self) -> None:
         """Rebuild the derived views the completion paths use after the weights changed."""
-        self._patterns_f = self.patterns.float()
+        self._patterns_f = self._patterns.float()
         weights = self._kernel_weights
         kept = float((weights != 0).float().mean()) if self.prune else 1.0
         self._product_weights = hebb.prune(weights, 0.0) if self.prune and kept <= 0.1 else weights
@@ -268,7 +309,7 @@ class AttractorMemory:
         self._single_path = self.device.type == "cpu" and self.update == "sync"
         if self._single_path:
             self._weights_np = np.ascontiguousarray(weights.numpy())
-            self._patterns_t_np = np.ascontiguousarray(self.patterns.numpy().T, dtype=np.float32)
+            self._patterns_t_np = np.ascontiguousarray(self._patterns.numpy().T, dtype=np.float32)
             self._pattern_sizes = np.maximum(self._patterns_t_np.sum(0), 1.0)
 
     # ------------------------------------------------------------------ completing
@@ -293,7 +334,7 @@ class AttractorMemory:
             )
         iterations, converged, cycled, changed, rises, nearest, overlap, novelty = out
         self.stats.record_one(iterations, converged, cycled, rises, changed)
-        confidence = max(float(overlap), 0.0) * (1.0 - novelty)
+        score = max(float(overlap), 0.0) * (1.0 - novelty)
         return CompletionResult(
             state=state,
             converged=converged,
@@ -301,9 +342,9 @@ class AttractorMemory:
             energy=energy[:iterations],
             nearest=nearest,
             overlap=float(overlap),
-            confidence=confidence,
+            overlap_score=score,
             novelty=float(novelty),
-            accepted=confidence >= self.gate.threshold,
+            accepted=score >= self.gate.threshold,
             cycled=cycled,
         )
 
@@ -349,11 +390,14 @@ class AttractorMemory:
             energy=energy,
             nearest=verdict.nearest.cpu().numpy(),
             overlap=verdict.overlap.cpu().numpy(),
-            confidence=verdict.confidence.cpu().numpy(),
+            overlap_score=verdict.overlap_score.cpu().numpy(),
             novelty=verdict.novelty.cpu().numpy(),
             accepted=verdict.accepted.cpu().numpy(),
             cycled=cycled,
         )
+
+    recall = complete
+    recall_batch = complete_batch
 
     def _complete_many_cpu(self, cues: np.ndarray) -> BatchCompletion:
         """Synchronous batch on the CPU: the compiled single-cue kernel, cues over all cores."""
@@ -383,7 +427,7 @@ class AttractorMemory:
                     1.0 / self._divisor, *outputs,
                 )
             self.stats.record_many(iterations, converged, cycled, rises, int(changed.sum()))
-        confidence = np.maximum(overlap, 0.0) * (1.0 - novelty)
+        score = np.maximum(overlap, 0.0) * (1.0 - novelty)
         return BatchCompletion(
             states=states,
             converged=converged,
@@ -391,9 +435,9 @@ class AttractorMemory:
             energy=energy,
             nearest=nearest,
             overlap=overlap,
-            confidence=confidence,
+            overlap_score=score,
             novelty=novelty,
-            accepted=confidence >= self.gate.threshold,
+            accepted=score >= self.gate.threshold,
             cycled=cycled,
         )
 
@@ -436,6 +480,8 @@ class AttractorMemory:
             # int8 (what engram.codes makes) goes to the kernels as it is; the rest as float32
             dtype = np.int8 if getattr(values, "dtype", None) == np.int8 else np.float32
             array = np.ascontiguousarray(values, dtype=dtype)
+            if not array.flags.writeable:  # e.g. a result's read-only state, fed back as a cue
+                array = array.copy()
         except (TypeError, ValueError) as error:
             raise TypeError(f"{name}: expected a numeric array, got {type(values).__name__}") from error
         if array.ndim == 1 and not one_cue:
@@ -491,7 +537,7 @@ class AttractorMemory:
             "version": str(_FORMAT_VERSION),
             "config": json.dumps(self.config()),
         }
-        tensors = {"weights": self.weights.cpu().contiguous(), "patterns": self.patterns.cpu()}
+        tensors = {"weights": self.weights.cpu().contiguous(), "patterns": self._patterns.cpu()}
         metadata["sha256"] = _file_digest(metadata, tensors)
         return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
@@ -534,10 +580,11 @@ class AttractorMemory:
         n = memory.n_units
         if tensors["weights"].shape != (n, n) or tensors["patterns"].shape[1:] != (n,):
             raise ValueError(f"path: {path} holds tensors whose shapes do not match n_units={n}")
-        memory.weights = tensors["weights"].to(memory.device)
+        memory._kernel_weights = tensors["weights"].to(memory.device)
+        memory._divisor = 1
         if memory.rule == "hebbian":
             memory._restore_counts()
-        memory.patterns = tensors["patterns"].to(memory.device)
+        memory._patterns = tensors["patterns"].to(memory.device)
         memory._refresh()
         return memory
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from engram.params import Interval, validated
+
 ArrayLike = torch.Tensor | np.ndarray | list | tuple
 
 
@@ -27,26 +29,36 @@ class ModernHopfield(nn.Module):
         beta: inverse temperature; larger β separates patterns more sharply.
         steps: updates per recall (one usually suffices).
         learn_beta: make β a trainable parameter (log-parameterised, stays positive).
+        device: where the stored patterns live (inputs are moved there).
+
+    ``state_dict`` / ``load_state_dict`` round-trip a memory of any size: loading resizes the
+    stored patterns to the saved ones.
 
     ``store``, ``recall``, ``attention`` and ``energy`` take tensors, numpy arrays or nested
     lists of numbers. β·(x·ξ) may overflow float32: every softmax and log-sum-exp works on
     β·(x·ξ − max x·ξ), which does not, so any β float32 holds gives finite results.
     """
 
-    def __init__(self, dim: int, beta: float = 8.0, steps: int = 1, learn_beta: bool = False):
+    @validated({
+        "dim": [Interval(int, 1, None)],
+        "beta": [Interval(float, None, None)],  # the range float32 holds is checked below
+        "steps": [Interval(int, 1, None)],
+    })
+    def __init__(
+        self,
+        dim: int,
+        beta: float = 8.0,
+        steps: int = 1,
+        learn_beta: bool = False,
+        device: str | torch.device = "cpu",
+    ):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
-        if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
-            raise TypeError(f"beta: expected a number, got {type(beta).__name__} {beta!r}")
         log_beta = torch.tensor(math.log(beta) if 0 < beta < math.inf else math.nan)
         # β is kept as float32 exp(log β): it and 1/β (in the energy) must both be finite
         if not torch.finfo(torch.float32).tiny <= float(log_beta.exp()) < math.inf:
             raise ValueError(
                 f"beta: expected a positive value float32 holds, 1.2e-38 to 3.4e38, got {beta}"
             )
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected a positive integer, got {steps!r}")
         self.dim = dim
         self.steps = steps
         if learn_beta:
@@ -54,6 +66,14 @@ class ModernHopfield(nn.Module):
         else:
             self.register_buffer("log_beta", log_beta)
         self.register_buffer("memory", torch.zeros(0, dim))
+        self.to(device)
+        self._register_load_state_dict_pre_hook(self._fit_memory)
+
+    def _fit_memory(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
+        """Before loading, give ``memory`` the saved number of patterns (P varies by use)."""
+        saved = state_dict.get(prefix + "memory")
+        if isinstance(saved, torch.Tensor) and saved.dim() == 2 and saved.shape[1] == self.dim:
+            self.memory = torch.empty_like(saved, device=self.memory.device)
 
     @property
     def beta(self) -> torch.Tensor:

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engram import codes
 
-@dataclass
+
+@dataclass(frozen=True)
 class ReferenceTrajectory:
     """Outcome of one reference completion."""
 
@@ -31,13 +33,12 @@ def energy(weights: np.ndarray, state: np.ndarray) -> float:
 
 
 def threshold(field: np.ndarray, state: np.ndarray, code: str, k: int) -> np.ndarray:
-    """One synchronous update of every unit: sign (ties keep the unit, unknown ties → +1) or k-WTA."""
+    """One synchronous update of every unit: sign (ties keep the unit, unknown ties → +1) or
+    k-WTA (ties to the lower index)."""
     if code == "bipolar":
         keep = np.where(state == 0, 1.0, state)
         return np.where(field > 0, 1.0, np.where(field < 0, -1.0, keep)).astype(np.float32)
-    new = np.zeros_like(field, dtype=np.float32)
-    new[np.argsort(-field, kind="stable")[:k]] = 1.0
-    return new
+    return codes.kwta(field, k).astype(np.float32)
 
 
 def complete_sync(

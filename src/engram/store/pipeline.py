@@ -226,7 +226,7 @@ class Separator:
                                  threshold=threshold)
         memory.store(self.code(candidates))
         result = memory.complete(self.code(state)[0])
-        return result.nearest, result.confidence, result.accepted
+        return result.nearest, result.overlap_score, result.accepted
 
 
 @dataclass(frozen=True)

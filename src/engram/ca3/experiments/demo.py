@@ -110,7 +110,7 @@ def digits_gallery(cfg: Config, rng: np.random.Generator) -> tuple[dict, object]
                 (
                     result.states[col] if accepted else np.zeros(cfg.side**2),
                     "completion",
-                    f"→ {nearest} ({result.confidence[col]:.2f})" if accepted else "refused",
+                    f"→ {nearest} ({result.overlap_score[col]:.2f})" if accepted else "refused",
                 ),
                 (prototypes[nearest], "stored\n(nearest)", ""),
             )
@@ -125,7 +125,7 @@ def digits_gallery(cfg: Config, rng: np.random.Generator) -> tuple[dict, object]
                     ax.set_ylabel(ylabel, fontsize=7)
     fig.suptitle(
         f"{cfg.side}×{cfg.side} digit prototypes, {cfg.rule} rule: cue → completion (class, "
-        "confidence) → stored pattern; refused = CA1 'insufficient evidence' (grey)",
+        "overlap score) → stored pattern; refused = CA1 'insufficient evidence' (grey)",
         fontsize=8,
         y=0.995,
     )
