@@ -131,6 +131,11 @@ def test_strategies_reject_bad_arguments_by_name():
         ExperienceReplay(mlp(), EpisodicBuffer(10), distill=-1.0)
     with pytest.raises(ValueError, match="task"):
         Strategy(mlp()).observe(torch.rand(2, 10), torch.tensor([0, 1]))
+    sleep = Sleep(SleepPhaseConfig(), EpisodicBuffer(10), 4)
+    with pytest.raises(ValueError, match="anneal_steps"):
+        SleepReplay(mlp(), sleep, anneal_steps=0)
+    with pytest.raises(ValueError, match="current_items"):
+        SleepReplay(mlp(), sleep, current_items=2.5)
 
 
 # ---------------------------------------------------------------- a tiny next-token model

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from engram.errors import ConfigError
-from engram.runs import Claim, claims_markdown
+from engram.runs import Claim
+from engram.runs.report import front_page_table
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,9 +38,9 @@ def read_claims(path: Path = CLAIMS) -> list[tuple[Claim, str]]:
 
 
 def table(path: Path = CLAIMS) -> str:
-    """The Markdown claims table, one reproducing command per row."""
+    """The toolkit's one-screen claims table, one reproducing command per row."""
     rows = read_claims(path)
-    return claims_markdown([c for c, _ in rows], [cmd for _, cmd in rows])
+    return front_page_table([c for c, _ in rows], [cmd for _, cmd in rows])
 
 
 if __name__ == "__main__":

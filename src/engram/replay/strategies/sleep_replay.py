@@ -54,13 +54,15 @@ class SleepReplay(ExperienceReplay):
             raise ValueError("pair: expected a FastSlowPair whose fast learner is model")
         if pair is not None and self.encoder is not None:
             raise ValueError("pair: latent replay is not combined with a fast/slow pair")
-        if anneal_steps is not None and anneal_steps <= 0:
-            raise ValueError(f"anneal_steps: expected a positive integer, got {anneal_steps}")
+        for name, value in (("anneal_steps", anneal_steps), ("current_items", current_items)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value <= 0):
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         self.sleep = sleep
         self.pair = pair
         self.anneal_steps = anneal_steps
         self.resets_optimizer = bool(reset_optimizer)
-        self.current_items = int(current_items)
+        self.current_items = current_items
         self.steps = 0
         self._slept_last_step = False
 
