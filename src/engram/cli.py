@@ -24,14 +24,13 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engram.ca3.experiments.demo",
     "engram.store.cli",
     "engram.lm.cli",
-    "engram.replay.experiments.continual",
 )
 
 # Until their owners raise EngramError for bad input, these older commands still print a
 # ValueError/TypeError in one line (exit 2) and a StoreError (exit 1); each name leaves this
 # set when its module moves onto `engram run` or onto Engram's error types.
 BUILTIN_ERRORS_AS_USAGE: frozenset[str] = frozenset(
-    {"store", "sleep", "serve", "lm", "continual"}
+    {"store", "lm"}
 )
 
 

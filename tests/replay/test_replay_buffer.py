@@ -249,3 +249,18 @@ def test_a_buffer_file_written_before_checksums_still_loads(tmp_path):
     save_file(tensors, str(old), metadata={"engram.EpisodicBuffer": json.dumps(header)})
     back = EpisodicBuffer.load(old)
     assert torch.equal(back.x, buf.x) and back.seen == 12
+
+
+def test_token_sequences_are_stored_exactly_with_their_next_token_targets():
+    buf = EpisodicBuffer(4, storage="int64")
+    tokens = torch.randint(50_000, (6, 7))
+    buf.add(tokens[:, :-1], tokens[:, 1:])
+    batch = buf.sample(3)
+    assert batch.x.dtype == torch.int64 and batch.y.shape == (3, 6)
+    assert all(any(torch.equal(x, row) for row in tokens[:, :-1]) for x in batch.x)
+    with pytest.raises(TypeError, match="int64"):
+        EpisodicBuffer(4, storage="int64").add(torch.rand(2, 3), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="y: expected targets of shape"):
+        buf.add(tokens[:2, :-1], tokens[:2, 1:4])
+    with pytest.raises(ValueError, match="one label per item"):
+        buf.sample(2, mode="balanced")

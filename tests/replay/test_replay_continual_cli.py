@@ -1,4 +1,4 @@
-"""`engram continual`: streams, metrics, the run folder, and clear errors for bad input."""
+"""`engram run replay.continual`: streams, metrics, the run folder, resuming, and clear errors."""
 
 import json
 
@@ -8,8 +8,10 @@ import torch
 
 from engram.cli import main
 from engram.data.streams import make_stream
-from engram.replay.experiments.continual import summarize
-from engram.replay.experiments.continual_train import TrainConfig
+from engram.errors import ConfigError
+from engram.replay.experiments.continual import QUICK, Config, summarize
+from engram.replay.experiments.continual_train import LearnerConfig
+from engram.runs import COLUMNS
 
 
 @pytest.fixture(autouse=True)
@@ -67,42 +69,80 @@ def test_bad_scenario_strategy_and_path_are_clear_errors(tmp_path):
         make_stream("split-cifar", "class")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         make_stream("split-mnist", "class", tmp_path / "missing.npz")
-    with pytest.raises(ValueError, match="strategy"):
-        TrainConfig(strategy="magic")
+    with pytest.raises(ConfigError, match="strategy"):
+        LearnerConfig(strategy="magic")
+    with pytest.raises(ConfigError, match="strategies"):
+        Config(strategies=("finetune", "ours"))
+    with pytest.raises(ConfigError, match="variants"):
+        Config(variants=("full", "full"))
+    with pytest.raises(ConfigError, match="sleep: steps"):
+        LearnerConfig(sleep_steps=0)
 
 
-def test_cli_reports_bad_input_with_status_2(tmp_path, capsys):
-    assert main(["continual", "--strategies", "magic", "--out", str(tmp_path)]) == 2
-    assert "strategy" in capsys.readouterr().err
-    assert main(["continual", "--scenario", "online", "--out", str(tmp_path)]) == 2
-    assert main(["continual", "--benchmark", "split-mnist", "--data",
-                 str(tmp_path / "none.npz"), "--out", str(tmp_path)]) == 2
+def test_cli_reports_bad_input_in_one_line_with_status_2(tmp_path, capsys):
+    out = ["--out", str(tmp_path)]
+    assert main(["run", "replay.continual", "--quick", "--set", "strategies=magic", *out]) == 2
+    assert "strategies" in capsys.readouterr().err
+    assert main(["run", "replay.continual", "--quick", "--set", "scenario=online", *out]) == 2
+    assert main(["run", "replay.continual", "--quick", "--set", "benchmark=split-mnist",
+                 "--set", f"data_path={tmp_path / 'none.npz'}", *out]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_cli_run_writes_a_complete_run_folder(tmp_path):
-    status = main(["continual", "run", "--strategies", "finetune,ours", "--seeds", "0-1",
-                   "--iters", "15", "--buffer", "50", "--sleep-steps", "10", "--hidden", "32",
-                   "--out", str(tmp_path)])
-    assert status == 0
-    (folder,) = tmp_path.iterdir()
+def test_the_old_continual_subcommand_is_gone(capsys):
+    with pytest.raises(SystemExit):
+        main(["continual", "run"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def run_folder(root):
+    (folder,) = [p for p in root.iterdir() if p.is_dir()]
+    return folder
+
+
+def test_quick_run_writes_a_complete_run_folder_and_resumes_from_its_jobs(tmp_path, capsys):
+    assert main(["run", "replay.continual", "--quick", "--out", str(tmp_path)]) == 0
+    folder = run_folder(tmp_path)
     results = json.loads((folder / "results.json").read_text())
-    assert set(results["arms"]) == {"finetune", "ours"}
-    ours = results["arms"]["ours"]
-    assert np.array(ours["accuracy_matrix"]).shape == (5, 5)
-    assert ours["buffer_items"] == 50 and ours["buffer_bytes"] > 50 * 64 * 4
+    summary = {row["arm"]: row for row in results["tables"]["summary"]}
+    assert set(summary) == {"finetune", "replay", "sleep-replay"}
+    learned = summary["sleep-replay"]
+    assert np.array(learned["accuracy_matrix"]).shape == (5, 5)
+    assert learned["buffer_items"] == 40 and learned["buffer_bytes"] > 40 * 64 * 4
+    assert learned["sleeps"] == 5
+    comparisons = results["tables"]["comparisons"]
+    assert [(c["a"], c["b"]) for c in comparisons] == [("finetune", "sleep-replay"),
+                                                       ("replay", "sleep-replay")]
+    assert set(comparisons[0]) == set(COLUMNS)
     assert (folder / "accuracy_matrices.png").read_bytes()[:4] == b"\x89PNG"
-    assert "final acc" in (folder / "report.md").read_text()
-    assert len((folder / "partial.jsonl").read_text().splitlines()) == 4
-    assert len((folder / "per_seed.csv").read_text().splitlines()) == 5
+    assert "final average accuracy" in (folder / "report.md").read_text()
+    assert len(list((folder / "jobs").glob("*.json"))) == 6
+    assert len((folder / "per_seed.csv").read_text().splitlines()) == 7
+    # An interrupted run resumes: a lost job is rerun, the others are read back, same numbers.
+    lost = sorted((folder / "jobs").glob("*.json"))[0]
+    lost.unlink()
+    assert main(["run", "--resume", str(folder)]) == 0
+    assert lost.exists()
+    again = json.loads((folder / "results.json").read_text())
+    assert again["tables"]["per_seed"] == [
+        {**row, "wall_s": again_row["wall_s"]}
+        for row, again_row in zip(results["tables"]["per_seed"], again["tables"]["per_seed"],
+                                  strict=True)
+    ]
 
 
-def test_cli_ablate_compares_variants_with_corrected_p_values(tmp_path):
-    status = main(["continual", "ablate", "--variants", "full,uniform,no-recombination",
-                   "--seeds", "0-2", "--iters", "10", "--buffer", "40", "--sleep-steps", "5",
-                   "--hidden", "16", "--out", str(tmp_path)])
+def test_ablation_compares_variants_with_the_full_method(tmp_path):
+    status = main(["run", "replay.continual", "--quick", "--set", "variants=full,uniform,no-recombination",
+                   "--set", "n_seeds=3", "--out", str(tmp_path)])
     assert status == 0
-    (folder,) = tmp_path.iterdir()
-    rows = json.loads((folder / "results.json").read_text())["contrasts"]
-    assert [r["variant"] for r in rows] == ["uniform", "no-recombination"]
-    assert all(r["p_holm"] >= r["p"] for r in rows)
+    results = json.loads((run_folder(tmp_path) / "results.json").read_text())
+    rows = results["tables"]["comparisons"]
+    assert [r["a"] for r in rows] == ["uniform", "no-recombination"]
+    assert all(r["b"] == "full" and r["p_holm"] >= r["p"] for r in rows)
+
+
+def test_quick_config_is_small_and_the_default_is_the_old_default_command():
+    assert QUICK.seeds == (0, 1) and QUICK.learner.iters == 10
+    default = Config()
+    assert default.seeds == (0, 1, 2, 3, 4) and default.learner.iters == 100
+    assert default.learner.hidden == 400 and default.benchmark == "split-digits"

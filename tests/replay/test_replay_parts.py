@@ -124,3 +124,43 @@ def test_online_ewc_decays_the_old_fisher():
         assert torch.allclose(ewc.fisher[k], 1.5 * first[k])
     with pytest.raises(ValueError, match="decay"):
         EWC(decay=2.0)
+
+
+def test_weighted_priority_is_one_formula_for_tensors_and_arrays():
+    import numpy as np
+
+    from engram.replay.priority import weighted_priority
+
+    cols = (np.array([1.0, 0.0]), np.array([0.0, 2.0]))
+    assert np.allclose(weighted_priority(cols, (0.5, 1.0), floor=0.1), [0.6, 2.1])
+    tensors = tuple(torch.as_tensor(c) for c in cols)
+    assert torch.allclose(weighted_priority(tensors, (0.5, 1.0)), torch.tensor([0.5, 2.0],
+                                                                             dtype=torch.float64))
+    with pytest.raises(ValueError, match="weights"):
+        weighted_priority(cols, (1.0,))
+
+
+def test_random_walks_follow_live_links_from_rows_built_on_demand():
+    from engram.replay.graph import random_walks
+
+    # A path 0 - 1 - 2 and an isolated node 3, links padded to width 2 on request.
+    table = {0: [1], 1: [0, 2], 2: [1], 3: []}
+
+    def links_of(node):
+        ends = torch.zeros(node.shape[0], 2, dtype=torch.long)
+        live = torch.zeros(node.shape[0], 2, dtype=torch.bool)
+        for r, i in enumerate(node.tolist()):
+            ends[r, : len(table[i])] = torch.tensor(table[i], dtype=torch.long)
+            live[r, : len(table[i])] = True
+        return ends, live
+
+    walks = random_walks(torch.tensor([0, 1, 2, 3] * 25), 6, links_of,
+                         torch.Generator().manual_seed(0))
+    assert walks.nodes.shape == (100, 6) and walks.links.shape == (100, 5)
+    for path, links in zip(walks.nodes.tolist(), walks.links.tolist(), strict=True):
+        for a, b, link in zip(path, path[1:], links, strict=False):
+            assert (b in table[a] and table[a][link] == b) if table[a] else (b == a == 3
+                                                                              and link == -1)
+    assert set(walks.nodes[:, -1].tolist()) >= {0, 2}  # both ends of the path are reached
+    with pytest.raises(ValueError, match="length"):
+        random_walks(torch.tensor([0]), 0, links_of)

@@ -12,11 +12,11 @@ from engram.replay import (
     EpisodicBuffer,
     FastSlowPair,
     Sleep,
-    SleepConfig,
+    SleepPhaseConfig,
     normalise_weights,
     response_distance,
 )
-from engram.replay.experiments.continual_train import TrainConfig, train_stream
+from engram.replay.experiments.continual_train import LearnerConfig, train_stream
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def two_task_stream(seed=0):
 @functools.cache
 def final_first_task(strategy, seed, **kw):
     """Accuracy on the first task after both (cached: several tests share the baselines)."""
-    cfg = TrainConfig(strategy=strategy, hidden=32, iters=60, batch=32, buffer_size=60,
+    cfg = LearnerConfig(strategy=strategy, hidden=32, iters=60, batch=32, buffer_size=60,
                       replay_batch=32, sleep_steps=40, **kw)
     return train_stream(two_task_stream(seed), cfg, seed).accuracy[-1, 0]
 
@@ -53,27 +53,27 @@ def final_first_task(strategy, seed, **kw):
 def test_replay_reduces_forgetting_against_fine_tuning():
     finetune = [final_first_task("finetune", s) for s in range(3)]
     replay = [final_first_task("replay", s) for s in range(3)]
-    ours = [final_first_task("ours", s) for s in range(3)]
+    sleep_replay = [final_first_task("sleep-replay", s) for s in range(3)]
     assert np.mean(finetune) < 0.3  # the old classes are overwritten
     assert np.mean(replay) > np.mean(finetune) + 0.4
-    assert np.mean(ours) > np.mean(finetune) + 0.4
+    assert np.mean(sleep_replay) > np.mean(finetune) + 0.4
 
 
 def test_compressed_replay_of_a_hidden_layer_keeps_the_first_task_in_less_memory():
     finetune = np.mean([final_first_task("finetune", s) for s in range(2)])
-    latent = np.mean([final_first_task("ours", s, latent=1, storage="float16") for s in range(2)])
+    latent = np.mean([final_first_task("sleep-replay", s, latent=1, storage="float16") for s in range(2)])
     assert latent > finetune + 0.4
     cfg = dict(hidden=8, iters=20, batch=16, buffer_size=30, replay_batch=16, sleep_steps=5)
-    raw = train_stream(two_task_stream(), TrainConfig(strategy="ours", **cfg), 0)
-    small = train_stream(two_task_stream(), TrainConfig(strategy="ours", latent=1,
+    raw = train_stream(two_task_stream(), LearnerConfig(strategy="sleep-replay", **cfg), 0)
+    small = train_stream(two_task_stream(), LearnerConfig(strategy="sleep-replay", latent=1,
                                                         storage="float16", **cfg), 0)
     # 8 float16 hidden units instead of 20 float32 inputs per stored item.
     assert raw.buffer_items == small.buffer_items == 30
     assert raw.buffer_bytes - small.buffer_bytes == 30 * (20 * 4 - 8 * 2)
     with pytest.raises(ValueError, match="uint8"):
-        TrainConfig(latent=1, storage="uint8")
+        LearnerConfig(latent=1, storage="uint8")
     with pytest.raises(ValueError, match="latent"):
-        TrainConfig(latent=3)
+        LearnerConfig(latent=3)
 
 
 def fitted(seed=0):
@@ -94,7 +94,7 @@ def fitted(seed=0):
 
 def test_adaptive_trigger_fires_only_after_forgetting():
     model, buf, _ = fitted()
-    sleep = Sleep(SleepConfig(schedule="adaptive", probe_every=5, threshold=0.1, steps=5),
+    sleep = Sleep(SleepPhaseConfig(schedule="adaptive", probe_every=5, threshold=0.1, steps=5),
                   buf, 4, recombine=False)
     sleep.sleep(model)
     assert sleep.probe_baseline > 0.9
@@ -110,7 +110,7 @@ def test_sleep_restores_an_old_task_from_replay_and_dreams():
     with torch.no_grad():
         model[2].weight.mul_(-1)  # damage: the old task is forgotten
     damaged = float((model(task.x_test).argmax(1) == task.y_test).float().mean())
-    sleep = Sleep(SleepConfig(steps=150, lr=3e-3, batch=64), buf, 4, recombine=True)
+    sleep = Sleep(SleepPhaseConfig(steps=150, lr=3e-3, batch=64), buf, 4, recombine=True)
     report = sleep.sleep(model)
     healed = float((model(task.x_test).argmax(1) == task.y_test).float().mean())
     assert damaged < 0.5 < 0.9 < healed
@@ -131,13 +131,13 @@ def test_fast_slow_pair_tracks_slowly():
 
 def test_sleep_config_rejects_bad_values():
     with pytest.raises(ValueError, match="schedule"):
-        SleepConfig(schedule="nightly")
+        SleepPhaseConfig(schedule="nightly")
     with pytest.raises(ValueError, match="dream_fraction"):
-        SleepConfig(dream_fraction=0.6, current_fraction=0.5)
+        SleepPhaseConfig(dream_fraction=0.6, current_fraction=0.5)
     with pytest.raises(ValueError, match="steps"):
-        SleepConfig(steps=0)
+        SleepPhaseConfig(steps=0)
     with pytest.raises(ValueError, match="weight_norm"):
-        SleepConfig(weight_norm="sum")
+        SleepPhaseConfig(weight_norm="sum")
 
 
 def test_importance_weights_normalised_by_max_or_mean():
@@ -151,12 +151,12 @@ def test_importance_weights_normalised_by_max_or_mean():
         normalise_weights(w, "median")
 
 
-@pytest.mark.parametrize("variant", [{"pair": True}, {"strategy": "ours+ewc"},
+@pytest.mark.parametrize("variant", [{"pair": True}, {"strategy": "sleep-replay+ewc"},
                                      {"schedule": "adaptive"},
                                      {"weight_norm": "mean", "reset_optimizer": False},
                                      {"distill": 0.5}, {"strategy": "replay", "distill": 0.5}])
-def test_every_variant_of_ours_keeps_the_first_task(variant):
-    variant = {"strategy": "ours", **variant}
+def test_every_variant_of_sleep_replay_keeps_the_first_task(variant):
+    variant = {"strategy": "sleep-replay", **variant}
     strategy = variant.pop("strategy")
     finetune = np.mean([final_first_task("finetune", s) for s in range(2)])
     kept = np.mean([final_first_task(strategy, s, **variant) for s in range(2)])
@@ -178,7 +178,7 @@ def test_sleep_with_responses_pulls_outputs_back_to_what_was_stored():
         with torch.no_grad():
             buf.add(task.x_train[:200], task.y_train[:200], response=model(task.x_train[:200]))
             model[2].weight.add_(0.3 * torch.randn_like(model[2].weight))  # damage
-        cfg = SleepConfig(steps=100, lr=3e-3, batch=64, current_fraction=0.0, distill=distill)
+        cfg = SleepPhaseConfig(steps=100, lr=3e-3, batch=64, current_fraction=0.0, distill=distill)
         Sleep(cfg, buf, 4, recombine=False, seed=0).sleep(model)
         stored = buf.state_dict()["response"][: len(buf)]
         with torch.no_grad():
@@ -190,8 +190,8 @@ def test_sleep_with_responses_pulls_outputs_back_to_what_was_stored():
 
 def test_response_replay_needs_a_replaying_strategy_and_a_non_negative_weight():
     with pytest.raises(ValueError, match="distill: needs a replaying strategy"):
-        TrainConfig(strategy="finetune", distill=0.5)
+        LearnerConfig(strategy="finetune", distill=0.5)
     with pytest.raises(ValueError, match="distill"):
-        TrainConfig(distill=-1.0)
+        LearnerConfig(distill=-1.0)
     with pytest.raises(ValueError, match="distill"):
-        SleepConfig(distill=-1.0)
+        SleepPhaseConfig(distill=-1.0)

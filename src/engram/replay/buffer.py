@@ -23,7 +23,7 @@ from engram.io import atomic_write_bytes, content_digest
 
 EVICTIONS = ("reservoir", "priority")
 SAMPLINGS = ("uniform", "balanced", "prioritized")
-STORAGES = ("float32", "float16", "uint8")
+STORAGES = ("float32", "float16", "uint8", "int64")
 METADATA = ("reward", "salience", "novelty", "loss")
 _HEADER = "engram.EpisodicBuffer"
 
@@ -72,12 +72,13 @@ class EpisodicBuffer:
         capacity: most items kept (> 0).
         eviction: ``"reservoir"`` or ``"priority"``.
         storage: dtype the inputs are kept in; ``"float16"`` or ``"uint8"`` (inputs assumed in
-            [0, 1], quantised to 256 levels) are the lower-precision copies of compressed replay.
+            [0, 1], quantised to 256 levels) are the lower-precision copies of compressed replay;
+            ``"int64"`` keeps integer inputs (token ids) exactly.
         alpha: priority exponent (0 = uniform, 1 = proportional).
         seed: seed of the buffer's own generator (reservoir draws and sampling).
 
-    Shapes: ``add(x[B, *shape], y[B], task[B])``; every later item must match the first's
-    ``*shape``.
+    Shapes: ``add(x[B, *shape], y[B, *target_shape], task[B])``: a label per item, or any
+    integer target (a sequence of next tokens); every later item must match the first's shapes.
 
     Example:
         >>> buf = EpisodicBuffer(capacity=100)
@@ -133,7 +134,8 @@ class EpisodicBuffer:
         if self._x is None:
             return 0
         per_item = self._x[0].numel() * self._x.element_size()
-        per_item += 3 * 8 + len(METADATA) * 4 + 1 + 4  # y, task, step; metadata; flag; priority
+        # y, task, step; metadata; flag; priority
+        per_item += (self.y[0].numel() + 2) * 8 + len(METADATA) * 4 + 1 + 4
         if self._response is not None:
             per_item += self._response[0].numel() * self._response.element_size()
         return per_item * self.size
@@ -141,11 +143,15 @@ class EpisodicBuffer:
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.storage == "uint8":
             return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        if self.storage == "int64" and torch.is_floating_point(x):
+            raise TypeError(f"x: int64 storage keeps integer inputs, got {x.dtype}")
         return x.to(getattr(torch, self.storage))
 
     def _decode(self, stored: torch.Tensor) -> torch.Tensor:
         if self.storage == "uint8":
             return stored.float() / 255
+        if self.storage == "int64":
+            return stored.clone()
         return stored.float()
 
     def _as_column(self, name: str, value: object, n: int, dtype: torch.dtype) -> torch.Tensor:
@@ -183,7 +189,7 @@ class EpisodicBuffer:
         x = torch.as_tensor(x).detach().cpu()
         if x.ndim < 2:
             raise ValueError(f"x: expected a batch [B, *shape], got shape {tuple(x.shape)}")
-        if not torch.is_floating_point(x):
+        if not torch.is_floating_point(x) and self.storage != "int64":
             x = x.float()
         n = x.shape[0]
         if self.item_shape is not None and tuple(x.shape[1:]) != self.item_shape:
@@ -191,7 +197,7 @@ class EpisodicBuffer:
                 f"x: expected items of shape {self.item_shape} like those stored, "
                 f"got {tuple(x.shape[1:])}"
             )
-        y = self._as_column("y", y, n, torch.long)
+        y = self._targets(y, n)
         response = self._check_response(response, n)
         tasks = self._as_column("task", task, n, torch.long)
         columns = {
@@ -230,6 +236,22 @@ class EpisodicBuffer:
                 self._response = torch.zeros(self.capacity, response.shape[1])
             self._response[dst] = response[src]
         return slots
+
+    def _targets(self, y: object, n: int) -> torch.Tensor:
+        """Integer targets [n, *target_shape]; the first batch fixes the shape later ones keep."""
+        t = torch.as_tensor(y, dtype=torch.long).cpu()
+        if t.ndim == 0:
+            t = t.expand(n)
+        if t.shape[0] != n:
+            raise ValueError(f"y: expected a scalar or shape ({n}, ...), got {tuple(t.shape)}")
+        if self.seen == 0 and t.shape[1:] != self.y.shape[1:]:
+            self.y = torch.zeros((self.capacity, *t.shape[1:]), dtype=torch.long)
+        if t.shape[1:] != self.y.shape[1:]:
+            raise ValueError(
+                f"y: expected targets of shape {tuple(self.y.shape[1:])} like those stored, "
+                f"got {tuple(t.shape[1:])}"
+            )
+        return t
 
     def _check_response(self, response: torch.Tensor | None, n: int) -> torch.Tensor | None:
         """Validate ``response`` [n, C] against what is stored (every item keeps one, or none)."""
@@ -305,6 +327,9 @@ class EpisodicBuffer:
         if mode == "uniform":
             idx = torch.randint(self.size, (n,), generator=self._gen)
         elif mode == "balanced":
+            if self.y.ndim != 1:
+                raise ValueError("mode: class-balanced sampling needs one label per item, "
+                                 f"got targets of shape {tuple(self.y.shape[1:])}")
             labels = self.y[: self.size]
             classes, counts = torch.unique(labels, return_counts=True)
             per_item = 1.0 / counts[torch.searchsorted(classes, labels)].float()

@@ -10,6 +10,7 @@ blended with Dirichlet(1) weights into one new example with a soft target, or cu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,46 @@ class Dream:
     x: torch.Tensor
     target: torch.Tensor
     walks: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Walks:
+    """Random walks: the nodes visited [n, length] and the link taken at each step [n, length − 1]
+    (a column of the node's links; −1 where an isolated node stayed put)."""
+
+    nodes: torch.Tensor
+    links: torch.Tensor
+
+
+# The links of each node in a batch: neighbours [n, K] and which of them are live [n, K].
+LinksOf = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def random_walks(
+    start: torch.Tensor, length: int, links_of: LinksOf, generator: torch.Generator | None = None
+) -> Walks:
+    """Walks of ``length`` nodes from each ``start``, each step uniform over the node's live links.
+
+    ``links_of(nodes)`` gives each node's links padded to one width, so a graph can keep them
+    as a table (``MemoryGraph``) or build the rows on demand (the engine's link graph).
+    """
+    if length < 1:
+        raise ValueError(f"length: expected ≥ 1, got {length}")
+    node = start
+    nodes, links = [node], []
+    for _ in range(length - 1):
+        neighbours, mask = links_of(node)
+        live = mask.float()
+        # An isolated node (no live link) stays put.
+        live[live.sum(1) == 0, 0] = 1.0
+        choice = torch.multinomial(live, 1, generator=generator)[:, 0]
+        rows = torch.arange(node.shape[0])
+        taken = mask[rows, choice]
+        node = torch.where(taken, neighbours[rows, choice], node)
+        nodes.append(node)
+        links.append(torch.where(taken, choice, torch.full_like(choice, -1)))
+    empty = torch.zeros((start.shape[0], 0), dtype=torch.long)
+    return Walks(torch.stack(nodes, dim=1), torch.stack(links, dim=1) if links else empty)
 
 
 class MemoryGraph:
@@ -85,18 +126,10 @@ class MemoryGraph:
             raise ValueError("graph: call build() before walking it")
         if length < 1:
             raise ValueError(f"length: expected ≥ 1, got {length}")
-        size = self.neighbours.shape[0]
-        node = torch.randint(size, (n,), generator=generator)
-        path = [node]
-        for _ in range(length - 1):
-            live = self.mask[node].float()
-            # An isolated node (no live link) stays put.
-            live[live.sum(1) == 0, 0] = 1.0
-            choice = torch.multinomial(live, 1, generator=generator)[:, 0]
-            step = self.neighbours[node, choice]
-            node = torch.where(self.mask[node, choice], step, node)
-            path.append(node)
-        return torch.stack(path, dim=1)
+        neighbours, mask = self.neighbours, self.mask
+        start = torch.randint(neighbours.shape[0], (n,), generator=generator)
+        return random_walks(start, length, lambda node: (neighbours[node], mask[node]),
+                            generator).nodes
 
     def dream(
         self,

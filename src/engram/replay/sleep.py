@@ -34,12 +34,19 @@ def plain_logits(model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy against hard labels [B] or soft targets [B, C]."""
+    """Per-sample cross-entropy against hard labels [B] or soft targets [B, C].
+
+    Sequences (logits [B, T, C] against labels [B, T] or soft targets [B, T, C]) give each
+    sample its mean over positions, so a next-token model sleeps like a classifier.
+    """
     log_p = F.log_softmax(logits, dim=-1)
     if target.ndim == 1:
         return -log_p.gather(1, target[:, None])[:, 0]
+    if not torch.is_floating_point(target):
+        return -log_p.gather(-1, target[..., None])[..., 0].flatten(1).mean(1)
     # Masked (−inf) logits meet zero target mass; keep them out of the sum.
-    return -(target * log_p.masked_fill(~torch.isfinite(log_p), 0.0)).sum(-1)
+    per_position = -(target * log_p.masked_fill(~torch.isfinite(log_p), 0.0)).sum(-1)
+    return per_position if per_position.ndim == 1 else per_position.flatten(1).mean(1)
 
 
 def _finite_squared_difference(
@@ -75,7 +82,7 @@ def normalise_weights(weights: torch.Tensor, how: str = "max") -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class SleepConfig:
+class SleepPhaseConfig:
     """How and when to consolidate.
 
     ``schedule``: ``"boundary"`` (after each task), ``"every"`` (every ``every`` wake steps,
@@ -130,8 +137,8 @@ class SleepConfig:
             raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
 
 
-@dataclass
-class SleepReport:
+@dataclass(frozen=True)
+class SleepPhaseReport:
     """What one sleep phase did: steps, replayed/dreamed/current counts, mean loss."""
 
     steps: int
@@ -145,7 +152,7 @@ class Sleep:
     """The consolidation loop; call :meth:`tick` every wake step and :meth:`sleep` when it says.
 
     Args:
-        config: a ``SleepConfig``.
+        config: a ``SleepPhaseConfig``.
         buffer: the fast store to replay from.
         n_classes: width of the soft targets of dreams.
         signals: replay-priority weights; ``None`` replays uniformly.
@@ -157,7 +164,7 @@ class Sleep:
 
     def __init__(
         self,
-        config: SleepConfig,
+        config: SleepPhaseConfig,
         buffer: EpisodicBuffer,
         n_classes: int,
         signals: PrioritySignals | None = None,
@@ -178,7 +185,7 @@ class Sleep:
         self.steps_since = 0
         self.probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.probe_baseline = 0.0
-        self.history: list[SleepReport] = []
+        self.history: list[SleepPhaseReport] = []
 
     # ---------------------------------------------------------------- triggers
     def probe_accuracy(self, model: nn.Module) -> float:
@@ -225,7 +232,7 @@ class Sleep:
         model: nn.Module,
         current: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
         teacher: nn.Module | None = None,
-    ) -> SleepReport:
+    ) -> SleepPhaseReport:
         """One sleep phase on ``model`` (the slow learner); ``current`` = (x, y, task) of now.
 
         With a ``teacher`` (the fast learner of a pair) the replayed items' targets mix the
@@ -287,7 +294,7 @@ class Sleep:
             x = self.buffer.x.to(device)
             self.ewc.consolidate(model, x, self.buffer.y[: len(self.buffer)].to(device))
         self._reset_probe(model)
-        report = SleepReport(cfg.steps, cfg.steps * n_replay, cfg.steps * n_dream,
+        report = SleepPhaseReport(cfg.steps, cfg.steps * n_replay, cfg.steps * n_dream,
                              cfg.steps * n_now, sum(losses) / len(losses))
         self.history.append(report)
         return report

@@ -16,9 +16,8 @@
 Progress is kept in the space's state after each phase, so a sleep killed part-way resumes
 where it stopped; links are inserted with "insert if absent" and prototype ids are derived
 from their sources, so repeating a phase adds nothing twice. A sleep with nothing new to
-consolidate does nothing. This is the seam a shared ``engram.replay`` (EpisodicBuffer
-priorities, MemoryGraph walks) can later fill: ``priorities`` and ``recombination_walks``
-are pure functions of arrays and links.
+consolidate does nothing. The priority formula and the random walks are ``engram.replay``'s
+(``weighted_priority``, ``random_walks``), the ones its trained learners replay by.
 """
 
 from __future__ import annotations
@@ -31,7 +30,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
+from engram.replay.graph import random_walks
+from engram.replay.priority import weighted_priority
 from engram.store.backend import Episode, Link
 
 if TYPE_CHECKING:
@@ -95,8 +97,11 @@ class SleepReport:
 def priorities(rewards: np.ndarray, novelty: np.ndarray, salience: np.ndarray, unfinished: np.ndarray,
                config: SleepConfig) -> np.ndarray:
     """Replay priority: a weighted sum of |reward|, novelty, salience and the unfinished flag."""
-    return (config.reward_weight * np.abs(rewards) + config.novelty_weight * novelty
-            + config.salience_weight * salience + config.unfinished_weight * unfinished)
+    return weighted_priority(
+        (np.abs(rewards), novelty, salience, unfinished),
+        (config.reward_weight, config.novelty_weight, config.salience_weight,
+         config.unfinished_weight),
+    )
 
 
 def recombination_walks(links: list[Link], starts: list[str], walks: int, length: int,
@@ -112,16 +117,31 @@ def recombination_walks(links: list[Link], starts: list[str], walks: int, length
         neighbours.setdefault(link.dst, []).append((link.src, link.weight))
         direct.update({(link.src, link.dst), (link.dst, link.src)})
     starts = [s for s in starts if s in neighbours]
+    if not starts or walks == 0:
+        return []
+    names = sorted(neighbours)
+    number = {name: i for i, name in enumerate(names)}
+    rows = [neighbours[name] for name in names]
+
+    def links_of(node: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(rows[i]) for i in node.tolist())
+        ends = torch.zeros((node.shape[0], width), dtype=torch.long)
+        live = torch.zeros((node.shape[0], width), dtype=torch.bool)
+        for r, i in enumerate(node.tolist()):
+            ends[r, : len(rows[i])] = torch.tensor([number[end] for end, _ in rows[i]])
+            live[r, : len(rows[i])] = True
+        return ends, live
+
+    generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+    first = torch.tensor([number[s] for s in starts])
+    start = first[torch.randint(len(starts), (walks,), generator=generator)]
+    taken = random_walks(start, length + 1, links_of, generator)
     found: dict[tuple[str, str], float] = {}
-    for _ in range(walks if starts else 0):
-        node = start = starts[int(rng.integers(len(starts)))]
-        weights = []
-        for _ in range(length):
-            options = neighbours[node]
-            node, weight = options[int(rng.integers(len(options)))]
-            weights.append(weight)
-        if node != start and (start, node) not in direct:
-            pair = (min(start, node), max(start, node))
+    for path, steps in zip(taken.nodes.tolist(), taken.links.tolist(), strict=True):
+        begin, end = names[path[0]], names[path[-1]]
+        weights = [rows[node][link][1] for node, link in zip(path[:-1], steps, strict=True)]
+        if end != begin and (begin, end) not in direct:
+            pair = (min(begin, end), max(begin, end))
             found[pair] = max(found.get(pair, 0.0), float(np.mean(weights)))
     return [(a, b, w) for (a, b), w in sorted(found.items())]
 

@@ -1,1 +1,3 @@
 """Continual-learning experiments: sleep consolidation against the published baselines."""
+
+EXPERIMENTS = {"continual": "engram.replay.experiments.continual"}

@@ -1,17 +1,15 @@
-"""``engram continual``: strategies side by side on a continual-learning stream, over seeds.
+"""Continual learning: strategies (or ablations of sleep replay) side by side on a stream, over seeds.
 
-``engram continual run`` trains each chosen strategy for each seed on one benchmark and
-scenario and writes a run folder: per-seed accuracy matrices (CSV), the summary with 95%
-intervals (JSON), one task × task heat-map per strategy (PNG) and ``report.md``.
-``engram continual ablate`` runs the pre-registered variants of ``ours`` and compares each
-with the full method (effect sizes with intervals, Holm-corrected p-values).
+Each arm — a strategy of ``continual_train.STRATEGIES``, or a pre-registered variant of
+``sleep-replay`` (``ABLATIONS``) — is trained for each seed on one benchmark and scenario, one
+job per (arm, seed) through the toolkit's resumable runner. The result holds per-arm
+summaries with 95% intervals over seeds, per-seed accuracy matrices, the comparison battery
+against the reference arm and one task × task heat-map per arm.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,14 +19,13 @@ import numpy as np
 from engram import stats
 from engram.data.location import data_root
 from engram.data.streams import BENCHMARKS, SCENARIOS, Stream, make_stream
-from engram.io import atomic_write_text, to_json
-from engram.replay.experiments.continual_train import STRATEGIES, RunResult, TrainConfig, train_stream
-from engram.runs import RunFolder, markdown_table, progress
+from engram.errors import ConfigError
+from engram.replay.experiments.continual_train import STRATEGIES, LearnerConfig, train_stream
+from engram.runs import Claim, Job, Result, RunFolder, against, markdown_table, run_jobs
 
-HIDDEN = {"split-digits": 400, "split-mnist": 400, "permuted-mnist": 1000}
-ITERS = {"split-digits": 100, "split-mnist": 500, "permuted-mnist": 500}
+METHOD = "sleep-replay"
 
-# Pre-registered ablations of ``ours``: name → overrides of TrainConfig (see docs/continual).
+# Pre-registered ablations of sleep replay: name → overrides of LearnerConfig (see docs/continual).
 ABLATIONS: dict[str, dict[str, Any]] = {
     "full": {},
     "uniform": {"sampling": "uniform"},
@@ -46,46 +43,118 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Config:
-    """A comparison: one stream, several strategies (or variants), several seeds."""
+    """A comparison: one stream, several arms, seeds ``seed`` … ``seed + n_seeds − 1``.
+
+    ``strategies`` are the arms, unless ``variants`` (names of ``ABLATIONS``) are given: then
+    each variant of sleep replay is an arm, compared with ``full``. ``learner`` holds what
+    every arm shares (its ``strategy`` is set per arm). ``data_path``: the MNIST file (default:
+    the shared data folder's). ``validation`` tests on a split held out of the training data;
+    ``test_items`` > 0 tests on only the first that many items of each task (quick forms).
+    """
 
     benchmark: str = "split-digits"
     scenario: str = "class"
     strategies: tuple[str, ...] = STRATEGIES
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    data_path: str | None = None
-    train: TrainConfig = field(default_factory=TrainConfig)
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    workers: int = 1
-    threads: int = 1
+    variants: tuple[str, ...] = ()
+    seed: int = 0
+    n_seeds: int = 5
+    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(iters=100))
+    data_path: str = ""
     validation: bool = False
+    test_items: int = 0
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
-            raise ValueError(
+            raise ConfigError(
                 f"benchmark: expected one of {list(BENCHMARKS)}, got {self.benchmark!r}"
             )
         if self.scenario not in SCENARIOS:
-            raise ValueError(f"scenario: expected one of {list(SCENARIOS)}, got {self.scenario!r}")
-        for s in self.strategies:
-            if s not in STRATEGIES:
-                raise ValueError(f"strategy: expected one of {list(STRATEGIES)}, got {s!r}")
-        if not self.seeds:
-            raise ValueError("seeds: expected at least one seed")
-        if self.workers < 1 or self.threads < 1:
-            raise ValueError(f"workers/threads: expected ≥ 1, got {self.workers}/{self.threads}")
-        if self.benchmark != "split-digits":
-            path = Path(self.data_path or "")
-            if not path.is_file():
-                raise FileNotFoundError(f"data_path: MNIST file {self.data_path} does not exist")
+            raise ConfigError(f"scenario: expected one of {list(SCENARIOS)}, got {self.scenario!r}")
+        for name, choices in (("strategies", STRATEGIES), ("variants", tuple(ABLATIONS))):
+            arms = getattr(self, name)
+            for arm in arms:
+                if arm not in choices:
+                    raise ConfigError(f"{name}: expected names from {list(choices)}, got {arm!r}")
+            if len(set(arms)) != len(arms):
+                raise ConfigError(f"{name}: expected each name once, got {list(arms)}")
+        if not self.strategies and not self.variants:
+            raise ConfigError("strategies: expected at least one arm, got none")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed: expected a non-negative integer, got {self.seed!r}")
+        if isinstance(self.n_seeds, bool) or not isinstance(self.n_seeds, int) or self.n_seeds < 1:
+            raise ConfigError(f"n_seeds: expected a positive integer, got {self.n_seeds!r}")
+        if isinstance(self.test_items, bool) or not isinstance(self.test_items, int) \
+                or self.test_items < 0:
+            raise ConfigError(f"test_items: expected an integer ≥ 0, got {self.test_items!r}")
 
-    def arms(self) -> dict[str, TrainConfig]:
-        """Each compared arm's training config: named variants if given, else strategies."""
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(range(self.seed, self.seed + self.n_seeds))
+
+    @property
+    def reference(self) -> str | None:
+        """The arm the others are compared with: ``full`` in an ablation, else sleep replay."""
         if self.variants:
-            return {
-                name: dataclasses.replace(self.train, strategy="ours", **over)
-                for name, over in self.variants.items()
-            }
-        return {s: dataclasses.replace(self.train, strategy=s) for s in self.strategies}
+            return "full" if "full" in self.variants else None
+        return METHOD if METHOD in self.strategies else None
+
+    def arms(self) -> dict[str, LearnerConfig]:
+        """Each compared arm's learner: named variants of sleep replay if given, else strategies."""
+        if self.variants:
+            return {name: dataclasses.replace(self.learner, strategy=METHOD, **ABLATIONS[name])
+                    for name in self.variants}
+        return {s: dataclasses.replace(self.learner, strategy=s) for s in self.strategies}
+
+
+QUICK = Config(
+    strategies=("finetune", "replay", METHOD), n_seeds=2, test_items=200,
+    learner=LearnerConfig(hidden=16, iters=10, batch=16, replay_batch=16, buffer_size=40,
+                          sleep_steps=5),
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One job's config: the stream and one arm's learner (the seed comes with the job)."""
+
+    benchmark: str
+    scenario: str
+    data_path: str
+    validation: bool
+    test_items: int
+    learner: LearnerConfig
+
+
+_STREAMS: dict[tuple[str, str, str, bool], Stream] = {}
+
+
+def mnist_path(cfg: Config) -> str:
+    """The MNIST file an MNIST benchmark reads: ``data_path``, else the shared data folder's."""
+    if cfg.benchmark == "split-digits":
+        return ""
+    return cfg.data_path or str(data_root() / "mnist" / "mnist.npz")
+
+
+def train_one(cell: Cell, seed: int) -> dict[str, Any]:
+    """One arm on its stream with one seed, on one torch thread (so results are bit-reproducible)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        key = (cell.benchmark, cell.scenario, cell.data_path, cell.validation)
+        if key not in _STREAMS:
+            _STREAMS[key] = make_stream(cell.benchmark, cell.scenario, cell.data_path or None,
+                                        validation=cell.validation)
+        stream = _STREAMS[key]
+        if cell.test_items:
+            stream = dataclasses.replace(stream, tasks=tuple(
+                dataclasses.replace(t, x_test=t.x_test[: cell.test_items],
+                                    y_test=t.y_test[: cell.test_items]) for t in stream.tasks))
+        result = train_stream(stream, cell.learner, seed)
+    finally:
+        torch.set_num_threads(threads)
+    return dataclasses.asdict(result)
 
 
 # ------------------------------------------------------------------------ metrics
@@ -107,123 +176,62 @@ def summarize(acc: np.ndarray) -> dict[str, Any]:
     }
 
 
-_STREAMS: dict[tuple[str, str, str | None, bool], Stream] = {}
-
-
-def _job(args: tuple[str, str, str | None, TrainConfig, int, int, bool]) -> RunResult:
-    benchmark, scenario, path, train, seed, threads, validation = args
-    import torch
-
-    torch.set_num_threads(threads)
-    key = (benchmark, scenario, path, validation)
-    if key not in _STREAMS:
-        _STREAMS[key] = make_stream(benchmark, scenario, path, validation=validation)
-    return train_stream(_STREAMS[key], train, seed)
-
-
-def compare(cfg: Config, folder: RunFolder | None = None) -> dict[str, list[RunResult]]:
-    """Run every arm for every seed (in ``cfg.workers`` processes of ``cfg.threads`` threads).
-
-    With a ``folder``, each finished run is appended to ``partial.jsonl`` as it arrives, so an
-    interrupted comparison still leaves its finished runs behind.
-    """
-    arms = cfg.arms()
-    labels = [(name, seed) for name in arms for seed in cfg.seeds]
-    jobs = [
-        (cfg.benchmark, cfg.scenario, cfg.data_path, train, seed, cfg.threads, cfg.validation)
-        for train in arms.values() for seed in cfg.seeds
-    ]
-    results: list[RunResult] = []
-    lines: list[str] = []
-
-    def keep(result: RunResult) -> None:
-        results.append(result)
-        if folder is not None:
-            name, seed = labels[len(results) - 1]
-            lines.append(to_json({"arm": name, "seed": seed, **dataclasses.asdict(result)})
-                         .replace("\n", ""))
-            atomic_write_text(folder.file("partial.jsonl"), "\n".join(lines) + "\n")
-
-    if cfg.workers == 1:
-        for job in progress(jobs, "continual"):
-            keep(_job(job))
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-            for result in progress(pool.map(_job, jobs), "continual", total=len(jobs)):
-                keep(result)
-    n = len(cfg.seeds)
-    return {name: results[i * n:(i + 1) * n] for i, name in enumerate(arms)}
-
-
-def _interval(values: list[float]) -> dict[str, float]:
+def _interval(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return float(values[0]), float("nan"), float("nan")
     ci = stats.mean_ci(values)
-    return {"mean": ci.estimate, "low": ci.low, "high": ci.high}
+    return ci.estimate, ci.low, ci.high
 
 
-def tabulate(cfg: Config, results: dict[str, list[RunResult]]) -> dict[str, Any]:
-    """Per-arm summaries with 95% intervals over seeds, and the mean accuracy matrices."""
-    out: dict[str, Any] = {}
-    for name, runs in results.items():
-        per_seed = [summarize(r.accuracy) for r in runs]
-        out[name] = {
-            "final_accuracy": _interval([s["final_accuracy"] for s in per_seed]),
-            "mean_forgetting": _interval([s["mean_forgetting"] for s in per_seed]),
-            "bwt": _interval([s["bwt"] for s in per_seed]),
-            "forgetting_per_task": np.mean([s["forgetting"] for s in per_seed], axis=0),
-            "wall_s": _interval([r.wall_s for r in runs]),
-            "buffer_bytes": runs[0].buffer_bytes,
-            "buffer_items": runs[0].buffer_items,
-            "sleeps": runs[0].sleeps,
-            "accuracy_matrix": np.mean([r.accuracy for r in runs], axis=0),
-            "final_accuracy_per_seed": [s["final_accuracy"] for s in per_seed],
-        }
-    return out
+def _pct(mean: float, low: float, high: float) -> str:
+    if np.isnan(low):
+        return f"{100 * mean:.2f}"
+    return f"{100 * mean:.2f} [{100 * low:.2f}, {100 * high:.2f}]"
 
 
-def contrasts(table: dict[str, Any], reference: str = "full") -> list[dict[str, Any]]:
-    """Each arm against ``reference`` on final accuracy: difference, Cohen's d, Holm p."""
-    ref = table[reference]["final_accuracy_per_seed"]
+def summary_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per arm: final accuracy, mean forgetting and BWT (mean and 95% t-interval over seeds)."""
     rows = []
-    for name, row in table.items():
-        if name == reference:
-            continue
-        other = row["final_accuracy_per_seed"]
-        diff = stats.bootstrap_ci(np.subtract(other, ref)) if len(ref) == len(other) else None
-        d = stats.cohens_d(other, ref)
-        p = stats.welch_test(other, ref).p_value if np.std(other) + np.std(ref) > 0 else 1.0
-        rows.append({
-            "variant": name, "difference": diff.estimate if diff else float("nan"),
-            "diff_low": diff.low if diff else float("nan"),
-            "diff_high": diff.high if diff else float("nan"),
-            "cohens_d": d.estimate, "d_low": d.low, "d_high": d.high, "p": p,
-        })
-    if rows:
-        reject, adjusted = stats.correct([r["p"] for r in rows], method="holm")
-        for r, rej, adj in zip(rows, reject, adjusted, strict=True):
-            r["p_holm"], r["significant"] = float(adj), bool(rej)
+    for name, results in runs.items():
+        per_seed = [summarize(np.asarray(r["accuracy"])) for r in results]
+        row: dict[str, Any] = {"arm": name}
+        for metric in ("final_accuracy", "mean_forgetting", "bwt"):
+            mean, low, high = _interval([s[metric] for s in per_seed])
+            row.update({metric: mean, f"{metric}_low": low, f"{metric}_high": high})
+        row.update(
+            forgetting_per_task=np.mean([s["forgetting"] for s in per_seed], axis=0).tolist(),
+            wall_s=float(np.mean([r["wall_s"] for r in results])),
+            buffer_bytes=results[0]["buffer_bytes"], buffer_items=results[0]["buffer_items"],
+            sleeps=results[0]["sleeps"],
+            accuracy_matrix=np.mean([r["accuracy"] for r in results], axis=0).tolist(),
+        )
+        rows.append(row)
     return rows
 
 
+def _verdict(significant: bool, diff: float) -> str:
+    if not significant:
+        return "no difference detected"
+    return "higher" if diff > 0 else "lower"
+
+
 # ------------------------------------------------------------------------ output
-def heatmaps(table: dict[str, Any], title: str):
+def heatmaps(rows: list[dict[str, Any]], title: str):
     """One task × task accuracy heat-map per arm, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(table)
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8), squeeze=False)
-    for k, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
-        m = np.asarray(table[name]["accuracy_matrix"])
+    fig, axes = plt.subplots(1, len(rows), figsize=(2.6 * len(rows), 2.8), squeeze=False)
+    for k, (ax, row) in enumerate(zip(axes[0], rows, strict=True)):
+        m = np.asarray(row["accuracy_matrix"])
         ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 ax.text(j, i, f"{100 * m[i, j]:.0f}", ha="center", va="center", fontsize=6,
                         color="white" if m[i, j] < 0.6 else "black")
-        ax.set_title(f"{name}\n{100 * m[-1].mean():.1f}%", fontsize=8)
+        ax.set_title(f"{row['arm']}\n{100 * m[-1].mean():.1f}%", fontsize=8)
         ax.set_xlabel("tested on task", fontsize=7)
         if k == 0:
             ax.set_ylabel("after training task", fontsize=7)
@@ -232,154 +240,74 @@ def heatmaps(table: dict[str, Any], title: str):
     return fig
 
 
-def _pct(iv: dict[str, float]) -> str:
-    return f"{100 * iv['mean']:.2f} [{100 * iv['low']:.2f}, {100 * iv['high']:.2f}]"
+def conditions(cfg: Config) -> str:
+    """The setting every arm shares, in one line (for claims and the report)."""
+    lc = cfg.learner
+    split = "validation split" if cfg.validation else "test set"
+    if cfg.test_items:
+        split += f" (first {cfg.test_items} items of each task)"
+    return (f"{cfg.benchmark} {cfg.scenario}-IL, MLP 2×{lc.hidden}, Adam {lc.lr:g}, batch "
+            f"{lc.batch}, {lc.iters} steps per task, buffer {lc.buffer_size}, seeds "
+            f"{cfg.seeds[0]}–{cfg.seeds[-1]}, {split}")
 
 
-def report(cfg: Config, table: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    head = (
-        f"# engram continual: {cfg.benchmark}, {cfg.scenario}-incremental\n\n"
-        f"Seeds {list(cfg.seeds)}; MLP 2×{cfg.train.hidden}, Adam lr {cfg.train.lr}, batch "
-        f"{cfg.train.batch}, {cfg.train.iters} steps per task; buffer {cfg.train.buffer_size} "
-        f"items. Mean and 95% t-interval over seeds, in percent."
-        + (" **Tested on the validation split held out of the training data.**"
-           if cfg.validation else "") + "\n\n"
-    )
-    lines = [
-        {
-            "arm": name, "final acc %": _pct(r["final_accuracy"]),
-            "forgetting %": _pct(r["mean_forgetting"]), "BWT %": _pct(r["bwt"]),
-            "wall s": f"{r['wall_s']['mean']:.1f}", "buffer KiB": f"{r['buffer_bytes'] / 1024:.0f}",
-        }
-        for name, r in table.items()
+def run(cfg: Config, folder: RunFolder) -> Result:
+    """Train every arm for every seed (resumable: finished jobs are read from the folder)."""
+    arms = cfg.arms()
+    path = mnist_path(cfg)
+    if path and not Path(path).is_file():
+        raise ConfigError(f"data_path: MNIST file {path} does not exist")
+    jobs = [Job.of(train_one, Cell(cfg.benchmark, cfg.scenario, path, cfg.validation,
+                                   cfg.test_items, learner), seed)
+            for learner in arms.values() for seed in cfg.seeds]
+    done = run_jobs(jobs, folder.path, description="continual")
+    n = len(cfg.seeds)
+    runs = {name: done[i * n:(i + 1) * n] for i, name in enumerate(arms)}
+    rows = summary_rows(runs)
+    per_seed = [
+        {"arm": name, "seed": seed,
+         **{k: v for k, v in summarize(np.asarray(r["accuracy"])).items() if k != "forgetting"},
+         "wall_s": r["wall_s"], "buffer_bytes": r["buffer_bytes"],
+         "accuracy_matrix": np.round(r["accuracy"], 4).tolist()}
+        for name, results in runs.items() for seed, r in zip(cfg.seeds, results, strict=True)
     ]
-    text = head + markdown_table(lines) + "\n![accuracy matrices](accuracy_matrices.png)\n"
-    if rows:
-        text += "\n## Against the full method (final accuracy)\n\n" + markdown_table(rows)
-    return text
-
-
-def run(cfg: Config, folder: RunFolder) -> dict[str, Any]:
-    """Run the comparison and write results, per-seed CSV, heat-maps and the report."""
-    results = compare(cfg, folder)
-    table = tabulate(cfg, results)
-    rows = contrasts(table) if cfg.variants and "full" in table else []
-    folder.write_json("results.json", {"arms": table, "contrasts": rows})
-    folder.write_csv("per_seed.csv", [
-        {"arm": name, "seed": seed, **{k: v for k, v in summarize(r.accuracy).items()
-                                       if k != "forgetting"},
-         "wall_s": r.wall_s, "buffer_bytes": r.buffer_bytes,
-         "accuracy_matrix": r.accuracy.round(4).tolist()}
-        for name, runs in results.items() for seed, r in zip(cfg.seeds, runs, strict=True)
-    ])
-    folder.save_figure("accuracy_matrices.png",
-                       heatmaps(table, f"{cfg.benchmark} ({cfg.scenario}-incremental)"))
-    folder.write_report(report(cfg, table, rows))
-    return {"arms": table, "contrasts": rows}
-
-
-# --------------------------------------------------------------------------- CLI
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        if "-" in text:
-            lo, hi = (int(v) for v in text.split("-"))
-            return tuple(range(lo, hi + 1))
-        return tuple(int(v) for v in text.split(","))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"seeds: expected e.g. 0-4 or 0,1,2, got {text!r}"
-        ) from error
-
-
-def _config(args: argparse.Namespace, variants: dict[str, dict[str, Any]]) -> Config:
-    hidden = args.hidden or HIDDEN[args.benchmark]
-    train = TrainConfig(
-        hidden=hidden, iters=args.iters or ITERS[args.benchmark], batch=args.batch, lr=args.lr,
-        buffer_size=args.buffer, replay_batch=args.batch, ewc_lambda=args.ewc_lambda,
-        storage=args.storage, schedule=args.schedule, sleep_steps=args.sleep_steps,
-        sleep_lr=args.sleep_lr, sleep_current=args.sleep_current, pair=args.pair,
-        pair_decay=args.pair_decay,
-        sampling=args.sampling, weight_norm=args.weight_norm, recombine=not args.no_recombine,
-        reset_optimizer=not args.keep_optimizer, latent=args.latent, distill=args.distill,
-        device=args.device,
+    where = conditions(cfg)
+    claims = [
+        Claim(statement=f"{row['arm']}: final average accuracy", measured=_pct(
+            row["final_accuracy"], row["final_accuracy_low"], row["final_accuracy_high"]) + "%",
+            target="", verdict="measured", conditions=where, value=row["final_accuracy"])
+        for row in rows
+    ]
+    battery: list[dict[str, Any]] = []
+    if cfg.reference is not None and len(arms) > 1 and n > 1:
+        samples = {name: [summarize(np.asarray(r["accuracy"]))["final_accuracy"] for r in rs]
+                   for name, rs in runs.items()}
+        battery = [c.row() for c in against(samples, cfg.reference)]
+        claims += [
+            Claim(statement=f"{c['a']} − {c['b']}: final average accuracy",
+                  measured=f"{100 * c['diff']:+.2f} points [{100 * c['diff_low']:+.2f}, "
+                           f"{100 * c['diff_high']:+.2f}], Holm p {c['p_holm']:.3f}",
+                  target="≠ 0 (Welch, Holm over the family)",
+                  verdict=_verdict(c["significant"], c["diff"]), conditions=where,
+                  value=c["diff"])
+            for c in battery
+        ]
+    figure = "accuracy_matrices.png"
+    folder.save_figure(figure, heatmaps(rows, f"{cfg.benchmark} ({cfg.scenario}-incremental)"))
+    shown = [{"arm": r["arm"],
+              "final acc %": _pct(r["final_accuracy"], r["final_accuracy_low"],
+                                  r["final_accuracy_high"]),
+              "forgetting %": _pct(r["mean_forgetting"], r["mean_forgetting_low"],
+                                   r["mean_forgetting_high"]),
+              "BWT %": _pct(r["bwt"], r["bwt_low"], r["bwt_high"]),
+              "wall s": f"{r['wall_s']:.1f}", "buffer KiB": f"{r['buffer_bytes'] / 1024:.0f}"}
+             for r in rows]
+    tables: dict[str, list[dict[str, Any]]] = {"summary": rows, "per_seed": per_seed}
+    if battery:
+        tables["comparisons"] = battery
+    return Result(
+        claims=tuple(claims), tables=tables, figures=(figure,),
+        title=f"Continual learning: {cfg.benchmark}, {cfg.scenario}-incremental",
+        intro=f"{where}. Mean and 95% t-interval over seeds, in percent.",
+        sections=("## Arms\n\n" + markdown_table(shown),),
     )
-    path = args.data
-    if path is None and args.benchmark != "split-digits":
-        path = str(data_root() / "mnist" / "mnist.npz")
-    strategies = STRATEGIES
-    if args.strategies:
-        strategies = tuple(s.strip() for s in args.strategies.split(","))
-    return Config(args.benchmark, args.scenario, strategies, args.seeds, path, train, variants,
-                  args.workers, args.threads, args.validation)
-
-
-def _main(args: argparse.Namespace) -> int:
-    variants = {}
-    if args.action == "ablate":
-        names = args.variants.split(",") if args.variants else list(ABLATIONS)
-        for n in names:
-            if n not in ABLATIONS:
-                raise ValueError(f"variants: expected names from {list(ABLATIONS)}, got {n!r}")
-        variants = {n: ABLATIONS[n] for n in names}
-    cfg = _config(args, variants)
-    name = f"continual-{args.action}-{cfg.benchmark}-{cfg.scenario}"
-    folder = RunFolder.create(args.out, name, cfg, seed=cfg.seeds[0])
-    out = run(cfg, folder)
-    for arm, r in out["arms"].items():
-        print(f"{arm:>16}: final {_pct(r['final_accuracy'])}  forgetting "
-              f"{_pct(r['mean_forgetting'])}  wall {r['wall_s']['mean']:.1f}s")
-    print(f"run folder: {folder.path}")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "continual", help="continual-learning benchmarks: strategies and ablations",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("action", choices=("run", "ablate"), nargs="?", default="run")
-    parser.add_argument("--benchmark", default="split-digits", help=f"one of {list(BENCHMARKS)}")
-    parser.add_argument("--scenario", default="class", help=f"one of {list(SCENARIOS)}")
-    parser.add_argument("--strategies", default=None,
-                        help=f"comma-separated, from {list(STRATEGIES)} (default: all)")
-    parser.add_argument("--variants", default=None,
-                        help=f"for ablate: comma-separated from {list(ABLATIONS)} (default: all)")
-    parser.add_argument("--seeds", type=_seeds, default=(0, 1, 2, 3, 4), help="e.g. 0-4")
-    parser.add_argument("--data", default=None, help="MNIST .npz (default: shared data folder)")
-    parser.add_argument("--buffer", type=int, default=1000, help="buffer capacity (items)")
-    parser.add_argument("--iters", type=int, default=None,
-                        help=f"training steps per task (default {ITERS})")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--hidden", type=int, default=None, help="units per hidden layer")
-    parser.add_argument("--ewc-lambda", type=float, default=1000.0)
-    parser.add_argument("--storage", default="float32", choices=("float32", "float16", "uint8"))
-    parser.add_argument("--schedule", default="boundary", choices=("boundary", "every", "adaptive"))
-    parser.add_argument("--sleep-steps", type=int, default=300)
-    parser.add_argument("--sleep-lr", type=float, default=3e-4)
-    parser.add_argument("--sleep-current", type=float, default=0.0,
-                        help="share of each sleep batch from the current task's data, on top "
-                        "of its items already in the buffer")
-    parser.add_argument("--pair", action="store_true", help="fast/slow pair for 'ours'")
-    parser.add_argument("--pair-decay", type=float, default=0.999,
-                        help="the slow learner's EMA decay per wake step (with --pair)")
-    parser.add_argument("--sampling", default="prioritized", choices=("prioritized", "uniform"),
-                        help="how 'ours' samples its replay (wake and sleep)")
-    parser.add_argument("--weight-norm", default="max", choices=("max", "mean"),
-                        help="importance weights scaled to batch max 1 or batch mean 1")
-    parser.add_argument("--no-recombine", action="store_true",
-                        help="no dreams in sleep (their share of the batch goes to replay)")
-    parser.add_argument("--latent", type=int, default=0, choices=(0, 1, 2),
-                        help="compressed replay: store hidden block 1 or 2 instead of the input")
-    parser.add_argument("--keep-optimizer", action="store_true",
-                        help="keep the wake Adam state across sleeps instead of resetting it")
-    parser.add_argument("--distill", type=float, default=0.0,
-                        help="response replay: weight of the distance to each replayed item's "
-                             "logits at storage time (DER++; 0 = off)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", type=int, default=1, help="processes (1 thread each)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    parser.add_argument("--validation", action="store_true",
-                        help="test on a split held out of the training data (for tuning)")
-    parser.add_argument("--out", default="runs", help="root folder of run folders")
-    parser.set_defaults(func=_main)
