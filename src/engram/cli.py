@@ -46,19 +46,18 @@ def _run(args: argparse.Namespace) -> int:
     from engram.runs import Runner, claims_markdown, launch, using
 
     runner = Runner(args.backend, args.workers)
-    command = _reproduce(args)
     with using(runner):
         if args.resume:
             cfg = None
             if args.name or args.config or args.seed is not None or args.set or args.quick:
                 _, cfg = launch.resolve(args.name or launch.saved(args.resume)[0].name,
                                         args.quick, args.config, args.seed, args.set)
-            folder, result = launch.resume(args.resume, cfg, command)
+            folder, result = launch.resume(args.resume, cfg)
         else:
             if not args.name and not args.config:
                 raise ConfigError("run: expected an experiment name or --config FILE (see `engram list`)")
             exp, cfg = launch.resolve(args.name or "", args.quick, args.config, args.seed, args.set)
-            folder, result = launch.start(exp, cfg, args.out, command)
+            folder, result = launch.start(exp, cfg, args.out, _reproduce(args))
     print(claims_markdown(result.claims), end="")
     print(f"Run folder: {folder.path}")
     return 0

@@ -91,3 +91,15 @@ def test_ray_tasks_give_the_same_results_and_the_same_cache(tmp_path, monkeypatc
     assert {r["pid"] for r in on_ray} - {os.getpid()}
     again = run_jobs(_jobs(), tmp_path / "ray")  # the cache Ray filled, read locally
     assert again == on_ray
+
+
+def test_a_job_another_runner_finished_meanwhile_is_read_not_rerun(tmp_path):
+    from engram.runs.jobs import execute
+
+    log = str(tmp_path / "calls.log")
+    job = Job.of(square, Square(2.0, log), 1)
+    (first,) = run_jobs([job], tmp_path / "shared")
+    assert count_lines(log) == 1
+    # a second runner that listed the job as to-do before the first one wrote it
+    assert json.loads(execute(job, str(tmp_path / "shared"))) == first
+    assert count_lines(log) == 1

@@ -61,8 +61,10 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     assert main(["run", "ca3.noise", "--quick", "--out", str(tmp_path)]) == 0
     (folder,) = tmp_path.iterdir()
     before = (folder / "per_seed.csv").read_text()
-    assert main(["run", "--resume", str(folder)]) == 0
+    assert main(["run", "--resume", str(folder), "--workers", "2"]) == 0
     assert (folder / "per_seed.csv").read_text() == before
+    # the report still names the command that started the run
+    assert json.loads((folder / "results.json").read_text())["command"] == "engram run ca3.noise --quick"
     assert main(["run", "--resume", str(tmp_path / "none")]) == 2
     assert "has no config.json" in capsys.readouterr().err
 

@@ -92,8 +92,10 @@ class RunFolder:
         name: str,
         config: Any,
         seed: int,
+        command: str | None = None,
     ) -> RunFolder:
-        """Make ``root/<name>-<UTC timestamp>`` and write config, seed and environment into it."""
+        """Make ``root/<name>-<UTC timestamp>`` and write config, seed, environment and the
+        command that started it (when known) into config.json."""
         if not name or any(c in name for c in "/\\"):
             raise ValueError(f"name: expected a plain folder name, got {name!r}")
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
@@ -102,7 +104,8 @@ class RunFolder:
         run = cls(path)
         run.write_json(
             "config.json",
-            {"name": name, "seed": seed, "config": config, "environment": environment()},
+            {"name": name, "seed": seed, "config": config, "command": command,
+             "environment": environment()},
         )
         return run
 

@@ -112,8 +112,13 @@ def _resolve(function: str) -> Callable[[Any, int], Any]:
     return target
 
 
-def execute(job: Job) -> str:
-    """Run one job; its result as the strict JSON text the cache stores."""
+def execute(job: Job, folder: str | None = None) -> str:
+    """Run one job — unless another runner on the same ``folder`` has finished it meanwhile —
+    and return its result as the strict JSON text the cache stores."""
+    if folder is not None:
+        path = cache_path(folder, job)
+        if path.exists():
+            return to_json(_read_cached(path, job))
     return to_json(_resolve(job.function)(job.config, job.seed))
 
 
@@ -121,6 +126,7 @@ def _worker_init() -> None:
     """One thread per worker: the pool's processes share the cores instead of oversubscribing."""
     os.environ.setdefault("ENGRAM_QUIET", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -170,6 +176,7 @@ def run_jobs(
             if path.exists():
                 results[job.key] = _read_cached(path, job)
     todo = [job for job in jobs if job.key not in results]
+    where = None if folder is None else str(folder)
 
     def keep(job: Job, text: str) -> None:
         if folder is None:
@@ -185,12 +192,12 @@ def run_jobs(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(runner.workers, len(todo)), mp_context=context,
                                  initializer=_worker_init) as pool:
-            futures = {pool.submit(execute, job): job for job in todo}
+            futures = {pool.submit(execute, job, where): job for job in todo}
             for future in progress(as_completed(futures), description, total=len(futures)):
                 keep(futures[future], future.result())
     else:
         for job in progress(todo, description):
-            keep(job, execute(job))
+            keep(job, execute(job, where))
     return [results[key] for key in keys]
 
 
@@ -205,7 +212,7 @@ def _run_on_ray(todo: list[Job], runner: Runner, keep: Callable[[Job, str], None
     if not ray.is_initialized():
         ray.init(address=runner.address, ignore_reinit_error=True, log_to_driver=False)
     task = ray.remote(num_cpus=1)(_ray_task)
-    pending = {task.remote(job): job for job in todo}
+    pending = {task.remote(job): job for job in todo}  # a cluster's workers need not share the folder
     bar = progress(range(len(pending)), description)
     remaining = list(pending)
     while remaining:

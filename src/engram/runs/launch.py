@@ -67,24 +67,30 @@ def run_in(exp: Experiment, cfg: Any, folder: RunFolder, command: str | None = N
 def start(exp: Experiment, cfg: Any, out: str | os.PathLike[str],
           command: str | None = None) -> tuple[RunFolder, Result]:
     """Create ``out/<name>-<UTC time>`` (config.json with seed and environment) and run there."""
-    folder = RunFolder.create(out, exp.name, to_mapping(cfg), seed=cfg.seed)
+    folder = RunFolder.create(out, exp.name, to_mapping(cfg), seed=cfg.seed, command=command)
     return folder, run_in(exp, cfg, folder, command)
+
+
+def _record(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"--resume: {folder} has no config.json (not a run folder)")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def saved(folder: str | os.PathLike[str]) -> tuple[Experiment, Any]:
     """The experiment and config a run folder was started with (its config.json)."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"--resume: {folder} has no config.json (not a run folder)")
-    record = json.loads(path.read_text(encoding="utf-8"))
+    record = _record(folder)
     exp = experiment(record["name"])
     return exp, from_mapping(exp.config, record["config"])
 
 
 def resume(folder: str | os.PathLike[str], cfg: Any | None = None,
            command: str | None = None) -> tuple[RunFolder, Result]:
-    """Finish the run in ``folder`` with its saved config (``cfg``, if given, must equal it)."""
+    """Finish the run in ``folder`` with its saved config (``cfg``, if given, must equal it);
+    its report keeps the command that started it unless ``command`` is given."""
     exp, saved_cfg = saved(folder)
+    command = command or _record(folder).get("command")
     if cfg is not None and cfg != saved_cfg:
         changed = [f.name for f in dataclasses.fields(saved_cfg)
                    if getattr(cfg, f.name) != getattr(saved_cfg, f.name)]
