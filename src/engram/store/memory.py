@@ -661,18 +661,19 @@ class MemoryStore:
                     named[i] |= idx.who == code
         graph = idx.graph(self.backend, self.space, self.config.graph_links) if self.config.graph else None
         candidates = None
+        queries = pipeline.masked_cues(cues, known)
         if exclude_rows is None:
             # The fast first stages (engram.store.ann): exact when the score is the cosine alone.
             dense_only = named is None and not (self.config.lexical and lexical is not None) and not (
                 self.config.graph and graph is not None)
-            candidates = idx.shortlist(pipeline.masked_cues(cues, known), dead, self.config, exact=dense_only)
+            candidates = idx.shortlist(queries, dead, self.config, exact=dense_only)
             if candidates is None and self.config.sketch_dim:
-                candidates = idx.sketch_search(pipeline.masked_cues(cues, known), self.config.candidates,
+                candidates = idx.sketch_search(queries, self.config.candidates,
                                                self.config.sketch_dim, self.config.sketch_shortlist,
                                                self.seed, dead)
         return pipeline.run(idx.view(), cues, known, self.config, self._hopfield, self._separator,
                             candidates=candidates, dead=dead, exclude_rows=exclude_rows, lexical=lexical,
-                            named=named, graph=graph, person=idx.person,
+                            named=named, graph=graph, person=idx.person, queries=queries,
                             speakers=idx.speaker_groups() if named is not None else None)
 
     def _answer(self, stages: pipeline.Stages, features: np.ndarray, i: int, confidence: float,

@@ -280,6 +280,7 @@ def run(
     graph: Graph | None = None,
     speakers: SpeakerGroups | None = None,
     person: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
 ) -> Stages:
     """Run the stages for cues (B, d) with known masks (B, d) over the n rows of ``unit``.
 
@@ -288,9 +289,10 @@ def run(
     hides one row per cue; ``lexical`` (B, n) is the BM25 share, ``named`` (B, n) marks rows
     whose speaker the cue names (``speakers`` groups the rows by speaker for the agreement
     features); ``graph`` holds the session neighbours and links; ``person`` (n,) is +1 for a
-    first-person text, −1 for a second-person one, 0 otherwise.
+    first-person text, −1 for a second-person one, 0 otherwise; ``queries``: the cues' unit
+    masked form (``masked_cues``) when the caller already has it.
     """
-    queries = masked_cues(cues, known)
+    queries = masked_cues(cues, known) if queries is None else queries
     b, n = len(cues), unit.shape[0]
     use_lexical = config.lexical and lexical is not None
     use_graph = config.graph and graph is not None
