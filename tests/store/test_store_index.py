@@ -185,3 +185,25 @@ def test_compact_leaves_no_deleted_vector_in_the_graph_file(tmp_path):
     after = (tmp_path / "index" / "default.hnsw").read_bytes()
     assert gone not in after
     assert store._index.view()[4].tobytes() in after
+
+
+def test_text_cues_in_a_large_text_space_keep_the_exact_fused_ranking(tmp_path):
+    """Lexical, speaker and graph scores need every row's cosine: above ann_above a text cue still
+    scans every row, so its answers equal the exact configuration's."""
+    from engram.store import HashingEmbedder
+
+    embedder = HashingEmbedder(64)
+    words = ("garden", "guitar", "Lisbon", "puppy", "novel", "boat", "recipe", "camera")
+    texts = [f"I talked about the {words[i % 8]} and the {words[(i * 3) % 8]} on day {i}"
+             for i in range(1200)]
+    with MemoryStore(tmp_path, embedder=embedder, durable=False) as store:
+        store.add_batch(texts=texts, who=["Ada", "Ben"] * 600, sessions=[i // 10 for i in range(1200)])
+    asks = ["What did Ada say about the guitar?", "the boat in Lisbon", "day 17 camera"]
+    got = {}
+    fast = RecallConfig(ann_above=100, half_above=100, ann_ef=32, ann_shortlist=32, **QUIET)
+    for name, config in {"exact": EXACT, "graph": fast}.items():
+        with MemoryStore(tmp_path, embedder=embedder, durable=False, config=config) as store:
+            got[name] = [([r.episode.id for r in a.episodes], [r.score for r in a.episodes])
+                         for a in (store.recall(q, k=10) for q in asks)]
+            assert store._index._hnsw is None and store._index._half is None  # no fast stage used
+    assert same_ranking(got["graph"], got["exact"])  # scores to 1e-6: decay moves with the clock

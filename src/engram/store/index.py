@@ -334,10 +334,11 @@ class RecallIndex:
     def shortlist(self, queries: np.ndarray, dead: np.ndarray | None, config: RecallConfig, exact: bool
                   ) -> tuple[np.ndarray, np.ndarray] | None:
         """Candidates (rows (B, S), exact float32 scores; -1 pads) of unit cues among the rows
-        ``dead`` does not hide, from the HNSW graph (approximate) or the certified fp16 scan (exact;
-        only when ``exact``: the cues' score is the cosine alone, so the top C by it are the answer);
-        None: scan every row in float32 (small space, or faiss absent)."""
-        if not ann.HAS_FAISS or self.live == 0:
+        ``dead`` does not hide, from the HNSW graph (approximate) or the certified fp16 scan (exact),
+        when ``exact``: the cues' score is the cosine alone, so the top C by it are the answer;
+        None: scan every row in float32 (a fused score, a small space, or faiss absent)."""
+        if not exact or not ann.HAS_FAISS or self.live == 0:
+            # A fused score (lexical, speaker, graph) needs the dense score of every row anyway.
             return None
         allowed = None if dead is None else ~dead
         if config.ann_above is not None and self.live >= config.ann_above:
@@ -350,7 +351,7 @@ class RecallIndex:
             kept = np.flatnonzero(allowed) if allowed is not None else np.arange(self.size)
             return np.broadcast_to(kept, (len(queries), len(kept))), self.rescore(
                 np.broadcast_to(kept, (len(queries), len(kept))), queries)
-        if exact and config.half_above is not None and self.live >= config.half_above:
+        if config.half_above is not None and self.live >= config.half_above:
             return self._half_search(queries, allowed, config.candidates)
         return None
 
