@@ -1,9 +1,11 @@
 """HTTP recall under concurrent clients on loopback: throughput, latency percentiles, errors.
 
 Starts ``engram store serve`` (uvicorn, one worker) on 127.0.0.1 over a store of 10,000 episodes of
-768 dimensions, then 32 client threads (httpx, one connection each) send partial-cue recalls
-for a fixed number of requests. The same cues answered in-process, one after another, give
-the reference: what the HTTP layer costs.
+768 dimensions, then 1, 8, 32 and 128 client threads (httpx, one connection each) send
+partial-cue recalls; beside each, the same clients against a trivial FastAPI endpoint (one
+uvicorn worker) that takes the same body and answers a body of the same size, measured in the
+same run: what serving alone costs. The same cues answered in-process, one after another, give
+the other reference. The load average is printed with every row.
 
     .venv/bin/python benchmarks/store_http.py [--out runs] [--seed 0] [--quick]
 """
@@ -33,9 +35,81 @@ from engram.store.server import issue_key
 class Config:
     episodes: int = 10_000
     dim: int = 768
-    clients: int = 32
-    requests_per_client: int = 40
+    clients: tuple[int, ...] = (1, 8, 32, 128)
+    requests: int = 640  # per client count, split evenly
     seed: int = 0
+
+
+def trivial_app(reply_bytes: int):
+    """A FastAPI app whose one route reads a JSON body and answers ``reply_bytes`` of JSON."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+
+    app = FastAPI()
+    reply = b'{"x":"' + b"0" * max(0, reply_bytes - 8) + b'"}'
+
+    @app.post("/echo")
+    async def echo(request: Request) -> Response:
+        await request.json()
+        return Response(reply, media_type="application/json")
+
+    return app
+
+
+def serve_trivial(port: int, reply_bytes: int) -> None:
+    import uvicorn
+
+    uvicorn.run(trivial_app(reply_bytes), host="127.0.0.1", port=port, log_level="warning")
+
+
+def wait_for(url: str) -> None:
+    for _ in range(300):
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+
+def hammer(url: str, headers: dict[str, str], bodies: list[dict], clients: int) -> dict[str, float]:
+    """``clients`` threads, one connection each, share ``bodies``; throughput, percentiles, errors."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    per = len(bodies) // clients
+
+    def client(c: int) -> None:
+        with httpx.Client(headers=headers, timeout=60.0) as http:
+            for body in bodies[c * per : (c + 1) * per]:
+                t0 = time.perf_counter()
+                try:
+                    r = http.post(url, json=body)
+                    ok, why = r.status_code == 200, r.status_code
+                except httpx.HTTPError as error:
+                    ok, why = False, error
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+                    if not ok:
+                        errors.append(str(why))
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1e3
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "rps": len(latencies) / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "first_error": errors[0] if errors else "",
+    }
 
 
 def free_port() -> int:
@@ -49,80 +123,81 @@ def main() -> None:
     parser.add_argument("--out", default="runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--trivial-server", type=int, nargs=2, metavar=("PORT", "BYTES"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.trivial_server:
+        serve_trivial(*args.trivial_server)
+        return
     cfg = Config(seed=args.seed)
     if args.quick:
-        cfg = replace(cfg, episodes=1000, dim=128, clients=8, requests_per_client=10)
+        cfg = replace(cfg, episodes=1000, dim=128, clients=(1, 8), requests=64)
     rng = seed_everything(cfg.seed)
     run = RunFolder.create(args.out, "store_http", asdict(cfg), cfg.seed)
     episodes, _ = clustered_episodes(cfg.episodes, cfg.dim, 100, 0.6, 16, rng)
-    total = cfg.clients * cfg.requests_per_client
-    sources = rng.integers(0, cfg.episodes, total)
+    sources = rng.integers(0, cfg.episodes, cfg.requests)
     cues, known = partial_noisy_cues(episodes[sources], (0.3, 0.5), 0.5, rng)
+    bodies = [{"cue": cues[i].tolist(), "known": known[i].tolist(), "k": 5} for i in range(cfg.requests)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         key = issue_key(tmp, "bench", dim=cfg.dim)
         with MemoryStore(tmp, space="bench", durable=False) as store:
             store.add_batch(episodes)
             store.calibrate(samples=256)
             start = time.perf_counter()
-            for i in range(min(total, 300)):
+            for i in range(min(cfg.requests, 300)):
                 store.recall(cues[i], k=5, known=known[i])
-            direct_rps = min(total, 300) / (time.perf_counter() - start)
-        port = free_port()
+            direct_rps = min(cfg.requests, 300) / (time.perf_counter() - start)
+        port, trivial_port = free_port(), free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "engram.cli", "serve", "--path", tmp, "--port", str(port)],
-            env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"),
+            [sys.executable, "-m", "engram.cli", "store", "serve", "--path", tmp, "--port", str(port)],
+            env=env,
         )
-        url = f"http://127.0.0.1:{port}/v1/spaces/bench/recall"
         try:
-            for _ in range(200):
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            latencies: list[float] = []
-            errors: list[str] = []
-            lock = threading.Lock()
-            bodies = [{"cue": cues[i].tolist(), "known": known[i].tolist(), "k": 5} for i in range(total)]
-
-            def client(c: int) -> None:
-                with httpx.Client(headers={"X-API-Key": key}, timeout=30.0) as http:
-                    for j in range(cfg.requests_per_client):
-                        body = bodies[c * cfg.requests_per_client + j]
-                        t0 = time.perf_counter()
-                        try:
-                            r = http.post(url, json=body)
-                            ok = r.status_code == 200
-                        except httpx.HTTPError as error:
-                            ok, r = False, error
-                        dt = time.perf_counter() - t0
-                        with lock:
-                            latencies.append(dt)
-                            if not ok:
-                                errors.append(str(r))
-
-            threads = [threading.Thread(target=client, args=(c,)) for c in range(cfg.clients)]
-            start = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - start
+            wait_for(f"http://127.0.0.1:{port}/healthz")
+            url = f"http://127.0.0.1:{port}/v1/spaces/bench/recall"
+            reply = len(httpx.post(url, json=bodies[0], headers={"X-API-Key": key}).content)
+            trivial = subprocess.Popen(
+                [sys.executable, __file__, "--trivial-server", str(trivial_port), str(reply)], env=env
+            )
+            try:
+                wait_for(f"http://127.0.0.1:{trivial_port}/docs")
+                for clients in cfg.clients:
+                    ours = hammer(url, {"X-API-Key": key}, bodies, clients)
+                    bare = hammer(f"http://127.0.0.1:{trivial_port}/echo", {}, bodies, clients)
+                    rows.append(
+                        {
+                            "clients": clients,
+                            "requests": ours["requests"],
+                            "errors": ours["errors"],
+                            "recalls/s": ours["rps"],
+                            "P50 ms": ours["p50_ms"],
+                            "P95 ms": ours["p95_ms"],
+                            "P99 ms": ours["p99_ms"],
+                            "trivial endpoint req/s": bare["rps"],
+                            "trivial P50 ms": bare["p50_ms"],
+                            "÷ trivial": ours["rps"] / bare["rps"],
+                            "in-process sequential recalls/s": direct_rps,
+                            "load": round(os.getloadavg()[0], 1),
+                            "first error": ours["first_error"],
+                        }
+                    )
+                    print(rows[-1], flush=True)
+            finally:
+                trivial.terminate()
+                trivial.wait(timeout=30)
         finally:
             server.terminate()
             server.wait(timeout=30)
-    ms = np.array(latencies) * 1e3
-    rows = [{
-        "clients": cfg.clients, "requests": total, "errors": len(errors),
-        "throughput_rps": total / wall, "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)),
-        "direct_in_process_rps": direct_rps, "http/direct": total / wall / direct_rps,
-    }]
-    run.write_json("results.json", {"rows": rows, "first_errors": errors[:5]})
+    run.write_json("results.json", rows)
     run.write_csv("results.csv", rows)
     table = markdown_table(rows)
-    run.write_report("# HTTP recall under concurrent clients (loopback, shared 2-core CPU)\n\n" + table)
+    run.write_report(
+        f"# HTTP recall under concurrent clients (loopback, shared 2-core CPU; body {reply:,} bytes "
+        "answered)\n\n" + table
+    )
     print(table)
     print(f"run folder: {run.path}")
 

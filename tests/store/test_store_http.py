@@ -294,3 +294,58 @@ def test_cli_add_recall_delete_sleep_stats_export(tmp_path, capsys):
     assert main(["store", "recall", *common, "--cue", "not json"]) == 2
     with MemoryStore(path, space="cli") as store:
         assert len(store) == 11 and store.check() == []
+
+
+def test_concurrent_recalls_are_answered_in_batches_with_the_stores_own_answers(tmp_path, monkeypatch):
+    """Recalls that arrive while one runs are answered together by one recall_batch; each gets
+    the answer the store gives it alone, and a bad cue among them gets its own error only."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    from engram.store import server
+
+    path = tmp_path / "s"
+    key = issue_key(path, "alice", dim=DIM)
+    vectors = np.random.default_rng(0).standard_normal((300, DIM)).astype(np.float32)
+    with MemoryStore(path, space="alice") as store:
+        store.add_batch(vectors, ids=[f"e{i}" for i in range(300)])
+    cues = [vec(1000 + i) for i in range(24)]
+    known = [[True] * 4 + [False] * 4] * 3 + [[False] * 4 + [True] * 4]
+    masked = [vec(2000 + i) for i in range(3)] + [[1.0] * 4 + [0.0] * 4]  # the last: nothing known
+    with MemoryStore(path, space="alice") as store:
+        alone = [[r.episode.id for r in store.recall(np.asarray(c), k=3).episodes] for c in cues]
+        alone += [[r.episode.id for r in store.recall(np.asarray(c), k=3, known=np.asarray(m)).episodes]
+                  for c, m in zip(masked[:3], known[:3], strict=True)]
+    sizes: list[int] = []
+    gate = threading.Event()
+    together = server.RecallBatcher._together
+
+    def recorded(self, requests):
+        sizes.append(len(requests))
+        gate.wait(5)  # hold the first batch until every request has queued behind it
+        return together(self, requests)
+
+    monkeypatch.setattr(server.RecallBatcher, "_together", recorded)
+    app = create_app(path)
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            h = {"X-API-Key": key}
+            bodies = [{"cue": c, "k": 3} for c in cues] + [
+                {"cue": c, "known": m, "k": 3} for c, m in zip(masked, known, strict=True)]
+            sent = [asyncio.ensure_future(client.post("/v1/spaces/alice/recall", headers=h, json=b))
+                    for b in bodies]
+            while len(sizes) < 1:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            gate.set()
+            return await asyncio.gather(*sent)
+
+    answers = asyncio.run(run())
+    assert [[e["id"] for e in r.json()["episodes"]] for r in answers[:-1]] == alone
+    assert answers[-1].status_code == 422, answers[-1].text
+    assert answers[-1].json()["detail"].startswith("cue: expected the known dimensions")  # its own error
+    assert max(sizes) > 1 and sum(sizes) == len(answers)  # every request went through a batch

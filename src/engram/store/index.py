@@ -10,14 +10,17 @@ incrementally (new rows) or, after deletions and compactions elsewhere, by a ful
 from __future__ import annotations
 
 import re
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import sparse
 
+from engram.store import ann
 from engram.store.backend import EpisodeFields, IndexRows, StorageBackend
 from engram.store.lexical import STOPWORDS, BM25Index, stem, tokens
-from engram.store.pipeline import CueParts, Graph, SpeakerGroups, speaker_groups
+from engram.store.pipeline import CueParts, Graph, RecallConfig, SpeakerGroups, speaker_groups
 
 _WORDS = re.compile(r"[A-Za-z]+")
 _FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|i'll|my|me|mine|we|our|us)\b")
@@ -39,6 +42,7 @@ class RecallIndex:
         self.dim = dim
         self.unit = np.zeros((0, dim), dtype=np.float32)
         self.ids: list[str] = []
+        self.seqs = np.zeros(0, dtype=np.int64)  # each row's insertion seq in the backend
         self.kinds: list[str] = []
         self.row_of: dict[str, int] = {}
         self.stability = np.zeros(0)
@@ -47,8 +51,12 @@ class RecallIndex:
         self.n_dead = 0
         self.max_seq = -1
         self._capacity_rows = 0
-        self._faiss = None
-        self._faiss_rows = 0
+        self._half: ann.HalfScan | None = None
+        self._hnsw: ann.Hnsw | None = None
+        self._hnsw_file: Path | None = None
+        self._hnsw_rows = 0  # rows the graph has seen (alive or not)
+        self._hnsw_pending = False  # a persisted graph not yet read
+        self._space = ""
         self._projection: np.ndarray | None = None
         self._sketch = np.zeros((0, 0), dtype=np.float32)
         self.timestamps = np.zeros(0)
@@ -84,8 +92,30 @@ class RecallIndex:
         return self.unit[: self.size]
 
     def reload(self, backend: StorageBackend, space: str) -> None:
+        """Rebuild from the backend; an HNSW graph in memory or persisted is relabelled to the new
+        rows (rows gone are retired) rather than rebuilt, and written back when that retired any,
+        so a compaction leaves no deleted vector in it on disk."""
+        graph, node_seqs = self._hnsw, None if self._hnsw is None else self._hnsw.seqs_of_nodes(self.seqs)
         self.__init__(self.dim)
         self.load(backend, space, backend.index_rows(space))
+        self._space = space
+        root = getattr(backend, "path", None)
+        self._hnsw_file = None if root is None else Path(root) / "index" / f"{space}.hnsw"
+        if graph is not None:
+            graph.relabel(node_seqs, self.seqs)
+            labels = graph.labels()
+            missing = np.setdiff1d(np.arange(self.size), labels[labels != ann.GONE])
+            graph.add(missing, self.unit[missing])
+            self._hnsw, self._hnsw_rows = graph, self.size
+            if graph.retired or len(missing):
+                self._save_graph()
+        elif self._hnsw_file is not None and ann.HAS_FAISS and (header := ann.Hnsw.header(self._hnsw_file)):
+            # Read when first searched; now only when rows it holds were deleted since it was saved,
+            # so that it is rewritten without them (a compaction leaves no deleted vector on disk).
+            self._hnsw_pending = True
+            covered = np.count_nonzero(self.seqs <= header.get("max_seq", -1))
+            if covered < header.get("live", 0):
+                self._load_graph()
 
     def load(self, backend: StorageBackend, space: str, rows: IndexRows) -> None:
         """Append rows read from the backend together with their fields."""
@@ -119,6 +149,7 @@ class RecallIndex:
         for i, eid in enumerate(rows.ids):
             self.row_of[eid] = start + i
         self.ids.extend(rows.ids)
+        self.seqs = np.concatenate([self.seqs, rows.seqs.astype(np.int64)])
         self.kinds.extend(rows.kinds or ["episode"] * n_new)
         self.stability = np.concatenate([self.stability, rows.stability])
         self.last_access = np.concatenate([self.last_access, rows.last_access])
@@ -241,7 +272,13 @@ class RecallIndex:
         return self._groups
 
     def remove(self, ids: list[str]) -> None:
+        """Mark rows deleted and zero every in-memory copy of their vectors."""
         self._links = None
+        removed = [self.row_of[eid] for eid in ids if eid in self.row_of]
+        if self._half is not None:
+            self._half.forget(removed)
+        if self._hnsw is not None:
+            self._hnsw.retire(removed)
         for eid in ids:
             row = self.row_of.pop(eid, None)
             if row is not None:
@@ -292,35 +329,117 @@ class RecallIndex:
             scores = np.pad(scores, ((0, 0), (0, c - scores.shape[1])), constant_values=-np.inf)
         return rows, scores
 
-    # ------------------------------------------------------------------ faiss (large spaces)
+    # ------------------------------------------------------------------ fast first stages
 
-    def faiss_search(self, queries: np.ndarray, c: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-C with a faiss IVF index over the live rows (built on first use)."""
-        import faiss
+    def shortlist(self, queries: np.ndarray, dead: np.ndarray | None, config: RecallConfig, exact: bool
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Candidates (rows (B, S), exact float32 scores; -1 pads) of unit cues among the rows
+        ``dead`` does not hide, from the HNSW graph (approximate) or the certified fp16 scan (exact),
+        when ``exact``: the cues' score is the cosine alone, so the top C by it are the answer;
+        None: scan every row in float32 (a fused score, a small space, or faiss absent)."""
+        if not exact or not ann.HAS_FAISS or self.live == 0:
+            # A fused score (lexical, speaker, graph) needs the dense score of every row anyway.
+            return None
+        allowed = None if dead is None else ~dead
+        if config.ann_above is not None and self.live >= config.ann_above:
+            n_allowed = self.size if allowed is None else int(np.count_nonzero(allowed))
+            if n_allowed > 16 * config.ann_ef:
+                rows, scores = self._graph_search(queries, allowed, config)
+                if (np.count_nonzero(rows >= 0, axis=1) >= min(config.candidates, n_allowed)).all():
+                    return rows, scores
+            # A filter that keeps few rows (or that the graph search could not fill): those rows exactly.
+            kept = np.flatnonzero(allowed) if allowed is not None else np.arange(self.size)
+            return np.broadcast_to(kept, (len(queries), len(kept))), self.rescore(
+                np.broadcast_to(kept, (len(queries), len(kept))), queries)
+        if config.half_above is not None and self.live >= config.half_above:
+            return self._half_search(queries, allowed, config.candidates)
+        return None
 
-        if self._faiss is None:
+    def rescore(self, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """(B, S) exact float32 inner products of each cue with its shortlisted rows (-inf at -1)."""
+        safe = np.maximum(rows, 0)
+        if len(queries) == 1:
+            exact = (self.unit[safe[0]] @ queries[0])[None, :]
+        else:
+            exact = np.einsum("bsd,bd->bs", self.unit[safe], queries)
+        return np.where(rows >= 0, exact, -np.inf).astype(np.float32, copy=False)
+
+    def _half_search(self, queries: np.ndarray, allowed: np.ndarray | None, c: int
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The fp16 scan's shortlist, rescored; widened until its worst approximate score plus
+        the fp16 error bound is below each cue's C-th exact score (then no row outside it can
+        enter the top C), or None when it would have to hold a quarter of the rows."""
+        if self._half is None:
+            self._half = ann.HalfScan(self.dim)
+        if self._half.rows < self.size:
+            self._half.extend(self.unit[self._half.rows : self.size])
+        error = ann.half_error(self.dim)
+        s = max(4 * c, 128)
+        while 4 * s <= self.size:
+            approx, rows = self._half.search(queries, s, allowed)
+            exact = self.rescore(rows, queries)
+            kth = -np.sort(-exact, axis=1)[:, c - 1] if s >= c else np.full(len(queries), -np.inf)
+            complete = rows[:, -1] < 0  # fewer allowed rows than s: all of them are here
+            if (complete | (approx[:, -1] + error < kth)).all():
+                return rows, exact
+            s *= 4
+        return None
+
+    def _graph_search(self, queries: np.ndarray, allowed: np.ndarray | None, config: RecallConfig
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The HNSW graph's shortlist (built, loaded or caught up first), rescored exactly."""
+        if self._hnsw is None and self._hnsw_pending:
+            self._load_graph()
+        graph = self._hnsw
+        if graph is not None and (graph.m != config.ann_m or graph.retired > 0.2 * max(graph.nodes, 1)):
+            graph = None  # other settings, or too many retired nodes: rebuild
+        if graph is None:
+            graph = ann.Hnsw(self.dim, config.ann_m)
             live = np.flatnonzero(self.alive)
-            n_lists = max(16, int(np.sqrt(len(live))))
-            quantizer = faiss.IndexFlatIP(self.dim)
-            index = faiss.IndexIVFFlat(quantizer, self.dim, n_lists, faiss.METRIC_INNER_PRODUCT)
-            sample = self.unit[live[:: max(1, len(live) // (64 * n_lists))]]
-            index.train(np.ascontiguousarray(sample))
-            self._faiss = faiss.IndexIDMap(index)
-            self._faiss.add_with_ids(np.ascontiguousarray(self.unit[live]), live.astype(np.int64))
-            self._faiss_rows = self.size
-        elif self._faiss_rows < self.size:
-            new = np.arange(self._faiss_rows, self.size)
+            graph.add(live, self.unit[live])
+            self._hnsw = graph
+            self._hnsw_rows = self.size
+            self._save_graph()
+        elif self._hnsw_rows < self.size:
+            new = np.arange(self._hnsw_rows, self.size)
             new = new[self.alive[new]]
-            self._faiss.add_with_ids(np.ascontiguousarray(self.unit[new]), new.astype(np.int64))
-            self._faiss_rows = self.size
-        faiss.extract_index_ivf(self._faiss).nprobe = nprobe
-        scores, rows = self._faiss.search(np.ascontiguousarray(queries, dtype=np.float32), c + 16)
-        valid = rows >= 0
-        valid[valid] = self.alive[rows[valid]]
-        out_rows = np.full((len(queries), c), -1, dtype=np.int64)
-        out_scores = np.full((len(queries), c), -np.inf, dtype=np.float32)
-        for i in range(len(queries)):
-            keep = np.flatnonzero(valid[i])[:c]
-            out_rows[i, : len(keep)] = rows[i, keep]
-            out_scores[i, : len(keep)] = scores[i, keep]
-        return out_rows, out_scores
+            graph.add(new, self.unit[new])
+            self._hnsw_rows = self.size
+            if graph.nodes - graph.saved_at >= max(1024, graph.nodes // 10):
+                self._save_graph()
+        _, rows = graph.search(queries, config.ann_shortlist, config.ann_ef, allowed)
+        return rows, self.rescore(rows, queries)
+
+    def _save_graph(self) -> None:
+        """Persist the graph beside the store (a derived copy: a failure only warns)."""
+        if self._hnsw is None or self._hnsw_file is None:
+            return
+        try:
+            self._hnsw.save(self._hnsw_file, self.seqs, self._space)
+        except OSError as error:
+            warnings.warn(f"recall index of space {self._space!r}: could not persist the HNSW graph "
+                          f"({error}); it is rebuilt when next needed", stacklevel=3)
+
+    def _load_graph(self) -> None:
+        """Adopt the persisted graph when it checks out against the rows: its checksum, its
+        settings, one node per row it covers (seq ≤ its highest) with the same vector; rows added
+        since (e.g. acknowledged before a crash) are inserted, and it is written back when it
+        changed. Anything else leaves it to be rebuilt when next needed."""
+        self._hnsw_pending = False
+        loaded = ann.Hnsw.load(self._hnsw_file, self._space, self.dim, self.seqs)
+        if loaded is None:
+            return
+        graph, max_seq = loaded
+        covered = np.flatnonzero(self.seqs <= max_seq)
+        labels = graph.labels()
+        live_nodes = labels[labels != ann.GONE]
+        sample = live_nodes[:: max(1, len(live_nodes) // 64)]
+        if (len(live_nodes) != len(covered) or not np.array_equal(np.sort(live_nodes), covered)
+                or not np.array_equal(graph.vectors_of(sample), self.unit[sample])):
+            return
+        new = np.flatnonzero(self.seqs > max_seq)
+        graph.add(new, self.unit[new])
+        self._hnsw = graph
+        self._hnsw_rows = self.size
+        if len(new) or graph.retired:
+            self._save_graph()

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -63,8 +62,6 @@ _EPISODE_KINDS = (None, "episode", "semantic")
 # the other way round, for add(): the add_batch column -> the argument of one episode
 _FIELD_OF = {**{column: field for field, column in _COLUMN_OF.items()}, "texts": "text",
              "sessions": "session", "who": "who"}
-# faiss is optional: without it, spaces above ``faiss_above`` keep the exact scan.
-_HAS_FAISS = importlib.util.find_spec("faiss") is not None
 
 
 @dataclass(frozen=True)
@@ -654,18 +651,6 @@ class MemoryStore:
             dead = empty_prototypes if dead is None else dead | empty_prototypes
         if hidden is not None:
             dead = hidden if dead is None else dead | hidden
-        candidates = None
-        limit = self.config.faiss_above
-        if limit is not None and idx.live >= limit and exclude_rows is None and _HAS_FAISS:
-            queries = pipeline.masked_cues(cues, known)
-            candidates = idx.faiss_search(queries, self.config.candidates, self.config.faiss_nprobe)
-            if dead is not None:
-                keep = np.where(candidates[0] >= 0, ~dead[np.maximum(candidates[0], 0)], False)
-                candidates = (np.where(keep, candidates[0], -1), np.where(keep, candidates[1], -np.inf))
-        elif self.config.sketch_dim and exclude_rows is None:
-            candidates = idx.sketch_search(pipeline.masked_cues(cues, known), self.config.candidates,
-                                           self.config.sketch_dim, self.config.sketch_shortlist,
-                                           self.seed, dead)
         lexical = named = None
         if any(parts.terms):
             lexical = np.zeros((len(cues), idx.size), dtype=np.float32)
@@ -679,9 +664,20 @@ class MemoryStore:
                 for code in speakers:
                     named[i] |= idx.who == code
         graph = idx.graph(self.backend, self.space, self.config.graph_links) if self.config.graph else None
+        candidates = None
+        queries = pipeline.masked_cues(cues, known)
+        if exclude_rows is None:
+            # The fast first stages (engram.store.ann): exact when the score is the cosine alone.
+            dense_only = named is None and not (self.config.lexical and lexical is not None) and not (
+                self.config.graph and graph is not None)
+            candidates = idx.shortlist(queries, dead, self.config, exact=dense_only)
+            if candidates is None and self.config.sketch_dim:
+                candidates = idx.sketch_search(queries, self.config.candidates,
+                                               self.config.sketch_dim, self.config.sketch_shortlist,
+                                               self.seed, dead)
         return pipeline.run(idx.view(), cues, known, self.config, self._hopfield, self._separator,
                             candidates=candidates, dead=dead, exclude_rows=exclude_rows, lexical=lexical,
-                            named=named, graph=graph, person=idx.person,
+                            named=named, graph=graph, person=idx.person, queries=queries,
                             speakers=idx.speaker_groups() if named is not None else None)
 
     def _answer(self, stages: pipeline.Stages, features: np.ndarray, i: int, confidence: float,

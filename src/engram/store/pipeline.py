@@ -50,8 +50,17 @@ class RecallConfig:
         threshold: the gate's confidence threshold (answers below it are refused); None: the
             threshold the gate was fitted with (0.5 for the prior).
         strength_weight: how much decayed strength lowers a candidate's rank (score · s^w).
-        faiss_above: use a faiss IVF index when a space holds at least this many episodes
-            and faiss is installed (None: always exact); faiss_nprobe: IVF lists per query.
+        ann_above: search an HNSW graph (``engram.store.ann``, faiss) when a space holds at
+            least this many live episodes and faiss is installed (None: always exact); its
+            shortlist is rescored exactly. Only cues whose score is the dense cosine alone use it
+            (a vector cue, or a text cue whose words no episode holds, in a space without
+            sessions or links); the others scan every row. ann_m: the graph's links per node;
+            ann_ef: candidates the graph search keeps (more: higher recall, slower);
+            ann_shortlist: rows it returns for exact rescoring.
+        half_above: from this many live episodes (and with faiss installed), the exact scan reads
+            an fp16 copy of the embeddings first and rescores its shortlist in float32, widening
+            the shortlist until no row outside it can beat the candidates (same answers as the
+            float32 scan; None: always float32).
         sketch_dim: when > 0, search in two stages: a random projection to this many
             dimensions shortlists ``sketch_shortlist`` rows, which are rescored exactly
             (approximate; 0, the default, scans every row exactly).
@@ -78,8 +87,11 @@ class RecallConfig:
     dg_threshold: float = 0.7
     threshold: float | None = None
     strength_weight: float = 0.25
-    faiss_above: int | None = 200_000
-    faiss_nprobe: int = 32
+    ann_above: int | None = 10_000
+    ann_m: int = 32
+    ann_ef: int = 96
+    ann_shortlist: int = 64
+    half_above: int | None = 4096
     sketch_dim: int = 0
     sketch_shortlist: int = 512
     min_calibration: int = 64
@@ -107,9 +119,12 @@ class RecallConfig:
         if self.threshold is not None:
             real(self.threshold, "threshold", low=0.0, high=1.0)
         real(self.strength_weight, "strength_weight", low=0.0)
-        if self.faiss_above is not None:
-            integer(self.faiss_above, "faiss_above", low=1)
-        integer(self.faiss_nprobe, "faiss_nprobe", low=1)
+        for name in ("ann_above", "half_above"):
+            if getattr(self, name) is not None:
+                integer(getattr(self, name), name, low=1)
+        integer(self.ann_m, "ann_m", low=4, high=256)
+        integer(self.ann_shortlist, "ann_shortlist", low=self.candidates)
+        integer(self.ann_ef, "ann_ef", low=self.ann_shortlist)
         integer(self.sketch_dim, "sketch_dim", low=0)
         integer(self.sketch_shortlist, "sketch_shortlist", low=self.candidates)
         integer(self.min_calibration, "min_calibration", low=1)
@@ -265,6 +280,7 @@ def run(
     graph: Graph | None = None,
     speakers: SpeakerGroups | None = None,
     person: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
 ) -> Stages:
     """Run the stages for cues (B, d) with known masks (B, d) over the n rows of ``unit``.
 
@@ -273,10 +289,19 @@ def run(
     hides one row per cue; ``lexical`` (B, n) is the BM25 share, ``named`` (B, n) marks rows
     whose speaker the cue names (``speakers`` groups the rows by speaker for the agreement
     features); ``graph`` holds the session neighbours and links; ``person`` (n,) is +1 for a
-    first-person text, −1 for a second-person one, 0 otherwise.
+    first-person text, −1 for a second-person one, 0 otherwise; ``queries``: the cues' unit
+    masked form (``masked_cues``) when the caller already has it.
     """
-    queries = masked_cues(cues, known)
+    queries = masked_cues(cues, known) if queries is None else queries
     b, n = len(cues), unit.shape[0]
+    use_lexical = config.lexical and lexical is not None
+    use_graph = config.graph and graph is not None
+    if (candidates is not None and config.dense and not use_lexical and named is None and not use_graph
+            and exclude_rows is None):
+        # The score is the dense cosine alone: the shortlist's exact scores are the candidates.
+        rows, search_scores = _top_of(*candidates, config.candidates, dead)
+        return _candidate_stages(unit, queries, known, config, hopfield, separator, rows, search_scores,
+                                 np.where(rows >= 0, search_scores, 0.0), None, None, b)
     if candidates is not None:
         # Rows the approximate search did not return count as far (the worst returned score).
         floor = np.where(np.isfinite(candidates[1]), candidates[1], np.inf).min(1, keepdims=True)
@@ -285,7 +310,7 @@ def run(
         np.put_along_axis(dense, rows_c, np.where(candidates[0] >= 0, candidates[1], dense[0, 0]), 1)
     else:
         dense = (unit @ queries.T).T  # one pass over the rows: the memory-bound cost of recall
-    if config.lexical and lexical is not None:
+    if use_lexical:
         plain = lexical * np.float32(config.lexical_weight)
         if config.dense:
             plain += dense
@@ -299,7 +324,6 @@ def run(
     elif dead is not None:
         plain = np.where(dead, -np.inf, plain)
     score = plain if named is None else plain + named * np.float32(config.speaker_weight)
-    use_graph = config.graph and graph is not None
     if use_graph and named is not None:
         # The same completion for the score with and without the speaker bonus, in one pass.
         both = _with_neighbours(np.concatenate([score, plain]), graph, config.graph_weight)
@@ -313,6 +337,20 @@ def run(
     else:
         agreement = np.zeros(b), np.ones(b), np.zeros(b), np.zeros(b)
     rows, search_scores = _top(score, config.candidates)
+    safe = np.maximum(rows, 0)
+    at = np.arange(b)[:, None]
+    stages = _candidate_stages(unit, queries, known, config, hopfield, separator, rows, search_scores,
+                               dense[at, safe], lexical, named, b)
+    stages.speaker_gap, stages.speaker_share, stages.speaker_perspective, stages.speaker_told_gap = agreement
+    return stages
+
+
+def _candidate_stages(unit: np.ndarray, queries: np.ndarray, known: np.ndarray, config: RecallConfig,
+                      hopfield: ModernHopfield, separator: Separator | None, rows: np.ndarray,
+                      search_scores: np.ndarray, dense_c: np.ndarray, lexical: np.ndarray | None,
+                      named: np.ndarray | None, b: int) -> Stages:
+    """The stages after the search, over the C candidates of each cue (``dense_c``: their dense
+    scores); the speaker-agreement fields are left at their no-speaker values."""
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
     at = np.arange(b)[:, None]
@@ -332,7 +370,6 @@ def run(
     scores = search_scores.copy()
     if steps and config.dense:
         # The completed cue replaces the cue in the candidates' dense part of the score.
-        dense_c = dense[at, safe]
         completed = dots if full else np.einsum("bcd,bd->bc", patterns, states)
         scores = np.where(valid, scores + completed - dense_c, -np.inf)
     winner = scores.argmax(1)
@@ -352,7 +389,7 @@ def run(
                 winner[i] = nearest
                 decided[i] = "separation"
     return Stages(rows, search_scores, masked_cos, attention, states, winner, decided, sep_conf,
-                  scores, lex_c, named_c, *agreement)
+                  scores, lex_c, named_c, np.zeros(b), np.ones(b), np.zeros(b), np.zeros(b))
 
 
 # The perspective feature reads the best _LEADERS rows, weighted exp(-rank / 4); the sums of the
@@ -418,6 +455,22 @@ def _top(score: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
     rows = top[at, order]
     top_scores = top_scores[at, order]
     return _pad(np.where(np.isfinite(top_scores), rows, -1), top_scores, c)
+
+
+def _top_of(rows: np.ndarray, scores: np.ndarray, c: int, dead: np.ndarray | None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The C best of a shortlist (rows (B, S) with their exact scores, -1 pads), best first and
+    ties by row, rows ``dead`` (n,) or (B, n) hides left out; -1 pads."""
+    valid = rows >= 0
+    if dead is not None:
+        safe = np.maximum(rows, 0)
+        valid &= ~(dead[safe] if dead.ndim == 1 else np.take_along_axis(dead, safe, 1))
+    scores = np.where(valid, scores, -np.inf)
+    rows = np.where(valid, rows, np.iinfo(np.int64).max)
+    at = np.arange(len(rows))[:, None]
+    order = np.lexsort((rows, -scores), axis=1)[:, :c]
+    rows, scores = rows[at, order], scores[at, order]
+    return _pad(np.where(np.isfinite(scores), rows, -1), scores, c)
 
 
 def _with_neighbours(score: np.ndarray, graph: Graph, weight: float) -> np.ndarray:
