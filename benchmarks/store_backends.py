@@ -30,7 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import psycopg
 
-from engram.data.episodes import clustered_episodes, partial_noisy_cues
+from engram.codes import noisy_partial_cues
+from engram.data.episodes import clustered_episodes
 from engram.store import MemoryStore
 from engram.store.backends.postgres import PostgresBackend
 
@@ -104,7 +105,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     vectors, _ = clustered_episodes(args.n, args.dim, clusters=100, spread=0.6, rank=16, rng=rng)
     picked = rng.integers(0, args.n, args.queries + args.warmup)
-    cues, _ = partial_noisy_cues(vectors[picked], (1.0, 1.0), 0.5, rng)
+    cues, _ = noisy_partial_cues(vectors[picked], (1.0, 1.0), 0.5, rng)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     rows: list[tuple[str, str, float]] = []
 

@@ -22,7 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from engram.data.episodes import clustered_episodes, partial_noisy_cues
+from engram.codes import noisy_partial_cues
+from engram.data.episodes import clustered_episodes
 from engram.runs import RunFolder, markdown_table, seed_everything
 from engram.stats import proportion_ci
 from engram.store import GateModel, MemoryStore, RecallConfig, expected_calibration_error
@@ -60,8 +61,8 @@ def main() -> None:
                                        cfg.rank, rng)
     stored, novel = everything[: cfg.episodes], everything[cfg.episodes :]
     sources = rng.choice(cfg.episodes, cfg.cues, replace=False)
-    stored_cues, stored_known = partial_noisy_cues(stored[sources], cfg.known_range, cfg.noise, rng)
-    novel_cues, novel_known = partial_noisy_cues(novel[: cfg.cues], cfg.known_range, cfg.noise, rng)
+    stored_cues, stored_known = noisy_partial_cues(stored[sources], cfg.known_range, cfg.noise, rng)
+    novel_cues, novel_known = noisy_partial_cues(novel[: cfg.cues], cfg.known_range, cfg.noise, rng)
     with tempfile.TemporaryDirectory() as tmp:
         store = MemoryStore(tmp, dim=cfg.dim, durable=False, seed=cfg.seed,
                             config=RecallConfig(threshold=cfg.threshold, min_calibration=10**9))

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from engram.data.episodes import clustered_episodes, partial_noisy_cues
+from engram.codes import noisy_partial_cues
+from engram.data.episodes import clustered_episodes
 from engram.runs import RunFolder, markdown_table, seed_everything
 from engram.stats import mean_ci, proportion_ci
 from engram.store import MemoryStore, RecallConfig
@@ -78,7 +79,7 @@ def main() -> None:
         episodes, _ = clustered_episodes(cfg.episodes, dim, cfg.clusters, spread, cfg.rank, rng)
         sources = rng.choice(cfg.episodes, cfg.cues, replace=False)
         for noise in cfg.noises:
-            cues, known = partial_noisy_cues(episodes[sources], cfg.known_range, noise, rng)
+            cues, known = noisy_partial_cues(episodes[sources], cfg.known_range, noise, rng)
             truth = episodes[sources]
             arms = {"nearest neighbour": RecallConfig(completion_steps=0)}
             for beta in cfg.betas:

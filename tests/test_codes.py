@@ -136,16 +136,6 @@ def test_noisy_partial_cues_know_a_share_of_dimensions_and_add_scaled_noise(rng)
     assert np.std((noisy - vectors) / rms[:, None]) == pytest.approx(0.5, rel=0.05)
 
 
-def test_noisy_partial_cues_reproduce_the_episode_cue_maker_draw_for_draw():
-    from engram.data.episodes import partial_noisy_cues
-
-    vectors = np.random.default_rng(3).standard_normal((50, 16)).astype(np.float32)
-    ours = codes.noisy_partial_cues(vectors, (0.2, 0.6), 0.3, np.random.default_rng(9))
-    theirs = partial_noisy_cues(vectors, (0.2, 0.6), 0.3, np.random.default_rng(9))
-    np.testing.assert_array_equal(ours[1], theirs[1])
-    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6, atol=1e-6)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -1,4 +1,5 @@
-"""Synthetic episode embeddings for the memory engine: clustered, correlated, with partial cues.
+"""Synthetic episode embeddings for the memory engine: clustered and correlated (their partial,
+noisy cues come from ``engram.codes.noisy_partial_cues``).
 
 Episodes are cluster centres plus individual detail; a shared low-rank component correlates
 the details across episodes, the regime where a nearest-neighbour lookup on a fragment of a
@@ -25,16 +26,3 @@ def clustered_episodes(n: int, dim: int, clusters: int, spread: float, rank: int
         basis = rng.standard_normal((rank, dim))
         detail = 0.5 * detail + (rng.standard_normal((n, rank)) @ basis) / np.sqrt(rank)
     return (centres[labels] + spread * detail).astype(np.float32), labels
-
-
-def partial_noisy_cues(episodes: np.ndarray, known_range: tuple[float, float], noise: float,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Cues from episodes: a share of dimensions in ``known_range`` known, Gaussian noise of
-    standard deviation ``noise`` times each episode's per-dimension RMS added; (cues, known)."""
-    n, dim = episodes.shape
-    fractions = rng.uniform(*known_range, size=(n, 1))
-    known = rng.random((n, dim)) < fractions
-    known[np.arange(n), rng.integers(0, dim, n)] = True
-    rms = np.sqrt((episodes**2).mean(1, keepdims=True))
-    cues = episodes + noise * rms * rng.standard_normal((n, dim))
-    return cues.astype(np.float32), known
