@@ -26,7 +26,7 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto  # one worker per core (pytest-xdist)
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py
