@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, replace
 import httpx
 import numpy as np
 
-from engram.data.episodes import clustered_episodes, partial_noisy_cues
+from engram.codes import noisy_partial_cues
+from engram.data.episodes import clustered_episodes
 from engram.runs import RunFolder, markdown_table, seed_everything
 from engram.store import MemoryStore
 from engram.store.server import issue_key
@@ -137,7 +138,7 @@ def main() -> None:
     run = RunFolder.create(args.out, "store_http", asdict(cfg), cfg.seed)
     episodes, _ = clustered_episodes(cfg.episodes, cfg.dim, 100, 0.6, 16, rng)
     sources = rng.integers(0, cfg.episodes, cfg.requests)
-    cues, known = partial_noisy_cues(episodes[sources], (0.3, 0.5), 0.5, rng)
+    cues, known = noisy_partial_cues(episodes[sources], (0.3, 0.5), 0.5, rng)
     bodies = [{"cue": cues[i].tolist(), "known": known[i].tolist(), "k": 5} for i in range(cfg.requests)]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     rows: list[dict] = []
