@@ -18,10 +18,6 @@ if TYPE_CHECKING:
     from engram.store.embed import Embedder
 
 
-def _has_store(path: str) -> bool:
-    return (Path(path) / "engram.sqlite3").is_file()
-
-
 def _embedder(spec: str | None, dim: int | None) -> Embedder | None:
     """The embedder ``--embedder`` names: ``hashing`` (offline, weaker; the store's dimension,
     else ``--dim``, else 512) or a sentence-transformers model, by hub name or folder."""
@@ -49,12 +45,13 @@ def _open(args: argparse.Namespace, create: bool = False):
     """The space ``--space`` of the store at ``--path`` (with ``--embedder`` where the command has
     one); only ``create`` commands may make either (a typo in a path must not answer from a new,
     empty store)."""
-    from engram.store import MemoryStore, SQLiteBackend
+    from engram.store import MemoryStore
+    from engram.store.backends import open_backend, store_exists
 
     dim = getattr(args, "dim", None)
     if not create:
         _require_store(args.path)
-    backend = SQLiteBackend(args.path, dim=dim) if _has_store(args.path) else None
+    backend = open_backend(args.path, dim=dim) if store_exists(args.path) else None
     try:
         if backend is not None and not create and args.space not in backend.spaces():
             known = ", ".join(backend.spaces()) or "none"
@@ -69,7 +66,13 @@ def _open(args: argparse.Namespace, create: bool = False):
 
 
 def _require_store(path: str) -> None:
-    if not _has_store(path):
+    from engram.store.backends import is_url, store_exists
+
+    if not store_exists(path):
+        if is_url(path):
+            from engram.store.backends.postgres import redact
+
+            path = redact(path)
         raise FileNotFoundError(f"--path: no Engram store at {path} (create one with `engram store add` "
                                 "or `engram store key`)")
 
@@ -247,11 +250,11 @@ def _key(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "store")
     require("fastapi", "store")
-    from engram.store import SQLiteBackend
+    from engram.store.backends import open_backend
     from engram.store.server import create_app
 
     _require_store(args.path)
-    backend = SQLiteBackend(args.path)
+    backend = open_backend(args.path)
     dim = backend.dim
     backend.close()
     app = create_app(args.path, embedder=_embedder(args.embedder, dim))
@@ -279,7 +282,8 @@ def mcp_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--path", default="engram-store", help="store directory (default: engram-store)")
+    parser.add_argument("--path", default="engram-store",
+                        help="store directory or postgresql:// URL (default: engram-store)")
     parser.add_argument("--space", default="default", help="memory space (default: default)")
     parser.add_argument("--dim", type=int, default=None,
                         help="embedding dimension of a new store (the embedder's, else 768)")
@@ -363,7 +367,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     key.set_defaults(func=_key)
 
     serve = actions.add_parser("serve", help="serve a store over HTTP (FastAPI + uvicorn)")
-    serve.add_argument("--path", default="engram-store")
+    serve.add_argument("--path", default="engram-store", help="store directory or postgresql:// URL")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     _embedder_option(serve)

@@ -43,7 +43,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from engram.store import arguments
 from engram.store.backend import check_space_name
-from engram.store.backends import SQLiteBackend
+from engram.store.backends import open_backend
 from engram.store.consolidation import SleepReport
 from engram.store.embed import Embedder
 from engram.store.lexical import MAX_TEXT_CHARS
@@ -105,7 +105,7 @@ def issue_key(path: str | os.PathLike[str], space: str, dim: int | None = None,
             previous.append({"hash": state["key_hash"], "expires": now + overlap})
         return {"key_hash": hash_key(key), "previous_keys": previous[-_MAX_PREVIOUS_KEYS:] or None}
 
-    backend = SQLiteBackend(path, dim=dim)
+    backend = open_backend(path, dim=dim)
     try:
         backend.ensure_space(check_space_name(space))
         backend.update_state_with(space, rotate)
@@ -624,7 +624,8 @@ def _same_shape(episodes: list[Any], field: str) -> None:
 
 def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTES,
                embedder: Embedder | None = None) -> FastAPI:
-    """The FastAPI application serving the store directory ``path`` (which must exist).
+    """The FastAPI application serving the store at ``path``: a store directory, or the
+    ``postgresql://`` URL of a database that several servers may serve together.
 
     ``embedder`` embeds the text of episodes and cues in every space it serves (a space made
     with another embedder refuses it); without one, only spaces made with the offline
@@ -633,7 +634,7 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
     max_body_bytes = arguments.integer(max_body_bytes, "max_body_bytes", low=1)
     if embedder is not None:
         arguments.instance(embedder, "embedder", Embedder)
-    root = SQLiteBackend(path)
+    root = open_backend(path)
     dim = root.dim
     if embedder is not None and embedder.dim != dim:
         root.close()

@@ -8,11 +8,12 @@ everything in this process, for tests of the layers above.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from engram.store.backend import StorageBackend
 from engram.store.backends.memory import MemoryBackend
-from engram.store.backends.sqlite import SQLiteBackend
+from engram.store.backends.sqlite import DATABASE, SQLiteBackend
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -37,4 +38,14 @@ def open_backend(location: str | os.PathLike[str], dim: int | None = None,
     return SQLiteBackend(location, dim=dim, durable=durable)
 
 
-__all__ = ["MemoryBackend", "SQLiteBackend", "is_url", "open_backend"]
+def store_exists(location: str | os.PathLike[str]) -> bool:
+    """Whether a store is already at ``location`` (a directory holding its database, or a
+    PostgreSQL database holding Engram's schema): commands that only read must not create one."""
+    if is_url(location):
+        from engram.store.backends.postgres import holds_store
+
+        return holds_store(str(location))
+    return (Path(location) / DATABASE).is_file()
+
+
+__all__ = ["MemoryBackend", "SQLiteBackend", "is_url", "open_backend", "store_exists"]

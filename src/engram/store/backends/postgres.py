@@ -169,6 +169,17 @@ def _no_nul(value: str | None, name: str) -> str | None:
     return value
 
 
+def holds_store(url: str) -> bool:
+    """Whether the database at ``url`` already holds an Engram store (its schema); the database
+    is only read. Raises ``StoreError`` when the server cannot be reached."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=30) as db:
+            return bool(db.execute("SELECT to_regclass('engram_meta') IS NOT NULL").fetchone()[0])
+    except psycopg.Error as error:
+        reason = " ".join(str(error).split()) or type(error).__name__  # libpq: several lines
+        raise StoreError(f"store {redact(url)}: cannot connect to PostgreSQL ({reason})") from error
+
+
 class PostgresBackend(StorageBackend):
     """PostgreSQL + pgvector: one database shared by every process and machine that opens its URL.
 
@@ -205,7 +216,7 @@ class PostgresBackend(StorageBackend):
         try:
             self._db = psycopg.connect(url, autocommit=True, connect_timeout=30)
         except psycopg.Error as error:
-            reason = str(error).strip() or type(error).__name__
+            reason = " ".join(str(error).split()) or type(error).__name__  # libpq: several lines
             raise StoreError(f"store {self.location}: cannot connect to PostgreSQL ({reason})") from error
         try:
             self._open(dim)
