@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import pytest
 
@@ -353,10 +354,11 @@ def test_bad_input_is_refused_by_name_and_stores_nothing(ours):
         ours.batch([PutOp(("t",), "good", {"v": 1}), PutOp(("t",), "bad", ["not", "a", "mapping"])])
     with pytest.raises(ValueError, match=r"value: expected at most \d+ bytes"):
         ours.batch([PutOp(("t",), "small", {"v": 1}), PutOp(("t",), "huge", {"v": "x" * 300_000})])
-    with pytest.raises(NotImplementedError, match="TTL"):
-        ours.put(("t",), "k", {"v": 1}, ttl=5)
-    with pytest.raises(NotImplementedError, match="ttl"):
-        ours.batch([PutOp(("t",), "k", {"v": 1}, ttl=5.0)])
+    for ttl in (0, -1.0, float("inf"), float("nan"), True, "5"):
+        with pytest.raises(ValueError, match="ttl: expected minutes to live"):
+            ours.put(("t",), "k", {"v": 1}, ttl=ttl)
+    with pytest.raises(ValueError, match="ttl: expected minutes"):
+        ours.batch([PutOp(("t",), "good", {"v": 1}), PutOp(("t",), "k", {"v": 1}, ttl=0.0)])
     with pytest.raises(ValueError, match="filter"):
         ours.search(("t",), filter={"n": {"$regex": "x"}})
     with pytest.raises(TypeError, match="filter"):
@@ -448,3 +450,116 @@ def test_a_langgraph_graph_keeps_its_memory_here_and_says_when_it_does_not_know(
     assert known["answer"] == "Ada is allergic to peanuts"
     assert unknown["answer"] == "I do not know"
     assert len(ours.memory) == 1  # remembered twice, stored once
+
+
+# ---------------------------------------------------------------------- TTL
+
+
+class Clock:
+    """``time.time`` for the adapter, moved by hand."""
+
+    def __init__(self, now: float = 1.8e9):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("engram.store.langgraph._seconds", clock)
+    return clock
+
+
+def ttl_store(tmp_path, **ttl) -> EngramStore:
+    memory = MemoryStore(tmp_path / "ttl", space="agent", embedder=HashingEmbedder())
+    return EngramStore(memory, ttl=ttl)
+
+
+def test_an_expired_item_is_omitted_and_swept_and_others_stay(tmp_path, clock):
+    with ttl_store(tmp_path, omit_expired=True, refresh_on_read=False) as store:
+        store.put(("u",), "short", {"text": "Ada is allergic to peanuts"}, ttl=1.0)
+        store.put(("u",), "long", {"text": "Ada prefers dark mode"}, ttl=10.0)
+        store.put(("u",), "forever", {"text": "Ada has a cat called Rex"})
+        clock.now += 59
+        assert store.get(("u",), "short") is not None
+        clock.now += 2  # past the first TTL only
+        assert store.get(("u",), "short") is None
+        assert sorted(i.key for i in store.search(("u",))) == ["forever", "long"]
+        assert "short" not in [i.key for i in store.search(("u",), query="what is Ada allergic to?", limit=3)]
+        assert store.sweep_ttl() == 1
+        assert store.memory.get_many(list(episode_ids(("u",), "short"))) == {}  # deleted, not hidden
+        clock.now += 10 * 60
+        assert store.sweep_ttl() == 1 and [i.key for i in store.search(("u",))] == ["forever"]
+
+
+def test_without_omit_expired_an_item_is_read_until_the_sweep(tmp_path, clock):
+    with ttl_store(tmp_path, refresh_on_read=False) as store:
+        store.put(("u",), "k", {"text": "a note"}, ttl=1.0)
+        clock.now += 120
+        assert store.get(("u",), "k") is not None
+        assert store.sweep_ttl() == 1 and store.get(("u",), "k") is None
+
+
+def test_a_read_restarts_the_ttl_unless_told_not_to(tmp_path, clock):
+    with ttl_store(tmp_path, omit_expired=True) as store:
+        store.put(("u",), "k", {"text": "Ada is allergic to peanuts"}, ttl=1.0)
+        created = store.get(("u",), "k", refresh_ttl=False)
+        for _ in range(3):  # each read within the minute keeps the item alive for another minute
+            clock.now += 50
+            assert store.get(("u",), "k") is not None
+        clock.now += 50
+        assert [i.key for i in store.search(("u",))] == ["k"]  # a listing refreshes too
+        clock.now += 50
+        item = store.get(("u",), "k", refresh_ttl=False)
+        assert item is not None and item.value == created.value
+        assert (item.created_at, item.updated_at) == (created.created_at, created.updated_at)
+        clock.now += 20  # 70 s since the last refresh
+        assert store.get(("u",), "k", refresh_ttl=False) is None
+        assert len(store.memory) == 1  # one version only: each refresh replaced the one before
+
+
+def test_default_ttl_applies_to_puts_without_one_and_survives_reopening(tmp_path, clock):
+    with ttl_store(tmp_path, default_ttl=2.0, omit_expired=True, refresh_on_read=False) as store:
+        store.put(("u",), "k", {"text": "kept for two minutes"})
+        store.put(("u",), "pinned", {"text": "kept"}, ttl=None)  # None: no TTL, as LangGraph's put
+    clock.now += 119
+    with ttl_store(tmp_path, omit_expired=True, refresh_on_read=False) as reopened:
+        assert reopened.get(("u",), "k") is not None
+        clock.now += 2
+        assert reopened.get(("u",), "k") is None and reopened.get(("u",), "pinned") is not None
+
+
+def test_a_put_in_the_same_batch_wins_over_the_refresh_of_a_read(tmp_path, clock):
+    with ttl_store(tmp_path, omit_expired=True) as store:
+        store.put(("u",), "k", {"text": "old"}, ttl=1.0)
+        read, _ = store.batch([GetOp(("u",), "k"), PutOp(("u",), "k", {"text": "new"}, ttl=5.0)])
+        assert read.value == {"text": "old"}
+        clock.now += 4 * 60
+        assert store.get(("u",), "k").value == {"text": "new"}
+
+
+def test_the_sweeper_runs_in_the_background_until_stopped(tmp_path):
+    with ttl_store(tmp_path, omit_expired=True) as store:
+        store.put(("u",), "k", {"text": "brief"}, ttl=0.0005)  # 30 ms
+        done = store.start_ttl_sweeper(sweep_interval_minutes=0.0002)  # every 12 ms
+        for _ in range(500):
+            if not store.memory.get_many(list(episode_ids(("u",), "k"))):
+                break
+            time.sleep(0.01)
+        assert not store.memory.get_many(list(episode_ids(("u",), "k"))), "the sweeper never deleted it"
+        assert store.stop_ttl_sweeper(timeout=5) and done.done() and done.exception() is None
+
+
+def test_a_bad_ttl_config_is_refused_by_name(tmp_path):
+    memory = MemoryStore(tmp_path / "bad", space="agent", embedder=HashingEmbedder())
+    with pytest.raises(ValueError, match="ttl: unknown setting 'default'"):
+        EngramStore(memory, ttl={"default": 5})
+    with pytest.raises(ValueError, match=r"ttl\.default_ttl: expected minutes"):
+        EngramStore(memory, ttl={"default_ttl": -1})
+    with pytest.raises(TypeError, match=r"ttl\.omit_expired: expected True or False"):
+        EngramStore(memory, ttl={"omit_expired": "yes"})
+    with pytest.raises(ValueError, match="sweep_interval_minutes: expected minutes between sweeps"):
+        EngramStore(memory).start_ttl_sweeper()
+    memory.close()

@@ -5,6 +5,8 @@ the text at its indexed paths embedded by the space's embedder, its namespace pr
 so a query search is the engine's hybrid recall inside the namespace, with its gate. When the
 gate finds too little evidence, ``search`` returns no items (a plain LangGraph caller gets
 nothing to confabulate from); ``search_verdict`` gives the verdict, confidence and candidates.
+Items may live for a TTL (LangGraph's ``TTLConfig``): reads refresh it, ``sweep_ttl`` or a
+background sweeper deletes what expired.
 
 Example:
     >>> memory = MemoryStore("memories", space="agent", embedder=HashingEmbedder())  # doctest: +SKIP
@@ -16,10 +18,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
+import math
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,6 +104,9 @@ def _equality_tag(field: str, value: Any) -> str | None:
         return None
     tag = _EQ_TAG + json.dumps(typed)
     return tag if len(tag) <= _EQ_TAG_MAX else None
+
+
+_seconds = time.time  # the clock TTLs are kept by (a name of its own, so tests can move it)
 
 
 def _now() -> str:
@@ -192,6 +200,33 @@ def _satisfies(value: Any, operator: str, operand: Any) -> bool:
         return False
 
 
+def _check_ttl(ttl: Any, name: str) -> float | None:
+    """A TTL in minutes: a finite number above 0, or None (the item never expires)."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
+        raise ValueError(f"{name}: expected minutes to live (a finite number > 0) or None, got {ttl!r}")
+    return float(ttl)
+
+
+def _check_ttl_config(config: Any) -> dict[str, Any] | None:
+    """LangGraph's ``TTLConfig``, its values checked."""
+    if config is None:
+        return None
+    if not isinstance(config, Mapping):
+        raise TypeError(f"ttl: expected a TTLConfig dict, got {type(config).__name__} {config!r}")
+    known = ("refresh_on_read", "omit_expired", "default_ttl", "sweep_interval_minutes")
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise ValueError(f"ttl: unknown setting {unknown[0]!r}; expected some of {', '.join(known)}")
+    for flag in ("refresh_on_read", "omit_expired"):
+        if flag in config and not isinstance(config[flag], bool):
+            raise TypeError(f"ttl.{flag}: expected True or False, got {config[flag]!r}")
+    _check_ttl(config.get("default_ttl"), "ttl.default_ttl")
+    _check_ttl(config.get("sweep_interval_minutes"), "ttl.sweep_interval_minutes")
+    return dict(config)
+
+
 def _paging(limit: Any, offset: Any) -> tuple[int, int]:
     return arguments.integer(limit, "limit", low=0), arguments.integer(offset, "offset", low=0)
 
@@ -230,6 +265,8 @@ class _Stored:
     created_at: str
     updated_at: str
     version: int
+    ttl: float | None = None  # minutes
+    expires_at: float | None = None  # Unix seconds
 
     @classmethod
     def of(cls, episode: Episode) -> _Stored | None:
@@ -237,7 +274,11 @@ class _Stored:
         if not isinstance(meta, dict):
             return None  # an episode someone stored in this space without the adapter
         return cls(episode.id, tuple(meta["namespace"]), meta["key"], episode.payload["value"],
-                   meta["created_at"], meta["updated_at"], int(meta["version"]))
+                   meta["created_at"], meta["updated_at"], int(meta["version"]), meta.get("ttl"),
+                   meta.get("expires_at"))
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
     def item(self) -> Any:
         return _lg.Item(value=self.value, key=self.key, namespace=self.namespace,
@@ -270,19 +311,28 @@ class EngramStore(_lg.BaseStore):
             ``["$"]``, the whole value) and optionally ``dims`` (checked against the embedder).
             Search by query is on even without it, since every episode is embedded.
 
-    TTL is not supported (``supports_ttl = False``): a put with a ``ttl`` raises.
+        ttl: LangGraph's ``TTLConfig``: ``default_ttl`` (minutes) for puts that give none,
+            ``refresh_on_read`` (default True: a get or search restarts an item's TTL),
+            ``omit_expired`` (default False: an expired item is read until a sweep deletes it),
+            ``sweep_interval_minutes`` (the period ``start_ttl_sweeper`` uses).
+
+    A TTL is kept in the item's episode (its expiry time), so it survives reopening; refreshing
+    one rewrites the item's episode with the same vector, text and tags.
     """
 
-    supports_ttl = False
+    supports_ttl = True
 
-    def __init__(self, memory: MemoryStore, *, index: Mapping[str, Any] | None = None):
+    def __init__(self, memory: MemoryStore, *, index: Mapping[str, Any] | None = None,
+                 ttl: Mapping[str, Any] | None = None):
         self.memory = arguments.instance(memory, "memory", MemoryStore)
         if memory.embedder is None:
             raise ValueError("memory: expected a MemoryStore with an embedder (items are stored as text), "
                              "got one without")
         self._embedder = memory.embedder
         self._fields = self._index_fields(index)
+        self.ttl_config = _check_ttl_config(ttl)  # type: ignore[assignment]
         self._write_lock = threading.Lock()
+        self._sweeper: tuple[threading.Thread, threading.Event, concurrent.futures.Future] | None = None
 
     def _index_fields(self, index: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
         if index is None:
@@ -331,21 +381,37 @@ class EngramStore(_lg.BaseStore):
             else:
                 raise TypeError(f"ops[{i}]: expected a GetOp, PutOp, SearchOp or ListNamespacesOp, "
                                 f"got {type(op).__name__}")
+        read: dict[_Key, _Stored] = {}  # items whose TTL the batch's reads restart
         if gets:
-            found = self._read([(ns, key) for _, ns, key in gets])
+            found = self._live(self._read([(ns, key) for _, ns, key in gets]))
             for i, ns, key in gets:
                 current = found.get((ns, key))
                 results[i] = None if current is None else current.item()
+                if current is not None and ops[i].refresh_ttl:
+                    read[(ns, key)] = current
         scanned: list[_Stored] | None = None  # one scan serves every listing of the batch
         for i, op in enumerate(ops):
             if isinstance(op, _lg.SearchOp) and op.query:
-                results[i] = self._rank(op).items
+                verdict, shown = self._rank(op)
+                results[i] = verdict.items
             elif isinstance(op, (_lg.SearchOp, _lg.ListNamespacesOp)):
-                scanned = self._scan() if scanned is None else scanned
-                results[i] = (self._list(scanned, op) if isinstance(op, _lg.SearchOp)
-                              else self._namespaces(scanned, op))
+                if scanned is None:
+                    scanned = list(self._live({(s.namespace, s.key): s for s in self._scan()}).values())
+                if isinstance(op, _lg.SearchOp):
+                    shown = self._list(scanned, op)
+                    results[i] = [s.search_item() for s in shown]
+                else:
+                    results[i] = self._namespaces(scanned, op)
+                    continue
+            else:
+                continue
+            if op.refresh_ttl:
+                read.update({(s.namespace, s.key): s for s in shown})
         if puts:
             self._write(puts)
+        refresh = [s for item, s in read.items() if s.ttl is not None and item not in puts]
+        if refresh:
+            self._refresh(refresh)
         return results
 
     async def abatch(self, ops: Iterable[Any]) -> list[Any]:
@@ -358,7 +424,7 @@ class EngramStore(_lg.BaseStore):
         _check_namespace(namespace_prefix, "namespace_prefix", writing=False)
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"query: expected a non-empty string, got {query!r}")
-        return self._rank(_lg.SearchOp(namespace_prefix, filter, limit, offset, query))
+        return self._rank(_lg.SearchOp(namespace_prefix, filter, limit, offset, query))[0]
 
     async def asearch_verdict(self, namespace_prefix: tuple[str, ...], /, *, query: str,
                               filter: dict[str, Any] | None = None, limit: int = 10,
@@ -369,7 +435,92 @@ class EngramStore(_lg.BaseStore):
                                               offset=offset))
 
     def close(self) -> None:
+        self.stop_ttl_sweeper()
         self.memory.close()
+
+    # ------------------------------------------------------------------ TTL
+
+    def sweep_ttl(self) -> int:
+        """Delete every item whose TTL has run out; returns how many items went."""
+        with self._write_lock:
+            now = _seconds()
+            gone = {(s.namespace, s.key) for s in self._scan() if s.expired(now)}
+            stale = [eid for item in gone for eid in episode_ids(*item)]
+            if stale:
+                self.memory.delete(stale)
+        return len(gone)
+
+    def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None) -> concurrent.futures.Future:
+        """Sweep every ``sweep_interval_minutes`` (default: the TTL config's) in a background
+        thread until ``stop_ttl_sweeper``; the future ends when the thread does."""
+        interval = sweep_interval_minutes
+        if interval is None:
+            interval = (self.ttl_config or {}).get("sweep_interval_minutes")
+        interval = _check_ttl(interval, "sweep_interval_minutes")
+        if interval is None:
+            raise ValueError("sweep_interval_minutes: expected minutes between sweeps (here or in "
+                             "ttl.sweep_interval_minutes), got None")
+        if self._sweeper is not None:
+            return self._sweeper[2]
+        stop, done = threading.Event(), concurrent.futures.Future()
+
+        def sweep() -> None:
+            try:
+                while not stop.wait(interval * 60):
+                    self.sweep_ttl()
+                done.set_result(None)
+            except BaseException as error:  # reported through the future
+                done.set_exception(error)
+
+        thread = threading.Thread(target=sweep, name="engram-ttl-sweeper", daemon=True)
+        self._sweeper = (thread, stop, done)
+        thread.start()
+        return done
+
+    def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
+        """Stop the background sweeper; True when it has stopped (or none ran)."""
+        if self._sweeper is None:
+            return True
+        thread, stop, _ = self._sweeper
+        stop.set()
+        thread.join(timeout)
+        if thread.is_alive():
+            return False
+        self._sweeper = None
+        return True
+
+    def _live(self, found: dict[_Key, _Stored]) -> dict[_Key, _Stored]:
+        """``found`` without expired items when the TTL config omits them from reads."""
+        if not (self.ttl_config or {}).get("omit_expired"):
+            return found
+        now = _seconds()
+        return {item: s for item, s in found.items() if not s.expired(now)}
+
+    def _refresh(self, read: list[_Stored]) -> None:
+        """Restart the TTL of items just read: each gets a new version with a later expiry and
+        the same value, times, vector, text and tags (written before the old one is deleted)."""
+        memory = self.memory
+        with self._write_lock:
+            current = self._read([(s.namespace, s.key) for s in read])  # as of now, under the lock
+            slots = {item: episode_ids(*item) for item in current}
+            found = memory.get_many([eid for pair in slots.values() for eid in pair])
+            now, rows, stale = _seconds(), [], []
+            for item, stored in current.items():
+                if stored.ttl is None:
+                    continue
+                episode = found[stored.eid]
+                meta = dict(episode.payload[_META], version=stored.version + 1,
+                            expires_at=now + stored.ttl * 60)
+                other = next(eid for eid in slots[item] if eid != stored.eid)
+                if other in found:  # a put cut short left the older version behind
+                    memory.delete([other])
+                rows.append((other, episode, {_META: meta, "value": episode.payload["value"]}))
+                stale.append(stored.eid)
+            if rows:
+                memory.add_batch(np.stack([e.embedding for _, e, _ in rows]), [p for _, _, p in rows],
+                                 texts=[e.text for _, e, _ in rows], ids=[eid for eid, _, _ in rows],
+                                 tags=[list(e.tags) for _, e, _ in rows])
+                memory.delete(stale)
 
     def __enter__(self) -> EngramStore:
         return self
@@ -404,18 +555,19 @@ class EngramStore(_lg.BaseStore):
         return list(current.values())
 
     @staticmethod
-    def _list(scanned: list[_Stored], op: Any) -> list[Any]:
+    def _list(scanned: list[_Stored], op: Any) -> list[_Stored]:
         """Search without a query: the items under the prefix that pass the filter, unranked."""
         limit, offset = _paging(op.limit, op.offset)
         filter = _check_filter(op.filter)
         n = len(op.namespace_prefix)
         kept = [s for s in scanned if s.namespace[:n] == op.namespace_prefix
                 and all(_matches(s.value.get(f), w) for f, w in filter.items())]
-        return [s.search_item() for s in kept[offset : offset + limit]]
+        return kept[offset : offset + limit]
 
-    def _rank(self, op: Any) -> Verdict:
+    def _rank(self, op: Any) -> tuple[Verdict, list[_Stored]]:
         """Search with a query: the engine's hybrid recall inside the namespace prefix, with the
-        filter's equality parts as tags (so the gate judges the filtered set) and the rest after."""
+        filter's equality parts as tags (so the gate judges the filtered set) and the rest after;
+        also the items it returns (whose TTL a read restarts)."""
         if not isinstance(op.query, str):
             raise TypeError(f"query: expected a string or None, got {type(op.query).__name__} {op.query!r}")
         limit, offset = _paging(op.limit, op.offset)
@@ -440,12 +592,17 @@ class EngramStore(_lg.BaseStore):
         current = [(s, score) for s, score in ranked
                    if all(o.version <= s.version for eid in episode_ids(s.namespace, s.key)
                           if eid in siblings and (o := _Stored.of(siblings[eid])) is not None)]
+        omit = (self.ttl_config or {}).get("omit_expired")
+        now = _seconds()
         passing = [(s, score) for s, score in current
-                   if all(_matches(s.value.get(f), w) for f, w in filter.items())]
-        candidates = [s.search_item(score, copy=True) for s, score in passing[offset : offset + limit]]
+                   if all(_matches(s.value.get(f), w) for f, w in filter.items())
+                   and not (omit and s.expired(now))]
+        page = passing[offset : offset + limit]
+        candidates = [s.search_item(score, copy=True) for s, score in page]
         accepted = answer.accepted and bool(passing)
-        return Verdict("recalled" if accepted else "insufficient_evidence", answer.confidence,
-                       candidates if accepted else [], candidates)
+        verdict = Verdict("recalled" if accepted else "insufficient_evidence", answer.confidence,
+                          candidates if accepted else [], candidates)
+        return verdict, [s for s, _ in page] if accepted else []
 
     @staticmethod
     def _namespaces(scanned: list[_Stored], op: Any) -> list[tuple[str, ...]]:
@@ -463,8 +620,7 @@ class EngramStore(_lg.BaseStore):
     # ------------------------------------------------------------------ writing
 
     def _check_put(self, op: Any) -> Any:
-        if op.ttl is not None:
-            raise NotImplementedError(f"ttl: {type(self).__name__} does not support TTL, got ttl={op.ttl!r}")
+        _check_ttl(op.ttl, "ttl")
         if op.value is None:
             return op
         if op.index is not None and op.index is not False:
@@ -510,6 +666,8 @@ class EngramStore(_lg.BaseStore):
                 meta = {"namespace": list(namespace), "key": key, "updated_at": now,
                         "version": newest.version + 1 if newest else 0,
                         "created_at": newest.created_at if newest else now}
+                if op.ttl is not None:
+                    meta.update(ttl=float(op.ttl), expires_at=_seconds() + op.ttl * 60)
                 episodes.append((pair[free], {_META: meta, "value": op.value}, text, tags))
             if episodes:
                 try:
