@@ -1,6 +1,7 @@
 """``engram lm train|sample|eval|sleep``: train a HippocampalTransformer (or the plain GPT), stream
-samples from a run, evaluate it, and consolidate a folder of conversation logs into it overnight. The ablation against the baseline is an experiment:
-``engram run lm.ablation`` (configs under ``configs/lm/``)."""
+samples from a run, evaluate it, and consolidate a folder of conversation logs into it overnight.
+The ablation against the baseline is an experiment: ``engram run lm.ablation`` (configs under
+``configs/lm/``)."""
 
 from __future__ import annotations
 
