@@ -37,7 +37,6 @@ from engram.replay.graph import MemoryGraph, random_walks
 
 OPTIMIZERS = ("adamw", "apollo")
 NIGHT_FORMAT = "engram.lm.sleep-night/1"
-SOURCES = ("day", "old", "base", "dream")
 
 
 @dataclass(frozen=True)
