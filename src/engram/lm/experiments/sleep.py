@@ -321,13 +321,18 @@ def _comparisons(per_run: list[dict[str, Any]], arms: tuple[str, ...], seeds: in
     final accuracy over all days' facts, and on forgetting against naive fine-tuning."""
     if seeds < 2:
         return []
-    final = {a: [r["final_all_days"] for r in per_run if r["arm"] == a] for a in arms}
+    samples = {a: [r["final_all_days"] for r in per_run if r["arm"] == a] for a in arms}
     pairs = [("sleep", a) for a in arms if a != "sleep"]
-    rows = [dict(c.row(), metric="final_all_days") for c in compare(final, pairs, paired=True)]
-    if "naive" in arms:
-        forgetting = {a: [r["forgetting"] for r in per_run if r["arm"] == a] for a in ("sleep", "naive")}
-        rows += [dict(c.row(), metric="forgetting")
-                 for c in compare(forgetting, [("sleep", "naive")], paired=True)]
+    if "naive" in arms:  # the same family: one Holm correction over every pair
+        for a in ("sleep", "naive"):
+            samples[f"{a}:forgetting"] = [r["forgetting"] for r in per_run if r["arm"] == a]
+        pairs.append(("sleep:forgetting", "naive:forgetting"))
+    rows = []
+    for c in compare(samples, pairs, paired=True):
+        row = c.row()
+        metric = "forgetting" if row["a"].endswith(":forgetting") else "final_all_days"
+        rows.append({**row, "a": row["a"].split(":")[0], "b": row["b"].split(":")[0],
+                     "metric": metric})
     return rows
 
 
