@@ -1,6 +1,7 @@
-"""``engram lm train|sample|eval``: train a HippocampalTransformer (or the plain GPT), stream
-samples from a run and evaluate it. The ablation against the baseline is an experiment:
-``engram run lm.ablation`` (configs under ``configs/lm/``)."""
+"""``engram lm train|sample|eval|sleep``: train a HippocampalTransformer (or the plain GPT), stream
+samples from a run, evaluate it, and consolidate a folder of conversation logs into it overnight.
+The ablation against the baseline is an experiment: ``engram run lm.ablation`` (configs under
+``configs/lm/``)."""
 
 from __future__ import annotations
 
@@ -295,6 +296,45 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sleep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sleep", help="consolidate conversation logs into a trained run overnight")
+    p.add_argument("--run", required=True, help="run folder (from `engram lm train` or a sleep)")
+    p.add_argument("--logs", required=True, help="folder of engram.conversations/1 .jsonl logs")
+    p.add_argument("--out", default=None, help="new run folder (default: RUN-sleep-dayNN beside RUN)")
+    p.add_argument("--steps", type=int, default=100, help="the night budget in optimizer steps")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--mode", choices=("frozen", "decision", "all"), default="frozen",
+                   help="decision tokens with the context frozen, with it live, or every token")
+    p.add_argument("--optimizer", choices=("adamw", "apollo"), default="adamw")
+    p.add_argument("--ewc", type=float, default=0.0, help="online EWC strength (0: off)")
+    p.add_argument("--old", type=float, default=0.25, help="batch share of earlier days")
+    p.add_argument("--base", type=float, default=0.25, help="batch share of the base corpus")
+    p.add_argument("--dream", type=float, default=0.25, help="batch share of dreams")
+    p.add_argument("--uniform", action="store_true", help="replay uniformly, not by priority")
+    p.add_argument("--decision-tokens", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_sleep)
+
+
+def _sleep(args: argparse.Namespace) -> int:
+    _set_threads(args)
+    from engram.lm.sleep.night import NightConfig
+    from engram.lm.sleep.run import sleep_on_logs
+
+    config = NightConfig(steps=args.steps, batch=args.batch, lr=args.lr, mode=args.mode,
+                         optimizer=args.optimizer, ewc=args.ewc, old=args.old, base=args.base,
+                         dream=args.dream, seed=args.seed)
+    result = sleep_on_logs(args.run, args.logs, args.out, config, args.decision_tokens,
+                           priorities=not args.uniform)
+    p = result["probe"]
+    print(f"run folder: {result['out']}")
+    print(f"slept on day {result['day']}: {result['night']['steps']} steps, "
+          f"{result['tokens_forward']:,} tokens forward, {result['seconds']:.1f} s; closed-book "
+          f"probe {p['before']:.3f} -> {p['after']:.3f} ({p['questions']} questions)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     lm = subparsers.add_parser("lm", help="HippocampalTransformer language model")
     lm.add_argument(
@@ -308,3 +348,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_train(sub)
     _add_sample(sub)
     _add_eval(sub)
+    _add_sleep(sub)
