@@ -1,3 +1,4 @@
 """Continual-learning experiments: sleep consolidation against the published baselines."""
 
-EXPERIMENTS = {"continual": "engram.replay.experiments.continual"}
+EXPERIMENTS = {"continual": "engram.replay.experiments.continual",
+               "mammoth": "engram.replay.experiments.mammoth"}

@@ -22,12 +22,14 @@ from engram.replay.strategies.base import (
     per_item_accuracy,
     per_item_cross_entropy,
 )
+from engram.replay.strategies.er_ace import ERACE
 from engram.replay.strategies.ewc import OnlineEWC
 from engram.replay.strategies.finetune import FineTune, Joint
 from engram.replay.strategies.replay import ExperienceReplay
 from engram.replay.strategies.sleep_replay import SleepReplay
 
 __all__ = [
+    "ERACE",
     "ExperienceReplay",
     "FineTune",
     "Joint",
