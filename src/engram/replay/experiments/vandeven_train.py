@@ -257,12 +257,12 @@ def train_protocol(stream: Stream, cfg: ProtocolConfig, seed: int) -> dict:
     """Train ``cfg.method`` through ``stream`` with ``seed``; test after every task (joint: once).
 
     Returns the accuracy rows (row i: after task i; joint has only the final row), the final
-    per-task accuracies, the items back-propagated, the items stored and the wall time.
+    per-task accuracies, the items back-propagated, the items stored, the wall and CPU time.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     device = torch.device(cfg.device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     heads = Heads(stream, device)
     learner = build(stream, cfg, heads, seed)
     rows: list[list[float]] = []
@@ -295,7 +295,8 @@ def train_protocol(stream: Stream, cfg: ProtocolConfig, seed: int) -> dict:
     stored = (learner.stored_items if isinstance(learner, ExemplarReplay)
               else len(learner.buffer) if isinstance(learner, SleepReplay) else 0)
     return {"accuracy": rows, "final": rows[-1], "final_mean": float(np.mean(rows[-1])),
-            "items": items, "stored": stored, "wall_s": time.perf_counter() - start}
+            "items": items, "stored": stored, "wall_s": time.perf_counter() - start,
+            "cpu_s": time.process_time() - cpu}
 
 
 def _items(cfg: ProtocolConfig, learner: Strategy, steps: int, n_tasks: int) -> int:
