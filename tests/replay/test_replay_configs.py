@@ -9,7 +9,8 @@ import torch
 
 from engram.runs import quick_config, read_config_file, resolve, start
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs" / "replay").glob("*.toml"))
+CONFIGS = sorted(p for p in (Path(__file__).parents[2] / "configs" / "replay").glob("*.toml")
+                 if read_config_file(p).experiment == "replay.continual")
 
 
 @pytest.fixture(autouse=True)
