@@ -9,7 +9,7 @@ import torch
 
 from engram.runs import quick_config, read_config_file, resolve, start
 
-# The replay.continual configs (other experiments of the part, e.g. replay.mammoth, test their own).
+# The replay.continual configs (the part's other experiments, mammoth and vandeven, test their own).
 CONFIGS = sorted(p for p in (Path(__file__).parents[2] / "configs" / "replay").glob("*.toml")
                  if read_config_file(p).experiment == "replay.continual")
 

@@ -25,17 +25,21 @@ from engram.replay.strategies.base import (
 from engram.replay.strategies.er_ace import ERACE
 from engram.replay.strategies.ewc import OnlineEWC
 from engram.replay.strategies.finetune import FineTune, Joint
+from engram.replay.strategies.generative import GenerativeReplay
 from engram.replay.strategies.replay import ExperienceReplay
+from engram.replay.strategies.si import SynapticIntelligence
 from engram.replay.strategies.sleep_replay import SleepReplay
 
 __all__ = [
     "ERACE",
     "ExperienceReplay",
     "FineTune",
+    "GenerativeReplay",
     "Joint",
     "OnlineEWC",
     "SleepReplay",
     "Strategy",
+    "SynapticIntelligence",
     "adam",
     "per_item_accuracy",
     "per_item_cross_entropy",
