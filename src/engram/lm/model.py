@@ -10,6 +10,10 @@ Parts (any subset of ``PARTS``):
 - ``prosody``: per-head attention gain modulated by rhythm features of the text.
 Grid, time and theta-gamma codes join the learned position embedding (``position_codes='join'``)
 or replace it (``'replace'``).
+
+Controls (any subset of ``engram.lm.positions.CONTROLS``, the ``controls`` field) are the
+generic features each code is compared against, through the same code path: sinusoids of each
+code's width given the way the code is given, RoPE, ALiBi and a short causal convolution.
 """
 
 from __future__ import annotations
@@ -32,10 +36,23 @@ from engram.lm.cells import (
     ThetaGammaCode,
     TimeCells,
 )
+from engram.lm.positions import (
+    CONTROLS,
+    AttentionPositions,
+    CausalConv,
+    Rotary,
+    SinusoidCode,
+    alibi_bias,
+    alibi_slopes,
+    rotate,
+)
 from engram.params import Interval, check
 
 PARTS: tuple[str, ...] = ("place", "grid", "time", "theta_gamma", "prosody")
 POSITION_PARTS = ("grid", "time", "theta_gamma")
+# controls that stand in for a position code: with position_codes="replace" they, too, replace
+# the learned position embedding
+POSITION_CONTROLS = ("sin_theta_gamma", "sin_grid", "sin_time", "rope", "alibi", "conv")
 
 
 @dataclass
@@ -63,6 +80,10 @@ class HippocampalTransformerConfig:
     time_max_lag: int = 32
     gamma_per_theta: float = 6.0
     theta_scales: int = 4
+    controls: tuple[str, ...] = ()
+    sinusoid_max_period: float = 128.0
+    rope_base: float = 10000.0
+    conv_kernel: int = 4
     gradient_checkpointing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -73,6 +94,15 @@ class HippocampalTransformerConfig:
             raise ValueError(f"parts: unknown part(s) {unknown}; expected a subset of {PARTS}")
         if len(set(self.parts)) != len(self.parts):
             raise ValueError(f"parts: expected distinct names, got {self.parts}")
+        self.controls = tuple(self.controls)
+        unknown = [p for p in self.controls if p not in CONTROLS]
+        if unknown:
+            raise ValueError(
+                f"controls: unknown control(s) {unknown}; expected a subset of {CONTROLS}"
+            )
+        if len(set(self.controls)) != len(self.controls):
+            raise ValueError(f"controls: expected distinct names, got {self.controls}")
+        check("conv_kernel", self.conv_kernel, Interval(int, 1, None))
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             check(name, getattr(self, name), Interval(int, 1, None))
         check("mlp_hidden", self.mlp_hidden, Interval(int, 1, None), None)
@@ -105,25 +135,42 @@ class HippocampalTransformerConfig:
         data = dataclasses.asdict(self)
         data.pop("extra")
         data["parts"] = list(self.parts)
+        data["controls"] = list(self.controls)
         return data
 
     @classmethod
     def plain_gpt(cls, **sizes: Any) -> HippocampalTransformerConfig:
-        """The plain GPT baseline: every hippocampal part off, the same code path.
+        """The plain GPT baseline: every hippocampal part and control off, the same code path.
 
         ``sizes`` are any other fields (``n_layer``, ``n_embd``, ``mlp_hidden`` …); passing
-        ``parts`` is refused, since the point of this preset is that there are none.
+        ``parts`` or ``controls`` is refused, since the point of this preset is that there are
+        none.
         """
-        if "parts" in sizes:
-            raise ValueError(f"parts: the plain GPT has none, got {sizes['parts']!r}")
-        return cls(**sizes, parts=())
+        for name in ("parts", "controls"):
+            if name in sizes:
+                raise ValueError(f"{name}: the plain GPT has none, got {sizes[name]!r}")
+        return cls(**sizes, parts=(), controls=())
 
     def without_parts(self) -> HippocampalTransformerConfig:
-        """This config with every hippocampal part off: its plain GPT of the same sizes."""
-        return dataclasses.replace(self, parts=())
+        """This config with every hippocampal part and control off: its plain GPT of the same
+        sizes."""
+        return dataclasses.replace(self, parts=(), controls=())
 
     def has(self, part: str) -> bool:
-        return part in self.parts
+        """Whether a hippocampal part or a control (``CONTROLS``) is on."""
+        return part in self.parts or part in self.controls
+
+    def code_width(self, code: str) -> int:
+        """Features a position code reads out into the residual stream: theta-gamma's slots
+        and clocks, grid's cells, time cells' traces (what its controls are matched to)."""
+        widths = {
+            "theta_gamma": round(self.gamma_per_theta) + 2 * self.theta_scales,
+            "grid": self.grid_modules * self.grid_cells_per_module,
+            "time": self.time_cells * self.time_dim,
+        }
+        if code not in widths:
+            raise ValueError(f"code: expected one of {sorted(widths)}, got {code!r}")
+        return widths[code]
 
     @property
     def mlp_width(self) -> int:
@@ -199,8 +246,10 @@ class CausalSelfAttention(nn.Module):
         gain: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
+        positions: AttentionPositions | None = None,
     ) -> torch.Tensor:
-        """``gain`` (B, n_head, T, 1): the prosody gain of each head's queries, or None."""
+        """``gain`` (B, n_head, T, 1): the prosody gain of each head's queries, or None;
+        ``positions``: the rotary angles and/or ALiBi bias of the new tokens, or None."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
@@ -209,6 +258,11 @@ class CausalSelfAttention(nn.Module):
         if gain is not None:
             # a gain on the query is a per-head, per-token attention temperature
             q = q * gain.to(q.dtype)
+        bias = None
+        if positions is not None:
+            if positions.rotary is not None:  # keys are cached rotated, at their own positions
+                q, k = rotate(q, *positions.rotary), rotate(k, *positions.rotary)
+            bias = positions.bias
         start = 0
         if cache is not None:
             start = cache.length
@@ -217,7 +271,11 @@ class CausalSelfAttention(nn.Module):
             k = cache.keys[layer][:, :, : start + T]
             v = cache.values[layer][:, :, : start + T]
         dropout = self.dropout if self.training else 0.0
-        if start == 0:
+        if bias is not None:  # ALiBi: the bias carries the causal mask (−inf above the diagonal)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout
+            )
+        elif start == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
@@ -251,9 +309,14 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, gain: torch.Tensor | None, cache: KVCache | None, layer: int
+        self,
+        x: torch.Tensor,
+        gain: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        positions: AttentionPositions | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), gain, cache, layer)
+        x = x + self.attn(self.ln_1(x), gain, cache, layer, positions)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -270,7 +333,9 @@ class HippocampalTransformer(nn.Module):
         self.config = config
         c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
-        learned_position = c.position_codes == "join" or not any(map(c.has, POSITION_PARTS))
+        learned_position = c.position_codes == "join" or not any(
+            map(c.has, POSITION_PARTS + POSITION_CONTROLS)
+        )
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if learned_position else None
         self.drop = _dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
@@ -311,6 +376,33 @@ class HippocampalTransformer(nn.Module):
                 c.n_embd, c.gamma_per_theta, c.theta_scales, bias=c.bias, n_positions=c.block_size
             )
             if c.has("theta_gamma")
+            else None
+        )
+        # controls: each sinusoid as wide as its code, given as the code is
+        self.sinusoids = nn.ModuleDict(
+            {
+                name: SinusoidCode(
+                    c.n_embd,
+                    c.code_width(name.removeprefix("sin_")),
+                    c.sinusoid_max_period,
+                    bias=c.bias,
+                    n_positions=c.block_size,
+                )
+                for name in c.controls
+                if name.startswith("sin_")
+            }
+        )
+        head = c.n_embd // c.n_head
+        self.rotary = (
+            Rotary(head, c.rope_base, n_positions=c.block_size) if c.has("rope") else None
+        )
+        if c.has("alibi"):
+            self.register_buffer("alibi_slopes", alibi_slopes(c.n_head), persistent=False)
+        else:
+            self.alibi_slopes = None
+        self.conv = (
+            CausalConv(c.n_embd, c.time_cells, c.time_dim, c.conv_kernel, bias=c.bias)
+            if c.has("conv")
             else None
         )
         self.rhythm = RhythmFeatures(c.vocab_size) if c.has("prosody") else None
@@ -377,12 +469,25 @@ class HippocampalTransformer(nn.Module):
             position_terms.append(self.grid.position_code(start, start + T))
         if self.theta_gamma is not None:
             position_terms.append(self.theta_gamma(start, start + T))
+        for sinusoid in self.sinusoids.values():
+            position_terms.append(sinusoid(start, start + T))
         x = tok + sum(position_terms) if position_terms else tok
         if self.grid is not None and self.grid.source == "path":  # integrates the whole history
             x = x + self.grid(self.wte(history) if start else tok, start)
         if self.time is not None:  # sees only the last time_max_lag − 1 tokens of the history
             first = max(0, start - self.time.max_lag + 1)
             x = x + self.time(self.wte(history[:, first:]) if start else tok, start - first)
+        if self.conv is not None:  # sees only the last conv_kernel − 1 tokens of the history
+            first = max(0, start - self.conv.max_lag + 1)
+            x = x + self.conv(self.wte(history[:, first:]) if start else tok, start - first)
+        relative = None
+        if self.rotary is not None or self.alibi_slopes is not None:
+            relative = AttentionPositions(
+                rotary=self.rotary(start, start + T) if self.rotary is not None else None,
+                bias=alibi_bias(self.alibi_slopes, start, T)
+                if self.alibi_slopes is not None
+                else None,
+            )
         gains = None
         if self.rhythm is not None:
             features, rhythm_state = self.rhythm(idx, cache.rhythm if cache is not None else None)
@@ -400,9 +505,9 @@ class HippocampalTransformer(nn.Module):
                 x = x + self.place(x)
             gain = gains[i] if gains is not None else None
             if c.gradient_checkpointing and self.training and cache is None:
-                x = checkpoint(block, x, gain, None, i, use_reentrant=False)
+                x = checkpoint(block, x, gain, None, i, relative, use_reentrant=False)
             else:
-                x = block(x, gain, cache, i)
+                x = block(x, gain, cache, i, relative)
         if cache is not None:
             cache.tokens = history
             cache.length = start + T
