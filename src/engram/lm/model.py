@@ -177,6 +177,28 @@ class HippocampalTransformerConfig:
         return 4 * self.n_embd if self.mlp_hidden is None else self.mlp_hidden
 
 
+# the largest time-cell token table (lags × vocabulary × width, in elements) folded for decoding
+MAX_TIME_TABLE = 1 << 22
+
+
+@dataclass(frozen=True)
+class DecodingTables:
+    """Weights folded for KV-cached inference: ``position`` (block, n_embd), the sum of every
+    position term (learned embedding, grid, theta-gamma, sinusoids) at each position, or None
+    when there is at most the learned one; ``time`` (max_lag · vocab, n_embd), row
+    lag · vocab + token: what that token contributes through the time cells from that lag, or
+    None when off or too large."""
+
+    key: tuple[tuple[int, int], ...]
+    position: torch.Tensor | None
+    time: torch.Tensor | None
+    time_rows: torch.Tensor | None  # (max_lag,) row offset of each token of a window, oldest first
+    # prosody: (vocab, layers·heads) log gain of each token's static rhythm flags (with the
+    # bias), and (vocab, 3) whether it is a space, newline, sentence end; None when off
+    gain_table: torch.Tensor | None = None
+    boundary_flags: torch.Tensor | None = None
+
+
 @dataclass(frozen=True)
 class LMOutput:
     """One forward pass: logits (B, T, vocab), mean cross-entropy against the targets (or
@@ -257,7 +279,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if gain is not None:
             # a gain on the query is a per-head, per-token attention temperature
-            q = q * gain.to(q.dtype)
+            q = q * (gain if gain.dtype == q.dtype else gain.to(q.dtype))
         bias = None
         if positions is not None:
             if positions.rotary is not None:  # keys are cached rotated, at their own positions
@@ -412,6 +434,10 @@ class HippocampalTransformer(nn.Module):
             if token_strings is None:
                 raise ValueError("token_strings: required when the 'prosody' part is on")
             self.rhythm.set_vocabulary(token_strings)
+        # KV-cached inference reads folded tables (``DecodingTables``); False = the step-by-step
+        # path, which computes the same to rounding
+        self.fused_decoding = True
+        self._tables: DecodingTables | None = None
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
@@ -429,6 +455,92 @@ class HippocampalTransformer(nn.Module):
     def num_params(self) -> int:
         """Trainable parameters (the tied embedding counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def _position_modules(self) -> list[nn.Module]:
+        """The modules whose output depends on the position alone, in the forward's order."""
+        modules: list[nn.Module] = []
+        if self.grid is not None and self.grid.source == "position":
+            modules.append(self.grid)
+        if self.theta_gamma is not None:
+            modules.append(self.theta_gamma)
+        return modules + list(self.sinusoids.values())
+
+    def decoding_tables(self) -> DecodingTables:
+        """The folded tables for the current weights, rebuilt only when a weight they read has
+        changed (an optimiser step, ``load_state_dict``, a move to another device)."""
+        sources = [self.wte, *self._position_modules(), self.time, self.wpe, self.prosody]
+        tensors = [p for m in sources if m is not None for p in m.parameters()]
+        if self.rhythm is not None:
+            tensors += [self.rhythm.table, self.rhythm.chars]
+        # weights made under inference mode keep no version counter (and no optimiser steps them)
+        key = tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in tensors)
+        if self._tables is not None and self._tables.key == key:
+            return self._tables
+        c = self.config
+        with torch.inference_mode(False), torch.no_grad():
+            position = None
+            codes = self._position_modules()
+            if codes:
+                terms = [self.wpe.weight] if self.wpe is not None else []
+                terms += [m(0, c.block_size) if m is not self.grid else m.position_code(
+                    0, c.block_size) for m in codes]
+                position = sum(terms)
+            time = time_rows = None
+            cells = self.time
+            if (
+                cells is not None
+                and cells.readout.bias is None
+                and cells.max_lag * c.vocab_size * c.n_embd <= MAX_TIME_TABLE
+            ):
+                z = cells.project(self.wte.weight)  # (vocab, dim): each token projected
+                readout = cells.readout.weight.view(c.n_embd, cells.dim, cells.n_cells)
+                per_lag = torch.einsum("eds,sl->lde", readout, cells.fields())  # (L, dim, C)
+                time = torch.einsum("vd,lde->lve", z, per_lag).reshape(-1, c.n_embd)
+                lags = torch.arange(cells.max_lag - 1, -1, -1, device=time.device)
+                time_rows = lags * c.vocab_size
+            gain_table = boundary_flags = None
+            if self.rhythm is not None:
+                static = self.rhythm.table.shape[1]
+                weight = self.prosody.weight
+                gain_table = self.rhythm.table @ weight[:, :static].T
+                if self.prosody.bias is not None:
+                    gain_table = gain_table + self.prosody.bias
+                boundary_flags = self.rhythm.table.index_select(1, self.rhythm.boundaries) > 0
+        self._tables = DecodingTables(
+            key, position, time, time_rows, gain_table, boundary_flags
+        )
+        return self._tables
+
+    def _time_from_table(
+        self, tables: DecodingTables, history: torch.Tensor, start: int, T: int
+    ) -> torch.Tensor:
+        """Time cells of the T new positions, summed from the folded token table."""
+        table = tables.time
+        if T == 1:  # one step: the window of the last max_lag tokens, oldest first
+            window = history[:, max(0, start + 1 - self.time.max_lag) :]
+            rows = window + tables.time_rows[self.time.max_lag - window.shape[1] :]
+            return table[rows].sum(1, keepdim=True)
+        lag = torch.arange(self.time.max_lag, device=history.device)
+        at = torch.arange(start, start + T, device=history.device)[:, None] - lag  # (T, L)
+        rows = history[:, at.clamp_min(0)] + lag * self.config.vocab_size  # (B, T, L)
+        terms = table[rows]  # (B, T, L, C)
+        if start < self.time.max_lag - 1:  # lags reaching before the first token count 0
+            terms = terms * (at >= 0)[..., None].to(terms.dtype)
+        return terms.sum(2)
+
+    def _prosody_step(
+        self, tables: DecodingTables, token: torch.Tensor, cache: KVCache
+    ) -> tuple[torch.Tensor, ...]:
+        """One decoding step's per-layer query gains (B, head, 1, 1) from the folded tables,
+        carrying the rhythm counts in ``cache`` as ``RhythmFeatures`` does."""
+        c, state = self.config, cache.rhythm
+        total = self.rhythm.chars[token][:, None] + state[:, :1]
+        marks = torch.where(tables.boundary_flags[token], total, state[:, 1:])
+        dyn = torch.log1p(total - marks) / math.log(65.0)
+        cache.rhythm = torch.cat([total, marks], -1)
+        static = self.rhythm.table.shape[1]
+        log_gain = torch.addmm(tables.gain_table[token], dyn, self.prosody.weight[:, static:].T)
+        return torch.exp(log_gain).view(-1, c.n_layer, c.n_head, 1, 1).unbind(1)
 
     def new_cache(self, batch: int) -> KVCache:
         p = self.wte.weight
@@ -459,22 +571,30 @@ class HippocampalTransformer(nn.Module):
                 raise ValueError(f"cache: holds batch {cache.batch}, got input batch {B}")
             cache.tokens = cache.tokens.new_zeros(B, 0)
         history = torch.cat([cache.tokens, idx], 1) if cache is not None else idx
-        positions = torch.arange(start, start + T, device=idx.device)
         tok = self.wte(idx)
-        # codes of the position alone are summed at (T, C) and broadcast over the batch once
-        position_terms = []
-        if self.wpe is not None:
-            position_terms.append(self.wpe(positions))
-        if self.grid is not None and self.grid.source == "position":
-            position_terms.append(self.grid.position_code(start, start + T))
-        if self.theta_gamma is not None:
-            position_terms.append(self.theta_gamma(start, start + T))
-        for sinusoid in self.sinusoids.values():
-            position_terms.append(sinusoid(start, start + T))
-        x = tok + sum(position_terms) if position_terms else tok
+        tables = None
+        if cache is not None and self.fused_decoding and not torch.is_grad_enabled():
+            tables = self.decoding_tables()
+        if tables is not None and tables.position is not None:
+            x = tok + tables.position[start : start + T]
+        else:
+            # codes of the position alone are summed at (T, C) and broadcast over the batch once
+            positions = torch.arange(start, start + T, device=idx.device)
+            position_terms = []
+            if self.wpe is not None:
+                position_terms.append(self.wpe(positions))
+            if self.grid is not None and self.grid.source == "position":
+                position_terms.append(self.grid.position_code(start, start + T))
+            if self.theta_gamma is not None:
+                position_terms.append(self.theta_gamma(start, start + T))
+            for sinusoid in self.sinusoids.values():
+                position_terms.append(sinusoid(start, start + T))
+            x = tok + sum(position_terms) if position_terms else tok
         if self.grid is not None and self.grid.source == "path":  # integrates the whole history
             x = x + self.grid(self.wte(history) if start else tok, start)
-        if self.time is not None:  # sees only the last time_max_lag − 1 tokens of the history
+        if tables is not None and tables.time is not None:
+            x = x + self._time_from_table(tables, history, start, T)
+        elif self.time is not None:  # sees only the last time_max_lag − 1 tokens of the history
             first = max(0, start - self.time.max_lag + 1)
             x = x + self.time(self.wte(history[:, first:]) if start else tok, start - first)
         if self.conv is not None:  # sees only the last conv_kernel − 1 tokens of the history
@@ -489,7 +609,9 @@ class HippocampalTransformer(nn.Module):
                 else None,
             )
         gains = None
-        if self.rhythm is not None:
+        if tables is not None and tables.gain_table is not None and T == 1 and start:
+            gains = self._prosody_step(tables, idx[:, 0], cache)
+        elif self.rhythm is not None:
             features, rhythm_state = self.rhythm(idx, cache.rhythm if cache is not None else None)
             if cache is not None:
                 cache.rhythm = rhythm_state
