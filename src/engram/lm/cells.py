@@ -121,7 +121,9 @@ class PlaceCells(nn.Module):
         self.level_logit = nn.Parameter(torch.tensor(math.log(frac / (1 - frac))))
         self.record = False
         self.last_code: torch.Tensor | None = None
-        self._rank: tuple[tuple[int, int], tuple[int, torch.Tensor]] | None = None
+        # inference: (weight versions, (rank, fraction), encode and decode weights transposed)
+        self._inference: tuple[tuple, tuple[int, torch.Tensor], torch.Tensor, torch.Tensor] | None
+        self._inference = None
 
     @property
     def coding_level(self) -> torch.Tensor:
@@ -130,15 +132,24 @@ class PlaceCells(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             code, _ = soft_threshold_kwta(self.encode(x), self.coding_level, self.max_level)
-        else:  # inference: the same mask without the surrogate's bookkeeping
-            logit = self.level_logit
-            key = (logit.data_ptr(), -1 if logit.is_inference() else logit._version)
-            if self._rank is None or self._rank[0] != key:
-                self._rank = (key, kwta_rank(self.coding_level, self.n_cells, self.max_level))
-            u = F.linear(x, self.encode.weight, self.encode.bias)
-            code = hard_kwta(u, *self._rank[1])
-            if not self.record:
-                return F.linear(code, self.decode.weight, self.decode.bias)
+        else:  # inference: the same mask without the surrogate's bookkeeping, two products
+            key = tuple((p.data_ptr(), -1 if p.is_inference() else p._version)
+                        for p in self.parameters())
+            if self._inference is None or self._inference[0] != key:
+                with torch.inference_mode(False):
+                    rank = kwta_rank(self.coding_level, self.n_cells, self.max_level)
+                    encode, decode = (m.weight.T.contiguous() for m in (self.encode, self.decode))
+                self._inference = (key, rank, encode, decode)
+            _, rank, encode, decode = self._inference
+            flat = x.reshape(-1, x.shape[-1])
+            u = torch.mm(flat, encode) if self.encode.bias is None else torch.addmm(
+                self.encode.bias, flat, encode)
+            code = hard_kwta(u, *rank)
+            if self.record:
+                self.last_code = code.detach().view(*x.shape[:-1], -1)
+            out = torch.mm(code, decode) if self.decode.bias is None else torch.addmm(
+                self.decode.bias, code, decode)
+            return out.view(*x.shape[:-1], -1)
         if self.record:
             self.last_code = code.detach()
         return self.decode(code)

@@ -197,6 +197,8 @@ class DecodingTables:
     # bias), and (vocab, 3) whether it is a space, newline, sentence end; None when off
     gain_table: torch.Tensor | None = None
     boundary_flags: torch.Tensor | None = None
+    gain_dynamic: torch.Tensor | None = None  # (3, layers·heads): the counts' weights, transposed
+    chars: torch.Tensor | None = None  # (vocab, 1): characters of each token
 
 
 @dataclass(frozen=True)
@@ -498,7 +500,7 @@ class HippocampalTransformer(nn.Module):
                 time = torch.einsum("vd,lde->lve", z, per_lag).reshape(-1, c.n_embd)
                 lags = torch.arange(cells.max_lag - 1, -1, -1, device=time.device)
                 time_rows = lags * c.vocab_size
-            gain_table = boundary_flags = None
+            gain_table = boundary_flags = gain_dynamic = chars = None
             if self.rhythm is not None:
                 static = self.rhythm.table.shape[1]
                 weight = self.prosody.weight
@@ -506,8 +508,10 @@ class HippocampalTransformer(nn.Module):
                 if self.prosody.bias is not None:
                     gain_table = gain_table + self.prosody.bias
                 boundary_flags = self.rhythm.table.index_select(1, self.rhythm.boundaries) > 0
+                gain_dynamic = weight[:, static:].T.contiguous()
+                chars = self.rhythm.chars[:, None].clone()
         self._tables = DecodingTables(
-            key, position, time, time_rows, gain_table, boundary_flags
+            key, position, time, time_rows, gain_table, boundary_flags, gain_dynamic, chars
         )
         return self._tables
 
@@ -534,12 +538,11 @@ class HippocampalTransformer(nn.Module):
         """One decoding step's per-layer query gains (B, head, 1, 1) from the folded tables,
         carrying the rhythm counts in ``cache`` as ``RhythmFeatures`` does."""
         c, state = self.config, cache.rhythm
-        total = self.rhythm.chars[token][:, None] + state[:, :1]
+        total = tables.chars[token] + state[:, :1]
         marks = torch.where(tables.boundary_flags[token], total, state[:, 1:])
         dyn = torch.log1p(total - marks) / math.log(65.0)
         cache.rhythm = torch.cat([total, marks], -1)
-        static = self.rhythm.table.shape[1]
-        log_gain = torch.addmm(tables.gain_table[token], dyn, self.prosody.weight[:, static:].T)
+        log_gain = torch.addmm(tables.gain_table[token], dyn, tables.gain_dynamic)
         return torch.exp(log_gain).view(-1, c.n_layer, c.n_head, 1, 1).unbind(1)
 
     def new_cache(self, batch: int) -> KVCache:
