@@ -233,6 +233,9 @@ class KVCache:
         ]
         self.tokens = torch.zeros(batch, 0, dtype=torch.long, device=device)
         self.rhythm: torch.Tensor | None = None  # (batch, 4) counts, see RhythmFeatures
+        # the model's folded decoding tables, read at the cache's first step under no_grad: a
+        # cache decodes with the weights it started with (make a new one after training)
+        self.tables: DecodingTables | None = None
         self.length = 0
 
     @property
@@ -246,6 +249,7 @@ class KVCache:
         new.values = [v.index_select(0, index) for v in self.values]
         new.tokens = self.tokens.index_select(0, index)
         new.rhythm = None if self.rhythm is None else self.rhythm.index_select(0, index)
+        new.tables = self.tables
         new.length = self.length
         return new
 
@@ -577,7 +581,9 @@ class HippocampalTransformer(nn.Module):
         tok = self.wte(idx)
         tables = None
         if cache is not None and self.fused_decoding and not torch.is_grad_enabled():
-            tables = self.decoding_tables()
+            if cache.tables is None:
+                cache.tables = self.decoding_tables()
+            tables = cache.tables
         if tables is not None and tables.position is not None:
             x = tok + tables.position[start : start + T]
         else:
