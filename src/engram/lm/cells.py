@@ -121,9 +121,6 @@ class PlaceCells(nn.Module):
         self.level_logit = nn.Parameter(torch.tensor(math.log(frac / (1 - frac))))
         self.record = False
         self.last_code: torch.Tensor | None = None
-        # inference: (weight versions, (rank, fraction), encode and decode weights transposed)
-        self._inference: tuple[tuple, tuple[int, torch.Tensor], torch.Tensor, torch.Tensor] | None
-        self._inference = None
 
     @property
     def coding_level(self) -> torch.Tensor:
@@ -132,24 +129,9 @@ class PlaceCells(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             code, _ = soft_threshold_kwta(self.encode(x), self.coding_level, self.max_level)
-        else:  # inference: the same mask without the surrogate's bookkeeping, two products
-            key = tuple((p.data_ptr(), -1 if p.is_inference() else p._version)
-                        for p in self.parameters())
-            if self._inference is None or self._inference[0] != key:
-                with torch.inference_mode(False):
-                    rank = kwta_rank(self.coding_level, self.n_cells, self.max_level)
-                    encode, decode = (m.weight.T.contiguous() for m in (self.encode, self.decode))
-                self._inference = (key, rank, encode, decode)
-            _, rank, encode, decode = self._inference
-            flat = x.reshape(-1, x.shape[-1])
-            u = torch.mm(flat, encode) if self.encode.bias is None else torch.addmm(
-                self.encode.bias, flat, encode)
-            code = hard_kwta(u, *rank)
-            if self.record:
-                self.last_code = code.detach().view(*x.shape[:-1], -1)
-            out = torch.mm(code, decode) if self.decode.bias is None else torch.addmm(
-                self.decode.bias, code, decode)
-            return out.view(*x.shape[:-1], -1)
+        else:  # inference: the same mask without the surrogate's bookkeeping
+            rank = kwta_rank(self.coding_level, self.n_cells, self.max_level)
+            code = hard_kwta(F.linear(x, self.encode.weight, self.encode.bias), *rank)
         if self.record:
             self.last_code = code.detach()
         return self.decode(code)

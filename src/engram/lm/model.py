@@ -183,13 +183,13 @@ MAX_TIME_TABLE = 1 << 22
 
 @dataclass(frozen=True)
 class DecodingTables:
-    """Weights folded for KV-cached inference: ``position`` (block, n_embd), the sum of every
+    """Weights folded for KV-cached inference (a snapshot: built at a cache's first step and
+    read by that cache only): ``position`` (block, n_embd), the sum of every
     position term (learned embedding, grid, theta-gamma, sinusoids) at each position, or None
     when there is at most the learned one; ``time`` (max_lag · vocab, n_embd), row
     lag · vocab + token: what that token contributes through the time cells from that lag, or
     None when off or too large."""
 
-    key: tuple[tuple[int, int], ...]
     position: torch.Tensor | None
     time: torch.Tensor | None
     time_rows: torch.Tensor | None  # (max_lag,) row offset of each token of a window, oldest first
@@ -443,7 +443,6 @@ class HippocampalTransformer(nn.Module):
         # KV-cached inference reads folded tables (``DecodingTables``); False = the step-by-step
         # path, which computes the same to rounding
         self.fused_decoding = True
-        self._tables: DecodingTables | None = None
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
@@ -472,16 +471,9 @@ class HippocampalTransformer(nn.Module):
         return modules + list(self.sinusoids.values())
 
     def decoding_tables(self) -> DecodingTables:
-        """The folded tables for the current weights, rebuilt only when a weight they read has
-        changed (an optimiser step, ``load_state_dict``, a move to another device)."""
-        sources = [self.wte, *self._position_modules(), self.time, self.wpe, self.prosody]
-        tensors = [p for m in sources if m is not None for p in m.parameters()]
-        if self.rhythm is not None:
-            tensors += [self.rhythm.table, self.rhythm.chars]
-        # weights made under inference mode keep no version counter (and no optimiser steps them)
-        key = tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in tensors)
-        if self._tables is not None and self._tables.key == key:
-            return self._tables
+        """The folded tables of the current weights (built anew on every call: a KV cache
+        reads them once, at its first step, since no version counter is reliable — the fused
+        AdamW step, for one, updates weights in place without bumping it)."""
         c = self.config
         with torch.inference_mode(False), torch.no_grad():
             position = None
@@ -514,10 +506,9 @@ class HippocampalTransformer(nn.Module):
                 boundary_flags = self.rhythm.table.index_select(1, self.rhythm.boundaries) > 0
                 gain_dynamic = weight[:, static:].T.contiguous()
                 chars = self.rhythm.chars[:, None].clone()
-        self._tables = DecodingTables(
-            key, position, time, time_rows, gain_table, boundary_flags, gain_dynamic, chars
+        return DecodingTables(
+            position, time, time_rows, gain_table, boundary_flags, gain_dynamic, chars
         )
-        return self._tables
 
     def _time_from_table(
         self, tables: DecodingTables, history: torch.Tensor, start: int, T: int
