@@ -126,7 +126,24 @@ class PlaceCells(nn.Module):
     def coding_level(self) -> torch.Tensor:
         return self.min_level + (self.max_level - self.min_level) * torch.sigmoid(self.level_logit)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def folded(self) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rank, fraction, encode and decode weights transposed): what ``forward`` reads for
+        inference with the current weights, to be handed back to it while they hold."""
+        rank, frac = kwta_rank(self.coding_level, self.n_cells, self.max_level)
+        return rank, frac, self.encode.weight.T.contiguous(), self.decode.weight.T.contiguous()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        folded: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Code ``x`` (…, n_embd) and read it out; ``folded`` (from ``folded()``, gradients
+        off): the same in two matrix products, for decoding."""
+        if folded is not None and self.encode.bias is None and not self.record:
+            rank, frac, encode, decode = folded
+            flat = x.reshape(-1, x.shape[-1])
+            code = hard_kwta(torch.mm(flat, encode), rank, frac)
+            return torch.mm(code, decode).view(*x.shape[:-1], -1)
         if torch.is_grad_enabled():
             code, _ = soft_threshold_kwta(self.encode(x), self.coding_level, self.max_level)
         else:  # inference: the same mask without the surrogate's bookkeeping

@@ -199,6 +199,7 @@ class DecodingTables:
     boundary_flags: torch.Tensor | None = None
     gain_dynamic: torch.Tensor | None = None  # (3, layers·heads): the counts' weights, transposed
     chars: torch.Tensor | None = None  # (vocab, 1): characters of each token
+    place: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # PlaceCells.folded
 
 
 @dataclass(frozen=True)
@@ -506,8 +507,9 @@ class HippocampalTransformer(nn.Module):
                 boundary_flags = self.rhythm.table.index_select(1, self.rhythm.boundaries) > 0
                 gain_dynamic = weight[:, static:].T.contiguous()
                 chars = self.rhythm.chars[:, None].clone()
+            place = self.place.folded() if self.place is not None else None
         return DecodingTables(
-            position, time, time_rows, gain_table, boundary_flags, gain_dynamic, chars
+            position, time, time_rows, gain_table, boundary_flags, gain_dynamic, chars, place
         )
 
     def _time_from_table(
@@ -624,7 +626,7 @@ class HippocampalTransformer(nn.Module):
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             if self.place is not None and i == c.place_layer:
-                x = x + self.place(x)
+                x = x + self.place(x, tables.place if tables is not None else None)
             gain = gains[i] if gains is not None else None
             if c.gradient_checkpointing and self.training and cache is None:
                 x = checkpoint(block, x, gain, None, i, relative, use_reentrant=False)
