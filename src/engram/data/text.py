@@ -29,6 +29,24 @@ def read_text(path: str | os.PathLike[str]) -> str:
     return text
 
 
+# the named corpora of the shared data folder (``engram.data.data_root()``): tiny shakespeare,
+# and WikiText-2's validation file, used here as a second corpus of its own (split 90/10 like
+# any text file), never as "WikiText-2 perplexity", since WikiText-2's train split is not used
+CORPORA: dict[str, str] = {
+    "tinyshakespeare": "tinyshakespeare/input.txt",
+    "wikitext2-valid": "wikitext-2/wiki.valid.tokens",
+}
+
+
+def corpus_path(name: str) -> Path:
+    """The file of the named corpus in the shared data folder (``CORPORA``)."""
+    from engram.data.location import data_root
+
+    if name not in CORPORA:
+        raise ValueError(f"corpus: expected one of {sorted(CORPORA)}, got {name!r}")
+    return data_root() / CORPORA[name]
+
+
 def split_text(text: str, train_fraction: float = 0.9) -> tuple[str, str]:
     """The conventional split: the first ``train_fraction`` of the characters train, the rest
     validate."""

@@ -69,6 +69,28 @@ def soft_threshold_kwta(
     return u * mask, mask.detach()
 
 
+def hard_kwta(
+    u: torch.Tensor, low: int, frac: torch.Tensor
+) -> torch.Tensor:
+    """The forward pass of ``soft_threshold_kwta`` alone, for inference: the code u · mask with
+    the threshold at fractional rank ``low`` + ``frac`` (from ``kwta_rank``), reading only the
+    ``low + 2`` largest values. The same code (losers are +0 here, ±0 there), in a third of
+    the operations."""
+    top = torch.topk(u, low + 2, dim=-1).values
+    at_low, at_high = top[..., low : low + 1], top[..., low + 1 :]
+    threshold = at_low + frac * (at_high - at_low)
+    return torch.where(u >= threshold, u, 0.0)
+
+
+def kwta_rank(level: torch.Tensor, n: int, max_level: float) -> tuple[int, torch.Tensor]:
+    """(⌊k⌋ − 1, the fraction above it) of the coding level's rank k = level·n, computed as
+    ``soft_threshold_kwta`` computes them."""
+    k_max = min(n, math.ceil(max_level * n) + 1)
+    position = (level.detach() * n).clamp(1.0, k_max - 1.0) - 1.0
+    low = position.floor()
+    return int(low), position - low
+
+
 class PlaceCells(nn.Module):
     """A sparse population code of the residual stream: a learned projection to ``n_cells``,
     k-WTA at a learned coding level, and a learned read-out back into the stream.
@@ -104,8 +126,29 @@ class PlaceCells(nn.Module):
     def coding_level(self) -> torch.Tensor:
         return self.min_level + (self.max_level - self.min_level) * torch.sigmoid(self.level_logit)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        code, _ = soft_threshold_kwta(self.encode(x), self.coding_level, self.max_level)
+    def folded(self) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rank, fraction, encode and decode weights transposed): what ``forward`` reads for
+        inference with the current weights, to be handed back to it while they hold."""
+        rank, frac = kwta_rank(self.coding_level, self.n_cells, self.max_level)
+        return rank, frac, self.encode.weight.T.contiguous(), self.decode.weight.T.contiguous()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        folded: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Code ``x`` (…, n_embd) and read it out; ``folded`` (from ``folded()``, gradients
+        off): the same in two matrix products, for decoding."""
+        if folded is not None and self.encode.bias is None and not self.record:
+            rank, frac, encode, decode = folded
+            flat = x.reshape(-1, x.shape[-1])
+            code = hard_kwta(torch.mm(flat, encode), rank, frac)
+            return torch.mm(code, decode).view(*x.shape[:-1], -1)
+        if torch.is_grad_enabled():
+            code, _ = soft_threshold_kwta(self.encode(x), self.coding_level, self.max_level)
+        else:  # inference: the same mask without the surrogate's bookkeeping
+            rank = kwta_rank(self.coding_level, self.n_cells, self.max_level)
+            code = hard_kwta(F.linear(x, self.encode.weight, self.encode.bias), *rank)
         if self.record:
             self.last_code = code.detach()
         return self.decode(code)
@@ -362,6 +405,13 @@ class RhythmFeatures(nn.Module):
         gives the features that counting over the whole history gives.
         """
         static = self.table[tokens]
+        if state is not None and tokens.shape[1] == 1:  # one decoding step: no scans
+            total = self.chars[tokens][..., None] + state[:, None, :1]
+            marks = torch.where(
+                static.index_select(-1, self.boundaries) > 0, total, state[:, None, 1:]
+            )
+            dyn = torch.log1p(total - marks) / math.log(65.0)
+            return torch.cat([static, dyn], -1), torch.cat([total[:, 0], marks[:, 0]], -1)
         total = torch.cumsum(self.chars[tokens], dim=1)[..., None]  # characters so far
         last = torch.zeros_like(total[:, :1, :1]).expand(-1, 1, len(_BOUNDARIES))
         if state is not None:

@@ -10,6 +10,10 @@ Parts (any subset of ``PARTS``):
 - ``prosody``: per-head attention gain modulated by rhythm features of the text.
 Grid, time and theta-gamma codes join the learned position embedding (``position_codes='join'``)
 or replace it (``'replace'``).
+
+Controls (any subset of ``engram.lm.positions.CONTROLS``, the ``controls`` field) are the
+generic features each code is compared against, through the same code path: sinusoids of each
+code's width given the way the code is given, RoPE, ALiBi and a short causal convolution.
 """
 
 from __future__ import annotations
@@ -32,10 +36,23 @@ from engram.lm.cells import (
     ThetaGammaCode,
     TimeCells,
 )
+from engram.lm.positions import (
+    CONTROLS,
+    AttentionPositions,
+    CausalConv,
+    Rotary,
+    SinusoidCode,
+    alibi_bias,
+    alibi_slopes,
+    rotate,
+)
 from engram.params import Interval, check
 
 PARTS: tuple[str, ...] = ("place", "grid", "time", "theta_gamma", "prosody")
 POSITION_PARTS = ("grid", "time", "theta_gamma")
+# controls that stand in for a position code: with position_codes="replace" they, too, replace
+# the learned position embedding
+POSITION_CONTROLS = ("sin_theta_gamma", "sin_grid", "sin_time", "rope", "alibi", "conv")
 
 
 @dataclass
@@ -63,6 +80,10 @@ class HippocampalTransformerConfig:
     time_max_lag: int = 32
     gamma_per_theta: float = 6.0
     theta_scales: int = 4
+    controls: tuple[str, ...] = ()
+    sinusoid_max_period: float = 128.0
+    rope_base: float = 10000.0
+    conv_kernel: int = 4
     gradient_checkpointing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -73,6 +94,15 @@ class HippocampalTransformerConfig:
             raise ValueError(f"parts: unknown part(s) {unknown}; expected a subset of {PARTS}")
         if len(set(self.parts)) != len(self.parts):
             raise ValueError(f"parts: expected distinct names, got {self.parts}")
+        self.controls = tuple(self.controls)
+        unknown = [p for p in self.controls if p not in CONTROLS]
+        if unknown:
+            raise ValueError(
+                f"controls: unknown control(s) {unknown}; expected a subset of {CONTROLS}"
+            )
+        if len(set(self.controls)) != len(self.controls):
+            raise ValueError(f"controls: expected distinct names, got {self.controls}")
+        check("conv_kernel", self.conv_kernel, Interval(int, 1, None))
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             check(name, getattr(self, name), Interval(int, 1, None))
         check("mlp_hidden", self.mlp_hidden, Interval(int, 1, None), None)
@@ -105,29 +135,71 @@ class HippocampalTransformerConfig:
         data = dataclasses.asdict(self)
         data.pop("extra")
         data["parts"] = list(self.parts)
+        data["controls"] = list(self.controls)
         return data
 
     @classmethod
     def plain_gpt(cls, **sizes: Any) -> HippocampalTransformerConfig:
-        """The plain GPT baseline: every hippocampal part off, the same code path.
+        """The plain GPT baseline: every hippocampal part and control off, the same code path.
 
         ``sizes`` are any other fields (``n_layer``, ``n_embd``, ``mlp_hidden`` …); passing
-        ``parts`` is refused, since the point of this preset is that there are none.
+        ``parts`` or ``controls`` is refused, since the point of this preset is that there are
+        none.
         """
-        if "parts" in sizes:
-            raise ValueError(f"parts: the plain GPT has none, got {sizes['parts']!r}")
-        return cls(**sizes, parts=())
+        for name in ("parts", "controls"):
+            if name in sizes:
+                raise ValueError(f"{name}: the plain GPT has none, got {sizes[name]!r}")
+        return cls(**sizes, parts=(), controls=())
 
     def without_parts(self) -> HippocampalTransformerConfig:
-        """This config with every hippocampal part off: its plain GPT of the same sizes."""
-        return dataclasses.replace(self, parts=())
+        """This config with every hippocampal part and control off: its plain GPT of the same
+        sizes."""
+        return dataclasses.replace(self, parts=(), controls=())
 
     def has(self, part: str) -> bool:
-        return part in self.parts
+        """Whether a hippocampal part or a control (``CONTROLS``) is on."""
+        return part in self.parts or part in self.controls
+
+    def code_width(self, code: str) -> int:
+        """Features a position code reads out into the residual stream: theta-gamma's slots
+        and clocks, grid's cells, time cells' traces (what its controls are matched to)."""
+        widths = {
+            "theta_gamma": round(self.gamma_per_theta) + 2 * self.theta_scales,
+            "grid": self.grid_modules * self.grid_cells_per_module,
+            "time": self.time_cells * self.time_dim,
+        }
+        if code not in widths:
+            raise ValueError(f"code: expected one of {sorted(widths)}, got {code!r}")
+        return widths[code]
 
     @property
     def mlp_width(self) -> int:
         return 4 * self.n_embd if self.mlp_hidden is None else self.mlp_hidden
+
+
+# the largest time-cell token table (lags × vocabulary × width, in elements) folded for decoding
+MAX_TIME_TABLE = 1 << 22
+
+
+@dataclass(frozen=True)
+class DecodingTables:
+    """Weights folded for KV-cached inference (a snapshot: built at a cache's first step and
+    read by that cache only): ``position`` (block, n_embd), the sum of every
+    position term (learned embedding, grid, theta-gamma, sinusoids) at each position, or None
+    when there is at most the learned one; ``time`` (max_lag · vocab, n_embd), row
+    lag · vocab + token: what that token contributes through the time cells from that lag, or
+    None when off or too large."""
+
+    position: torch.Tensor | None
+    time: torch.Tensor | None
+    time_rows: torch.Tensor | None  # (max_lag,) row offset of each token of a window, oldest first
+    # prosody: (vocab, layers·heads) log gain of each token's static rhythm flags (with the
+    # bias), and (vocab, 3) whether it is a space, newline, sentence end; None when off
+    gain_table: torch.Tensor | None = None
+    boundary_flags: torch.Tensor | None = None
+    gain_dynamic: torch.Tensor | None = None  # (3, layers·heads): the counts' weights, transposed
+    chars: torch.Tensor | None = None  # (vocab, 1): characters of each token
+    place: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # PlaceCells.folded
 
 
 @dataclass(frozen=True)
@@ -162,6 +234,9 @@ class KVCache:
         ]
         self.tokens = torch.zeros(batch, 0, dtype=torch.long, device=device)
         self.rhythm: torch.Tensor | None = None  # (batch, 4) counts, see RhythmFeatures
+        # the model's folded decoding tables, read at the cache's first step under no_grad: a
+        # cache decodes with the weights it started with (make a new one after training)
+        self.tables: DecodingTables | None = None
         self.length = 0
 
     @property
@@ -175,6 +250,7 @@ class KVCache:
         new.values = [v.index_select(0, index) for v in self.values]
         new.tokens = self.tokens.index_select(0, index)
         new.rhythm = None if self.rhythm is None else self.rhythm.index_select(0, index)
+        new.tables = self.tables
         new.length = self.length
         return new
 
@@ -199,8 +275,10 @@ class CausalSelfAttention(nn.Module):
         gain: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
+        positions: AttentionPositions | None = None,
     ) -> torch.Tensor:
-        """``gain`` (B, n_head, T, 1): the prosody gain of each head's queries, or None."""
+        """``gain`` (B, n_head, T, 1): the prosody gain of each head's queries, or None;
+        ``positions``: the rotary angles and/or ALiBi bias of the new tokens, or None."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
@@ -208,7 +286,12 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if gain is not None:
             # a gain on the query is a per-head, per-token attention temperature
-            q = q * gain.to(q.dtype)
+            q = q * (gain if gain.dtype == q.dtype else gain.to(q.dtype))
+        bias = None
+        if positions is not None:
+            if positions.rotary is not None:  # keys are cached rotated, at their own positions
+                q, k = rotate(q, *positions.rotary), rotate(k, *positions.rotary)
+            bias = positions.bias
         start = 0
         if cache is not None:
             start = cache.length
@@ -217,7 +300,11 @@ class CausalSelfAttention(nn.Module):
             k = cache.keys[layer][:, :, : start + T]
             v = cache.values[layer][:, :, : start + T]
         dropout = self.dropout if self.training else 0.0
-        if start == 0:
+        if bias is not None:  # ALiBi: the bias carries the causal mask (−inf above the diagonal)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout
+            )
+        elif start == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
@@ -251,9 +338,14 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, gain: torch.Tensor | None, cache: KVCache | None, layer: int
+        self,
+        x: torch.Tensor,
+        gain: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        positions: AttentionPositions | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), gain, cache, layer)
+        x = x + self.attn(self.ln_1(x), gain, cache, layer, positions)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -270,7 +362,9 @@ class HippocampalTransformer(nn.Module):
         self.config = config
         c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
-        learned_position = c.position_codes == "join" or not any(map(c.has, POSITION_PARTS))
+        learned_position = c.position_codes == "join" or not any(
+            map(c.has, POSITION_PARTS + POSITION_CONTROLS)
+        )
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if learned_position else None
         self.drop = _dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
@@ -313,6 +407,33 @@ class HippocampalTransformer(nn.Module):
             if c.has("theta_gamma")
             else None
         )
+        # controls: each sinusoid as wide as its code, given as the code is
+        self.sinusoids = nn.ModuleDict(
+            {
+                name: SinusoidCode(
+                    c.n_embd,
+                    c.code_width(name.removeprefix("sin_")),
+                    c.sinusoid_max_period,
+                    bias=c.bias,
+                    n_positions=c.block_size,
+                )
+                for name in c.controls
+                if name.startswith("sin_")
+            }
+        )
+        head = c.n_embd // c.n_head
+        self.rotary = (
+            Rotary(head, c.rope_base, n_positions=c.block_size) if c.has("rope") else None
+        )
+        if c.has("alibi"):
+            self.register_buffer("alibi_slopes", alibi_slopes(c.n_head), persistent=False)
+        else:
+            self.alibi_slopes = None
+        self.conv = (
+            CausalConv(c.n_embd, c.time_cells, c.time_dim, c.conv_kernel, bias=c.bias)
+            if c.has("conv")
+            else None
+        )
         self.rhythm = RhythmFeatures(c.vocab_size) if c.has("prosody") else None
         # prosody: log attention gain of every head of every layer, linear in the rhythm
         self.prosody = nn.Linear(N_RHYTHM, c.n_layer * c.n_head) if self.rhythm else None
@@ -320,6 +441,9 @@ class HippocampalTransformer(nn.Module):
             if token_strings is None:
                 raise ValueError("token_strings: required when the 'prosody' part is on")
             self.rhythm.set_vocabulary(token_strings)
+        # KV-cached inference reads folded tables (``DecodingTables``); False = the step-by-step
+        # path, which computes the same to rounding
+        self.fused_decoding = True
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
@@ -337,6 +461,86 @@ class HippocampalTransformer(nn.Module):
     def num_params(self) -> int:
         """Trainable parameters (the tied embedding counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def _position_modules(self) -> list[nn.Module]:
+        """The modules whose output depends on the position alone, in the forward's order."""
+        modules: list[nn.Module] = []
+        if self.grid is not None and self.grid.source == "position":
+            modules.append(self.grid)
+        if self.theta_gamma is not None:
+            modules.append(self.theta_gamma)
+        return modules + list(self.sinusoids.values())
+
+    def decoding_tables(self) -> DecodingTables:
+        """The folded tables of the current weights (built anew on every call: a KV cache
+        reads them once, at its first step, since no version counter is reliable — the fused
+        AdamW step, for one, updates weights in place without bumping it)."""
+        c = self.config
+        with torch.inference_mode(False), torch.no_grad():
+            position = None
+            codes = self._position_modules()
+            if codes:
+                terms = [self.wpe.weight] if self.wpe is not None else []
+                terms += [m(0, c.block_size) if m is not self.grid else m.position_code(
+                    0, c.block_size) for m in codes]
+                position = sum(terms)
+            time = time_rows = None
+            cells = self.time
+            if (
+                cells is not None
+                and cells.readout.bias is None
+                and cells.max_lag * c.vocab_size * c.n_embd <= MAX_TIME_TABLE
+            ):
+                z = cells.project(self.wte.weight)  # (vocab, dim): each token projected
+                readout = cells.readout.weight.view(c.n_embd, cells.dim, cells.n_cells)
+                per_lag = torch.einsum("eds,sl->lde", readout, cells.fields())  # (L, dim, C)
+                time = torch.einsum("vd,lde->lve", z, per_lag).reshape(-1, c.n_embd)
+                lags = torch.arange(cells.max_lag - 1, -1, -1, device=time.device)
+                time_rows = lags * c.vocab_size
+            gain_table = boundary_flags = gain_dynamic = chars = None
+            if self.rhythm is not None:
+                static = self.rhythm.table.shape[1]
+                weight = self.prosody.weight
+                gain_table = self.rhythm.table @ weight[:, :static].T
+                if self.prosody.bias is not None:
+                    gain_table = gain_table + self.prosody.bias
+                boundary_flags = self.rhythm.table.index_select(1, self.rhythm.boundaries) > 0
+                gain_dynamic = weight[:, static:].T.contiguous()
+                chars = self.rhythm.chars[:, None].clone()
+            place = self.place.folded() if self.place is not None else None
+        return DecodingTables(
+            position, time, time_rows, gain_table, boundary_flags, gain_dynamic, chars, place
+        )
+
+    def _time_from_table(
+        self, tables: DecodingTables, history: torch.Tensor, start: int, T: int
+    ) -> torch.Tensor:
+        """Time cells of the T new positions, summed from the folded token table."""
+        table = tables.time
+        if T == 1:  # one step: the window of the last max_lag tokens, oldest first
+            window = history[:, max(0, start + 1 - self.time.max_lag) :]
+            rows = window + tables.time_rows[self.time.max_lag - window.shape[1] :]
+            return table[rows].sum(1, keepdim=True)
+        lag = torch.arange(self.time.max_lag, device=history.device)
+        at = torch.arange(start, start + T, device=history.device)[:, None] - lag  # (T, L)
+        rows = history[:, at.clamp_min(0)] + lag * self.config.vocab_size  # (B, T, L)
+        terms = table[rows]  # (B, T, L, C)
+        if start < self.time.max_lag - 1:  # lags reaching before the first token count 0
+            terms = terms * (at >= 0)[..., None].to(terms.dtype)
+        return terms.sum(2)
+
+    def _prosody_step(
+        self, tables: DecodingTables, token: torch.Tensor, cache: KVCache
+    ) -> tuple[torch.Tensor, ...]:
+        """One decoding step's per-layer query gains (B, head, 1, 1) from the folded tables,
+        carrying the rhythm counts in ``cache`` as ``RhythmFeatures`` does."""
+        c, state = self.config, cache.rhythm
+        total = tables.chars[token] + state[:, :1]
+        marks = torch.where(tables.boundary_flags[token], total, state[:, 1:])
+        dyn = torch.log1p(total - marks) / math.log(65.0)
+        cache.rhythm = torch.cat([total, marks], -1)
+        log_gain = torch.addmm(tables.gain_table[token], dyn, tables.gain_dynamic)
+        return torch.exp(log_gain).view(-1, c.n_layer, c.n_head, 1, 1).unbind(1)
 
     def new_cache(self, batch: int) -> KVCache:
         p = self.wte.weight
@@ -367,24 +571,49 @@ class HippocampalTransformer(nn.Module):
                 raise ValueError(f"cache: holds batch {cache.batch}, got input batch {B}")
             cache.tokens = cache.tokens.new_zeros(B, 0)
         history = torch.cat([cache.tokens, idx], 1) if cache is not None else idx
-        positions = torch.arange(start, start + T, device=idx.device)
         tok = self.wte(idx)
-        # codes of the position alone are summed at (T, C) and broadcast over the batch once
-        position_terms = []
-        if self.wpe is not None:
-            position_terms.append(self.wpe(positions))
-        if self.grid is not None and self.grid.source == "position":
-            position_terms.append(self.grid.position_code(start, start + T))
-        if self.theta_gamma is not None:
-            position_terms.append(self.theta_gamma(start, start + T))
-        x = tok + sum(position_terms) if position_terms else tok
+        tables = None
+        if cache is not None and self.fused_decoding and not torch.is_grad_enabled():
+            if cache.tables is None:
+                cache.tables = self.decoding_tables()
+            tables = cache.tables
+        if tables is not None and tables.position is not None:
+            x = tok + tables.position[start : start + T]
+        else:
+            # codes of the position alone are summed at (T, C) and broadcast over the batch once
+            positions = torch.arange(start, start + T, device=idx.device)
+            position_terms = []
+            if self.wpe is not None:
+                position_terms.append(self.wpe(positions))
+            if self.grid is not None and self.grid.source == "position":
+                position_terms.append(self.grid.position_code(start, start + T))
+            if self.theta_gamma is not None:
+                position_terms.append(self.theta_gamma(start, start + T))
+            for sinusoid in self.sinusoids.values():
+                position_terms.append(sinusoid(start, start + T))
+            x = tok + sum(position_terms) if position_terms else tok
         if self.grid is not None and self.grid.source == "path":  # integrates the whole history
             x = x + self.grid(self.wte(history) if start else tok, start)
-        if self.time is not None:  # sees only the last time_max_lag − 1 tokens of the history
+        if tables is not None and tables.time is not None:
+            x = x + self._time_from_table(tables, history, start, T)
+        elif self.time is not None:  # sees only the last time_max_lag − 1 tokens of the history
             first = max(0, start - self.time.max_lag + 1)
             x = x + self.time(self.wte(history[:, first:]) if start else tok, start - first)
+        if self.conv is not None:  # sees only the last conv_kernel − 1 tokens of the history
+            first = max(0, start - self.conv.max_lag + 1)
+            x = x + self.conv(self.wte(history[:, first:]) if start else tok, start - first)
+        relative = None
+        if self.rotary is not None or self.alibi_slopes is not None:
+            relative = AttentionPositions(
+                rotary=self.rotary(start, start + T) if self.rotary is not None else None,
+                bias=alibi_bias(self.alibi_slopes, start, T)
+                if self.alibi_slopes is not None
+                else None,
+            )
         gains = None
-        if self.rhythm is not None:
+        if tables is not None and tables.gain_table is not None and T == 1 and start:
+            gains = self._prosody_step(tables, idx[:, 0], cache)
+        elif self.rhythm is not None:
             features, rhythm_state = self.rhythm(idx, cache.rhythm if cache is not None else None)
             if cache is not None:
                 cache.rhythm = rhythm_state
@@ -397,12 +626,12 @@ class HippocampalTransformer(nn.Module):
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             if self.place is not None and i == c.place_layer:
-                x = x + self.place(x)
+                x = x + self.place(x, tables.place if tables is not None else None)
             gain = gains[i] if gains is not None else None
             if c.gradient_checkpointing and self.training and cache is None:
-                x = checkpoint(block, x, gain, None, i, use_reentrant=False)
+                x = checkpoint(block, x, gain, None, i, relative, use_reentrant=False)
             else:
-                x = block(x, gain, cache, i)
+                x = block(x, gain, cache, i, relative)
         if cache is not None:
             cache.tokens = history
             cache.length = start + T

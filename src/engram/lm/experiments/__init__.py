@@ -2,3 +2,4 @@
 
 EXPERIMENTS = {"ablation": "engram.lm.experiments.ablation"}
 EXPERIMENTS["sleep"] = "engram.lm.experiments.sleep"
+EXPERIMENTS["controls"] = "engram.lm.experiments.controls"

@@ -143,6 +143,7 @@ class TrainJob:
     memory_lambda: float
     memory_k: int
     place_map: bool = False
+    device: str = "cpu"
 
 
 def train_variant(job: TrainJob, seed: int) -> dict[str, Any]:
@@ -167,6 +168,7 @@ def train_variant(job: TrainJob, seed: int) -> dict[str, Any]:
         eval_batches=job.eval_batches,
         checkpoint_interval=job.steps,
         seed=seed,
+        device=job.device,
     )
     os.makedirs(job.folder, exist_ok=True)
     trained = train(tcfg, job.folder)
