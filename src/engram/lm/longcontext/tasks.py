@@ -75,7 +75,7 @@ def passkey(
     trials: int,
     seed: int,
     word_length: int = 5,
-    lead: int = 24,
+    lead: int = 4,
 ) -> Probe:
     """``trials`` passkey streams with ``distance`` tokens from the word's first letter in the
     statement to its first letter in the answer, inside random stretches of ``text`` (tokens)."""
