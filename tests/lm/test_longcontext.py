@@ -181,3 +181,17 @@ def test_bad_long_context_settings_are_named():
     lm = WindowedLM(model, SlidingWindow(window=8))
     with pytest.raises(ValueError, match="tokens"):
         lm.feed(torch.zeros(3, 2, dtype=torch.long))
+
+
+def test_greedy_decoding_through_a_wide_window_is_the_model_own_greedy_decoding():
+    from engram.lm.longcontext.arms import Span, greedy, streamer
+    from engram.lm.sample import SamplingConfig, generate
+
+    model = tiny()
+    prompt = stream(6, batch=1)
+    expected = torch.stack(list(generate(model, prompt, 20, SamplingConfig("greedy"))), 1)
+    wide = Span(window=30, sinks=2, chunk=8)
+    for arm in ("window", "episodic", "xl"):
+        assert torch.equal(greedy(streamer(model, arm, wide), prompt, 20), expected), arm
+    narrow = greedy(streamer(model, "episodic", Span(window=8, sinks=2, chunk=4, capacity=4)), prompt, 60)
+    assert narrow.shape == (1, 60)

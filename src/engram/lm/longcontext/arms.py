@@ -82,3 +82,18 @@ def arm_logits(model: HippocampalTransformer, arm: str, span: Span, tokens: torc
         return model(tokens).logits, 0
     logits = lm.logits(tokens)
     return logits, lm.memory_bytes() if isinstance(lm, WindowedLM) else 0
+
+
+@torch.no_grad()
+def greedy(lm: WindowedLM | RecurrentLM, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """Greedy decoding of ``new_tokens`` after ``prompt`` (B, T) through a streaming LM, one
+    token at a time; the new tokens (B, new_tokens)."""
+    check("new_tokens", new_tokens, Interval(int, 0, None))
+    lm.start(prompt.shape[0])
+    logits = lm.feed(prompt)[:, -1]
+    out = []
+    for _ in range(new_tokens):
+        token = logits.argmax(-1, keepdim=True)
+        out.append(token)
+        logits = lm.feed(token)[:, -1]
+    return torch.cat(out, 1) if out else prompt.new_zeros(prompt.shape[0], 0)
