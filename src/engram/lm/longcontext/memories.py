@@ -184,11 +184,8 @@ class StreamingEviction(LayerMemory):
     def read(self, q: torch.Tensor) -> torch.Tensor | None:
         if not self._reads or not self.written:
             return None
-        B, H, T, d = q.shape
-        # every query reads the same state: fold the queries into the batch
-        state = {name: s.repeat_interleave(T, 0) for name, s in self.state.items()}
-        out = self.memory.read(state, q.transpose(1, 2).reshape(B * T, H, d))
-        return out.view(B, T, H, d).transpose(1, 2)
+        # the streaming form reads one query per sequence and head at a time
+        return torch.stack([self.memory.read(self.state, q[:, :, t]) for t in range(q.shape[2])], 2)
 
     def state_bytes(self) -> int:
         return self.memory.state_bytes(self.n_head, self.d_head, self.d_model, self.written)
