@@ -5,8 +5,9 @@ With ``echo_every`` > 0 the training part of the text is "echoed": after every `
 characters, a random stretch of 8–32 of the last 56 characters is written again. A 0.8M char
 model pretrained 1,500 steps on the plain text barely copies from its own context (its loss on
 a repeated 24-character passage falls by 0.08 nats/char), so no memory of evicted tokens could
-show in retrieval; the echoes teach in-context copying (an induction head) inside the block,
-never beyond it. The validation part is left as it is, and the tasks' filler comes from it.
+show in retrieval; the echoes are meant to teach in-context copying inside the block, never
+beyond it (at 1,500 steps they did not: docs/lm/longcontext.md). The validation part is left as
+it is, and the tasks' filler comes from it.
 """
 
 from __future__ import annotations
