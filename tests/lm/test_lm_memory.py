@@ -104,3 +104,59 @@ def test_memory_validation_loss_is_the_model_loss_at_lambda_zero_and_lower_on_se
     on = EpisodicMemory(dim=16, k=4, interpolation=0.5, keep_log=False)
     on.store_text(model, torch.from_numpy(text))
     assert memory_validation_loss(model, on, text, len(text)).nats_per_token < plain.nats_per_token
+
+
+def test_retrieval_accuracy_counts_queries_whose_neighbours_hold_the_true_next_token():
+    memory = EpisodicMemory(dim=1, k=3)
+    memory.store(np.array([[0.0], [1.0], [2.0], [10.0]]), np.array([5, 6, 7, 8]))
+    queries = np.array([[0.1], [0.9], [9.0], [2.2]])
+    # nearest first: q0 → 5, 6, 7; q1 → 6, 5, 7; q2 → 8, 7, 6; q3 → 7, 6, 5
+    targets = np.array([6, 6, 5, 8])
+    accuracy = memory.retrieval_accuracy(queries, targets, ks=(1, 2, 3))
+    assert accuracy == {1: 0.25, 2: 0.5, 3: 0.5}
+    with pytest.raises(ValueError, match="ks"):
+        memory.retrieval_accuracy(queries, targets, ks=(4,))
+    with pytest.raises(ValueError, match="targets"):
+        memory.retrieval_accuracy(queries, targets[:3], ks=(1,))
+
+
+def test_retrieval_report_sets_the_memory_beside_the_model_and_the_mixture():
+    from engram.lm.memory import retrieval_report
+
+    torch.manual_seed(0)
+    config = HippocampalTransformerConfig(vocab_size=9, block_size=16, n_layer=1, n_head=1, n_embd=16)
+    model = HippocampalTransformer(config)
+    text = np.tile(np.arange(1, 9), 8)
+    memory = EpisodicMemory(dim=16, k=4, interpolation=0.9, keep_log=False)
+    memory.store_text(model, torch.from_numpy(text))
+    report = retrieval_report(model, memory, text, ks=(1, 4))
+    assert report.positions == 3 * 16  # three whole windows of 16 in 64 tokens
+    assert report.memory[0] == 1.0  # every state is stored, with the token that followed it
+    assert report.model[0] < 0.5 and report.mixed[0] == 1.0  # an untrained model, rescued
+
+
+def test_a_saved_memory_loads_back_exactly_and_a_damaged_one_is_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    memory = EpisodicMemory(dim=6, k=4, interpolation=0.4, temperature=2.0, faiss_threshold=10)
+    memory.store(rng.standard_normal((30, 6)).astype(np.float32), rng.integers(0, 50, 30))
+    path = memory.save(tmp_path / "memory.npz")
+    memory.store(np.ones((1, 6), dtype=np.float32), np.array([3]))
+    memory.save(path)  # overwritten whole, through a temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memory.npz"]
+    loaded = EpisodicMemory.load(path)
+    assert (loaded.dim, loaded.k, loaded.interpolation, loaded.temperature, loaded.faiss_threshold) == (
+        6, 4, 0.4, 2.0, 10)
+    assert np.array_equal(loaded._keys, memory._keys) and np.array_equal(loaded._tokens, memory._tokens)
+    queries = rng.standard_normal((5, 6)).astype(np.float32)
+    a, b = memory.recall(queries), loaded.recall(queries)
+    assert np.array_equal(a.indices, b.indices) and np.array_equal(a.distances, b.distances)
+    data = dict(np.load(path))
+    data["tokens"] = data["tokens"] + 1
+    np.savez(tmp_path / "changed.npz", **data)
+    with pytest.raises(ValueError, match="checksum"):
+        EpisodicMemory.load(tmp_path / "changed.npz")
+    (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a saved EpisodicMemory"):
+        EpisodicMemory.load(tmp_path / "cut.npz")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        EpisodicMemory.load(tmp_path / "missing.npz")

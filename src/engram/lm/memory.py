@@ -8,19 +8,30 @@ store exceeds ``faiss_threshold`` entries; every retrieval can be inspected afte
 
 Vocabulary, as for every in-process memory: ``store`` pairs, ``recall`` the nearest ones (a
 frozen ``Neighbours``); ``next_token_distribution`` and ``interpolate`` turn a recall into the
-kNN-LM's probabilities.
+kNN-LM's probabilities. ``retrieval_accuracy`` measures how often the true next token is among
+the neighbours' (and ``retrieval_report`` sets that beside the model's and the kNN-LM's own
+top-k); ``save`` / ``EpisodicMemory.load`` keep a memory in one checksummed file, written
+atomically, that loads back exactly.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engram.io import atomic_write_bytes, content_digest
 from engram.params import Interval, check
 from engram.search import ApproximateIndex, topk
+
+FORMAT = "engram.lm.EpisodicMemory/1"
+_SETTINGS = ("dim", "k", "interpolation", "temperature", "faiss_threshold")
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,52 @@ class EpisodicMemory:
         mixed = (1 - self.interpolation) * p_model + self.interpolation * p_knn
         return torch.log(mixed.clamp_min(1e-30))
 
+    def retrieval_accuracy(
+        self,
+        queries: torch.Tensor | np.ndarray,
+        targets: torch.Tensor | np.ndarray,
+        ks: tuple[int, ...] = (1, 5),
+    ) -> dict[int, float]:
+        """For each k in ``ks`` (at most the memory's ``k``): the share of queries (Q, dim) whose
+        k nearest stored keys include one followed by the query's true next token (Q,)."""
+        targets = np.asarray(torch.as_tensor(targets).cpu(), dtype=np.int64).ravel()
+        for k in ks:
+            check("ks", k, Interval(int, 1, self.k))
+        found = self.recall(queries)
+        if len(targets) != len(found.tokens):
+            raise ValueError(f"targets: expected {len(found.tokens)} ids, got {len(targets)}")
+        hit = found.tokens == targets[:, None]
+        return {k: float(hit[:, :k].any(1).mean()) for k in ks}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the settings and every stored pair to ``path`` atomically, with a checksum."""
+        settings = {name: getattr(self, name) for name in _SETTINGS}
+        meta = {"format": FORMAT, "settings": settings,
+                "checksum": content_digest([settings, self._keys, self._tokens])}
+        buffer = io.BytesIO()
+        np.savez(buffer, keys=self._keys, tokens=self._tokens, meta=np.array(json.dumps(meta)))
+        return atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], keep_log: bool = True) -> EpisodicMemory:
+        """A memory written by ``save``; a missing, foreign or damaged file is an error naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"memory: {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                keys, tokens = data["keys"], data["tokens"]
+        except Exception as error:  # zip, npy and JSON readers fail in their own ways
+            raise ValueError(f"memory: {path} is not a saved EpisodicMemory ({error})") from error
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"memory: {path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        if content_digest([meta["settings"], keys, tokens]) != meta["checksum"]:
+            raise ValueError(f"memory: {path} fails its checksum, so it is damaged")
+        memory = cls(**meta["settings"], keep_log=keep_log)
+        memory.store(keys, tokens)
+        return memory
+
     @torch.no_grad()
     def store_text(self, model: torch.nn.Module, tokens: torch.Tensor, stride: int | None = None):
         """Store every (hidden state, next token) pair of a token sequence (1-D), in windows of
@@ -141,3 +198,45 @@ class EpisodicMemory:
             hidden = model(x).hidden[0]
             self.store(hidden, chunk[1:])
         model.train(was_training)
+
+
+@dataclass(frozen=True)
+class RetrievalReport:
+    """Top-k accuracy (share of positions whose true next token is among k candidates) of the
+    model's logits, of the memory's neighbours and of the interpolated kNN-LM, per k."""
+
+    ks: tuple[int, ...]
+    model: tuple[float, ...]
+    memory: tuple[float, ...]
+    mixed: tuple[float, ...]
+    positions: int
+
+
+@torch.no_grad()
+def retrieval_report(
+    model: torch.nn.Module, memory: EpisodicMemory, tokens: np.ndarray, ks: tuple[int, ...] = (1, 5)
+) -> RetrievalReport:
+    """Top-k accuracies of ``model``, ``memory`` and their mixture over every next-token
+    prediction of ``tokens`` (1-D), in consecutive windows of the model's block size."""
+    block = model.config.block_size
+    data = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+    n = (len(data) - 1) // block
+    if n < 1:
+        raise ValueError(f"tokens: {len(data)} tokens are fewer than one block of {block}")
+    model.eval()
+    x = data[: n * block].view(n, block).to(model.wte.weight.device)
+    y = data[1 : n * block + 1].reshape(-1)
+    out = model(x)
+    logits, hidden = out.logits.flatten(0, 1).float(), out.hidden.flatten(0, 1)
+    mixed = memory.interpolate(logits, hidden)
+
+    def top(scores: torch.Tensor, k: int) -> float:
+        return float((scores.topk(k, -1).indices.cpu() == y[:, None]).any(1).float().mean())
+
+    return RetrievalReport(
+        tuple(ks),
+        tuple(top(logits, k) for k in ks),
+        tuple(memory.retrieval_accuracy(hidden, y, ks)[k] for k in ks),
+        tuple(top(mixed, k) for k in ks),
+        len(y),
+    )

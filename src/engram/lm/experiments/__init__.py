@@ -3,3 +3,4 @@
 EXPERIMENTS = {"ablation": "engram.lm.experiments.ablation"}
 EXPERIMENTS["sleep"] = "engram.lm.experiments.sleep"
 EXPERIMENTS["controls"] = "engram.lm.experiments.controls"
+EXPERIMENTS["longcontext"] = "engram.lm.experiments.longcontext"
