@@ -21,10 +21,13 @@ from engram.lm.model import HippocampalTransformer, HippocampalTransformerConfig
 VOCAB = 11
 
 
-def tiny(parts: tuple[str, ...] = (), block: int = 40) -> HippocampalTransformer:
+def tiny(
+    parts: tuple[str, ...] = (), block: int = 40, controls: tuple[str, ...] = ()
+) -> HippocampalTransformer:
     torch.manual_seed(0)
     config = HippocampalTransformerConfig(
-        vocab_size=VOCAB, block_size=block, n_layer=2, n_head=2, n_embd=16, parts=parts, time_max_lag=8
+        vocab_size=VOCAB, block_size=block, n_layer=2, n_head=2, n_embd=16, parts=parts, time_max_lag=8,
+        controls=controls,
     )
     return HippocampalTransformer(config, token_strings=[chr(97 + i) for i in range(VOCAB)]).eval()
 
@@ -33,9 +36,10 @@ def stream(length: int, batch: int = 2, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("parts", [(), ("time", "theta_gamma")])
-def test_a_window_as_long_as_the_stream_gives_the_full_forward(parts):
-    model = tiny(parts)
+@pytest.mark.parametrize(("parts", "controls"), [((), ()), (("time", "theta_gamma"), ()), ((), ("rope",)),
+                                                 ((), ("alibi",))])
+def test_a_window_as_long_as_the_stream_gives_the_full_forward(parts, controls):
+    model = tiny(parts, controls=controls)
     tokens = stream(30)
     full = model(tokens).logits
     for kind in ("none", "episodic", "projection"):

@@ -21,6 +21,7 @@ from torch import nn
 
 from engram.lm.longcontext.memories import LayerMemory, Slots
 from engram.lm.model import CausalSelfAttention, HippocampalTransformer, KVCache
+from engram.lm.positions import AttentionPositions, rotate
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,21 @@ class MemoryAttention(nn.Module):
         return t.view(B, T, self.attn.n_head, C // self.attn.n_head).transpose(1, 2)
 
     def forward(
-        self, x: torch.Tensor, gain: torch.Tensor | None, cache: KVCache | None, layer: int
+        self, x: torch.Tensor, gain: torch.Tensor | None, cache: KVCache | None, layer: int,
+        positions: AttentionPositions | None = None,
     ) -> torch.Tensor:
+        """The model's attention (prosody gain, rotary angles, ALiBi bias as it applies them)
+        with the memory's keys, values, slots and read added for the positions it reads at."""
         a = self.attn
         B, T, C = x.shape
         q, k, v = (self._heads(part) for part in a.c_attn(x).split(a.n_embd, dim=2))
         if gain is not None:
             q = q * gain.to(q.dtype)
+        bias = None
+        if positions is not None:
+            if positions.rotary is not None:
+                q, k = rotate(q, *positions.rotary), rotate(k, *positions.rotary)
+            bias = positions.bias
         start = cache.length if cache is not None else 0
         reader = (torch.arange(start, start + T, device=x.device) >= self.first_reader)[:, None]
         adjusted = self.memory.adjust(x, k, v)
@@ -84,6 +93,8 @@ class MemoryAttention(nn.Module):
         rows = torch.arange(start, start + T, device=x.device)[:, None]
         visible = torch.arange(start + T, device=x.device)[None] <= rows
         scores = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~visible, float("-inf"))
+        if bias is not None:  # ALiBi's distance bias (it also carries the causal mask)
+            scores = scores + bias.to(scores.dtype)
         slots = self.memory.slots(q)
         if slots is None:
             probs = torch.softmax(scores, -1)
