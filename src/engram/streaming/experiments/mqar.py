@@ -55,6 +55,7 @@ class Config:
     solve_at: float = 0.99
     valid_size: int = 128
     test_size: int = 256
+    device: str = "cpu"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -89,7 +90,7 @@ class Config:
                             d, self.n_heads, self.n_layers, self.conv_kernel, self.window,
                             self.n_sink, self.full_steps if condition == "full" else self.steps,
                             self.batch_size, self.lr, self.weight_decay, self.eval_every,
-                            self.solve_at, self.valid_size, self.test_size,
+                            self.solve_at, self.valid_size, self.test_size, self.device,
                         )
                     )
         return out

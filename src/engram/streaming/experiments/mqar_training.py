@@ -59,6 +59,7 @@ class Cell:
     solve_at: float
     valid_size: int
     test_size: int
+    device: str = "cpu"
 
     def task(self) -> MQARTask:
         return MQARTask(self.n_pairs, self.length, self.vocab_size, self.power_a, self.random_fillers)
@@ -80,6 +81,10 @@ class Cell:
         if self.model().window is None:
             return None
         return self.n_layers * (self.window - 1 + self.conv_kernel - 1)
+
+
+def _on(batch: MQARBatch, device: torch.device) -> MQARBatch:
+    return MQARBatch(batch.tokens.to(device), batch.targets.to(device), batch.distance.to(device))
 
 
 def _loss(model: StreamingTransformer, batch: MQARBatch) -> torch.Tensor:
@@ -114,17 +119,18 @@ def train_cell(cell: Cell, seed: int) -> dict[str, Any]:
     the steps run out; then score it on the fixed test set (a toolkit job)."""
     task = cell.task()
     torch.manual_seed(seed)
-    model = StreamingTransformer(cell.model())
+    device = torch.device(cell.device)
+    model = StreamingTransformer(cell.model()).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cell.lr, weight_decay=cell.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _schedule(s, cell.steps))
     data = np.random.default_rng(1_000_000 + seed)
-    valid = make_mqar(task, cell.valid_size, VALIDATION_SEED)
+    valid = _on(make_mqar(task, cell.valid_size, VALIDATION_SEED), device)
     start, cpu = time.perf_counter(), time.process_time()
     curve: list[tuple[int, float]] = []
     solved_step, losses = None, []
     for step in range(1, cell.steps + 1):
         model.train()
-        loss = _loss(model, make_mqar(task, cell.batch_size, data))
+        loss = _loss(model, _on(make_mqar(task, cell.batch_size, data), device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -141,7 +147,7 @@ def train_cell(cell: Cell, seed: int) -> dict[str, Any]:
                 break
     train_seconds, train_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     model.eval()
-    test = make_mqar(task, cell.test_size, TEST_SEED)
+    test = _on(make_mqar(task, cell.test_size, TEST_SEED), device)
     hits = (predictions(model, test) == test.targets[test.queries]).float()
     reach = cell.receptive_field()
     beyond = test.distance[test.queries] > (reach if reach is not None else cell.length)
@@ -163,6 +169,7 @@ def train_cell(cell: Cell, seed: int) -> dict[str, Any]:
         "final_loss": float(np.mean(losses[-20:])),
         "train_seconds": train_seconds,
         "train_cpu_seconds": train_cpu_seconds,
+        "device": cell.device,
         "state_bytes": state_bytes(model, test),
         "chance": task.chance,
     }
