@@ -1,6 +1,7 @@
 """Streaming attention with sinks and eviction memories (``engram run streaming.eviction``),
 linear-attention / DeltaNet layers and the MQAR task (``engram run streaming.mqar``)."""
 
+from engram.streaming.linear import MIXERS, RecurrentAttention
 from engram.streaming.memories import (
     MEMORY_KINDS,
     EvictionMemory,
@@ -12,7 +13,6 @@ from engram.streaming.memories import (
     memory_for,
     naive_recurrent,
 )
-from engram.streaming.linear import MIXERS, RecurrentAttention
 from engram.streaming.model import StreamingConfig, StreamingTransformer
 from engram.streaming.mqar import MQARBatch, MQARTask, make_mqar
 from engram.streaming.window import Evicted, evicted_mask, visible_mask
@@ -23,9 +23,9 @@ __all__ = [
     "Evicted",
     "EvictionMemory",
     "KNNMemory",
-    "MatrixMemory",
     "MQARBatch",
     "MQARTask",
+    "MatrixMemory",
     "MemoryOptions",
     "NoMemory",
     "ProjectionWrites",
