@@ -51,7 +51,7 @@ def test_the_quick_run_writes_a_frontier_with_a_claim_per_condition(tmp_path):
     statements = [c.statement for c in result.claims]
     assert statements[0].startswith("full attention solves")
     assert len(statements) == len(mqar.QUICK.conditions) - 1  # full + every arm against the window
-    assert (folder.path / "frontier.png").is_file()
+    assert (folder.path / "frontier.png").is_file() and (folder.path / "curves.png").is_file()
 
 
 @pytest.mark.parametrize(

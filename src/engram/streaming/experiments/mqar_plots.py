@@ -1,5 +1,6 @@
-"""The MQAR frontier figure: test accuracy against bytes of inference state, one marker per
-condition (every seed faint, the mean with its 95% interval solid), one panel per task."""
+"""The MQAR figures: test accuracy against bytes of inference state, one marker per condition
+(every seed faint, the mean with its 95% interval solid), one panel per task; and each model's
+validation accuracy against training steps (how long each arm took, or that it did not learn)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _label(cfg, s: dict[str, Any]) -> str:
 def plot_frontier(
     cfg, folder: RunFolder, rows: list[dict[str, Any]], summary: list[dict[str, Any]]
 ) -> tuple[str, ...]:
-    """Save ``frontier.png`` and return its name."""
+    """Save ``frontier.png`` and ``curves.png`` and return their names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,4 +73,29 @@ def plot_frontier(
     fig.tight_layout()
     folder.save_figure("frontier.png", fig)
     plt.close(fig)
-    return ("frontier.png",)
+    return ("frontier.png", _curves(cfg, folder, rows, plt))
+
+
+def _curves(cfg, folder: RunFolder, rows: list[dict[str, Any]], plt) -> str:
+    tasks = list(zip(cfg.n_pairs, cfg.lengths, strict=True))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.5), squeeze=False)
+    for ax, (n, length) in zip(axes[0], tasks, strict=True):
+        seen = set()
+        for r in rows:
+            if (r["n_pairs"], r["length"]) != (n, length) or not r["curve"]:
+                continue
+            color, _ = MARKERS[r["condition"]]
+            steps, acc = zip(*r["curve"], strict=True)
+            label = None if r["condition"] in seen else r["condition"]
+            seen.add(r["condition"])
+            ax.plot(steps, acc, color=color, alpha=0.8, linewidth=1.2, label=label)
+        ax.axhline(cfg.solve_at, color="gray", linestyle=":", linewidth=1)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation accuracy")
+        ax.set_title(f"{n} pairs, length {length}: one line per model; dotted: solves", fontsize=9)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    folder.save_figure("curves.png", fig)
+    plt.close(fig)
+    return "curves.png"
