@@ -108,4 +108,9 @@ def test_forward_stream_and_gradients_are_those_recorded_before_the_refactor(kin
 
 def test_seeded_trainings_of_every_condition_are_those_recorded_before_the_refactor():
     torch.set_num_threads(1)
-    _close(_training(), RECORDED["training"], exact=True)
+    new, old = _training(), RECORDED["training"]
+    assert new.keys() == old.keys()
+    for condition in old:
+        # the kNN read gathers its neighbours once over (query, neighbour) pairs since the
+        # MQAR frontier (no per-query copy of the values): its backward sums in another order
+        _close(new[condition], old[condition], exact=not condition.startswith("knn"))

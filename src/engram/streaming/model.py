@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engram.streaming.linear import MIXERS, RecurrentAttention
 from engram.streaming.memories import MEMORY_KINDS, MemoryOptions, ParallelInputs, memory_for
 from engram.streaming.window import Evicted, check_window, evicted_mask, visible_mask
 
@@ -23,7 +24,12 @@ EvictionHook = Callable[[Evicted], None]
 
 @dataclass
 class StreamingConfig:
-    """Sizes and parts of a :class:`StreamingTransformer`; ``window=None`` is full attention."""
+    """Sizes and parts of a :class:`StreamingTransformer`; ``window=None`` is full attention.
+
+    ``mixer`` is the attention layer: ``"softmax"`` (windowed, with sinks and an eviction
+    memory), or ``"linear"`` / ``"delta"`` (:class:`~engram.streaming.linear.RecurrentAttention`
+    over the whole sequence through one matrix per head; they take ``window=None``, no memory).
+    """
 
     vocab_size: int
     d_model: int = 64
@@ -37,6 +43,9 @@ class StreamingConfig:
     knn_capacity: int | None = None
     projection_rate: float = 1e-2
     projection_trainable: bool = False
+    mixer: str = "softmax"
+    chunk: int = 64
+    mlp: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_heads", "n_layers", "conv_kernel"):
@@ -50,6 +59,14 @@ class StreamingConfig:
             raise ValueError(f"memory: expected one of {MEMORY_KINDS}, got {self.memory!r}")
         if self.memory != "none" and self.window is None:
             raise ValueError("memory: full attention (window=None) evicts nothing; use 'none'")
+        if self.mixer not in MIXERS:
+            raise ValueError(f"mixer: expected one of {MIXERS}, got {self.mixer!r}")
+        if self.mixer != "softmax" and (self.window is not None or self.memory != "none"):
+            raise ValueError(
+                f"mixer: {self.mixer!r} attends to the whole sequence through its own state; "
+                f"expected window=None and memory='none', got window={self.window!r}, "
+                f"memory={self.memory!r}"
+            )
 
     @property
     def d_head(self) -> int:
@@ -212,18 +229,27 @@ class Block(nn.Module):
         self.norm_conv = nn.LayerNorm(cfg.d_model)
         self.conv = CausalConv(cfg.d_model, cfg.conv_kernel)
         self.norm_attn = nn.LayerNorm(cfg.d_model)
-        self.attn = WindowedAttention(cfg, layer)
-        self.norm_mlp = nn.LayerNorm(cfg.d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(cfg.d_model, 4 * cfg.d_model),
-            nn.GELU(),
-            nn.Linear(4 * cfg.d_model, cfg.d_model),
+        self.attn: WindowedAttention | RecurrentAttention = (
+            WindowedAttention(cfg, layer)
+            if cfg.mixer == "softmax"
+            else RecurrentAttention(cfg.d_model, cfg.n_heads, cfg.mixer, layer, cfg.chunk)
+        )
+        # Zoology's MQAR models have no MLP (its "state mixer" is the identity): mlp=False.
+        self.norm_mlp = nn.LayerNorm(cfg.d_model) if cfg.mlp else nn.Identity()
+        self.mlp = (
+            nn.Sequential(
+                nn.Linear(cfg.d_model, 4 * cfg.d_model),
+                nn.GELU(),
+                nn.Linear(4 * cfg.d_model, cfg.d_model),
+            )
+            if cfg.mlp
+            else None
         )
 
     def forward(self, x: torch.Tensor, hook: EvictionHook | None = None) -> torch.Tensor:
         x = x + self.conv(self.norm_conv(x))
         x = x + self.attn(self.norm_attn(x), hook)
-        return x + self.mlp(self.norm_mlp(x))
+        return x if self.mlp is None else x + self.mlp(self.norm_mlp(x))
 
     def step(
         self, x_t: torch.Tensor, position: int, cache: dict, hook: EvictionHook | None = None
@@ -231,7 +257,7 @@ class Block(nn.Module):
         conv_out, cache["conv"] = self.conv.step(self.norm_conv(x_t), cache["conv"])
         x_t = x_t + conv_out
         x_t = x_t + self.attn.step(self.norm_attn(x_t), position, cache["attn"], hook)
-        return x_t + self.mlp(self.norm_mlp(x_t))
+        return x_t if self.mlp is None else x_t + self.mlp(self.norm_mlp(x_t))
 
 
 class StreamingTransformer(nn.Module):
@@ -265,13 +291,27 @@ class StreamingTransformer(nn.Module):
                 f"[{int(tokens.min())}, {int(tokens.max())}]"
             )
 
-    def forward(self, tokens: torch.Tensor, hook: EvictionHook | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab) for tokens (B, T), all positions at once."""
+    def features(self, tokens: torch.Tensor, hook: EvictionHook | None = None) -> torch.Tensor:
+        """The final normed hidden states (B, T, D), all positions at once."""
         self._check_tokens(tokens)
         x = self.embed(tokens)
         for block in self.blocks:
             x = block(x, hook)
-        return self.norm(x) @ self.embed.weight.T
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor, hook: EvictionHook | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for tokens (B, T), all positions at once."""
+        return self.features(tokens, hook) @ self.embed.weight.T
+
+    def scored_logits(self, tokens: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """Logits (n, vocab) at the n positions where ``where`` (B, T) is True, in row order:
+        the output head only where a task scores, which is most of the cost at a large vocabulary."""
+        if where.shape != tokens.shape or where.dtype != torch.bool:
+            raise ValueError(
+                f"where: expected a boolean mask of shape {tuple(tokens.shape)}, got "
+                f"{tuple(where.shape)} {where.dtype}"
+            )
+        return self.features(tokens)[where] @ self.embed.weight.T
 
     def init_caches(self, batch: int) -> list[dict]:
         device = self.embed.weight.device

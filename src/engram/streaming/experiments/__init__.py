@@ -4,4 +4,5 @@ and its variants at a powered seed count (``engram run streaming.eviction_varian
 EXPERIMENTS = {
     "eviction": "engram.streaming.experiments.eviction",
     "eviction_variants": "engram.streaming.experiments.variants",
+    "mqar": "engram.streaming.experiments.mqar",
 }

@@ -42,11 +42,12 @@ class KNNMemory(EvictionMemory):
         valid = index >= 0
         weights = torch.softmax(top.masked_fill(~valid, -1e30), dim=-1) * valid
         weights = weights / weights.sum(-1, keepdim=True).clamp_min(_EPS)
-        gathered = torch.gather(
-            values.unsqueeze(-3).expand(*index.shape[:-1], n, values.shape[-1]),
-            -2,
-            index.clamp_min(0)[..., None].expand(*index.shape, values.shape[-1]),
-        )
+        # One gather over the flattened (query, neighbour) pairs: its backward scatters into
+        # (..., n, d), not into a (..., T, n, d) copy of the values per query.
+        *lead, t, k = index.shape
+        d = values.shape[-1]
+        flat = index.clamp_min(0).reshape(*lead, t * k, 1).expand(*lead, t * k, d)
+        gathered = torch.gather(values.expand(*lead, n, d), -2, flat).reshape(*lead, t, k, d)
         return (weights[..., None] * gathered).sum(-2)
 
     # -- streaming form ------------------------------------------------------------------
