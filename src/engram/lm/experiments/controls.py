@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from engram.lm.experiments.ablation import Sizes
 from engram.runs import Claim, Job, Result, RunFolder, compare, markdown_table, run_jobs
 
 # variant -> (hippocampal parts, controls) of HippocampalTransformerConfig
@@ -41,17 +42,6 @@ CODE_CONTROLS: dict[str, tuple[str, ...]] = {
 PAIRS: tuple[tuple[str, str], ...] = tuple(
     (code, control) for code in CODES for control in CODE_CONTROLS[code]
 )
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """The transformer every variant shares."""
-
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
-    dropout: float = 0.0
 
 
 @dataclass(frozen=True)
