@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engram.lm.longcontext.streams import StreamedLM
 from engram.lm.model import HippocampalTransformer, KVCache
 from engram.params import Interval, check
 from engram.streaming.memories.base import FLOAT_BYTES
@@ -48,7 +49,7 @@ class SegmentRecurrence:
         return sinks + list(range(max(self.sinks, start - self.memory), start))
 
 
-class RecurrentLM:
+class RecurrentLM(StreamedLM):
     """An ``engram.lm`` model streamed with Transformer-XL-style segment recurrence."""
 
     def __init__(self, model: HippocampalTransformer, spec: SegmentRecurrence):
@@ -64,24 +65,10 @@ class RecurrentLM:
         self.positions: list[int] = []
         self.segment_start = 0
 
-    @property
-    def length(self) -> int:
-        return self.tokens.shape[1]
-
-    @torch.no_grad()
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, vocab) of whole new streams (B, T), segment by segment."""
-        self.start(tokens.shape[0])
-        return self.feed(tokens)
-
     @torch.no_grad()
     def feed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Continue the streams with ``tokens`` (B, n); their logits (B, n, vocab)."""
-        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.tokens.device)
-        if tokens.dim() != 2 or tokens.shape[0] != self.tokens.shape[0]:
-            raise ValueError(
-                f"tokens: expected shape ({self.tokens.shape[0]}, n), got {tuple(tokens.shape)}"
-            )
+        tokens = self._next_piece(tokens)
         self.model.eval()
         out, done = [], 0
         while done < tokens.shape[1]:

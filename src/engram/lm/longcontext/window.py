@@ -22,6 +22,7 @@ import torch
 
 from engram.lm.longcontext.attention import MemoryAttention, memory_attention
 from engram.lm.longcontext.memories import LayerMemory, MemorySpec
+from engram.lm.longcontext.streams import StreamedLM
 from engram.lm.model import HippocampalTransformer, KVCache
 from engram.params import Interval, check
 from engram.streaming.memories.base import FLOAT_BYTES
@@ -84,7 +85,7 @@ class _Tape:
             self.assoc = torch.cat([self.assoc, like.new_zeros(B, H, extra, d)], 2)
 
 
-class WindowedLM:
+class WindowedLM(StreamedLM):
     """An ``engram.lm`` model streamed through a :class:`SlidingWindow` with a memory of
     evicted tokens in every layer (``MemorySpec``; ``kind="none"`` is the window alone)."""
 
@@ -112,24 +113,10 @@ class WindowedLM:
         self.frame_start = 0
         self.written = []
 
-    @property
-    def length(self) -> int:
-        return self.tokens.shape[1]
-
-    @torch.no_grad()
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, vocab) of whole new streams (B, T), frame by frame."""
-        self.start(tokens.shape[0])
-        return self.feed(tokens)
-
     @torch.no_grad()
     def feed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Continue the streams with ``tokens`` (B, n); their logits (B, n, vocab)."""
-        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.tokens.device)
-        if tokens.dim() != 2 or tokens.shape[0] != self.tokens.shape[0]:
-            raise ValueError(
-                f"tokens: expected shape ({self.tokens.shape[0]}, n), got {tuple(tokens.shape)}"
-            )
+        tokens = self._next_piece(tokens)
         self.model.eval()
         out = []
         done = 0
