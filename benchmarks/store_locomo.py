@@ -71,7 +71,9 @@ TEXT_EMBEDDED = "speaker: text"
 TEXT_BM25 = "speaker (session date): text"
 GATE_LABELS = (
     "answerable question (categories 1-4): 1 if the top result is one of its evidence turns, else 0; "
-    "category-5 questions and other conversations' questions: 0"
+    "category-5 questions and other conversations' questions: 0. Holds (the memory holds an answer): "
+    "answerable questions 1, category-5 and other conversations' questions 0. Foreign: other "
+    "conversations' questions 1, the conversation's own 0"
 )
 
 
@@ -121,6 +123,26 @@ class Embeddings:
         return turns, questions
 
 
+class BlindCues:
+    """Each question's speaker-blind form (``MemoryStore.blind_text``) embedded ahead of recall,
+    so the timed recall excludes every query embedding; one embedder call per batch of texts."""
+
+    def __init__(self, embedder: Embedder):
+        self.embedder = embedder
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def prepare(self, store: MemoryStore, texts: Sequence[str]) -> None:
+        missing = sorted({b for b in (store.blind_text(t) for t in texts) if b not in self.vectors})
+        if missing:
+            for text, vector in zip(missing, np.asarray(self.embedder.embed(missing)), strict=True):
+                self.vectors[text] = vector.astype(np.float32)
+
+    def of(self, store: MemoryStore, text: str, vector: np.ndarray) -> np.ndarray:
+        """The blind cue of a prepared text (the cue itself when it names nobody)."""
+        blind = store.blind_text(text)
+        return vector if blind == text else self.vectors[blind]
+
+
 # ---------------------------------------------------------------------------------- systems
 
 
@@ -132,6 +154,7 @@ class Answer:
     confidence: float = float("nan")
     accepted: bool = True
     features: tuple[float, ...] = ()
+    refusal_score: float = float("nan")  # what the gate's threshold is compared with
 
     @property
     def top(self) -> str | None:
@@ -223,9 +246,11 @@ class Engine:
         embedder: Embedder,
         config: RecallConfig,
         seed: int,
+        blinds: BlindCues,
         sleep: bool = False,
     ):
         self.space = space
+        self.blinds = blinds
         name = hashlib.sha1(space.conversation.name.encode()).hexdigest()[:12]
         self.store = MemoryStore(
             root, space=f"c{name}", embedder=embedder, config=config, durable=False, seed=seed
@@ -239,12 +264,15 @@ class Engine:
 
     def answer(self, text: str, vector: np.ndarray) -> tuple[Answer, float]:
         """The engine's answer and the seconds the recall took (the query embedding is given)."""
+        blind = self.blinds.of(self.store, text, vector)
         start = time.perf_counter()
-        result = self.store.recall(vector, k=max(KS), text=text)
+        result = self.store.recall(vector, k=max(KS), text=text, blind=blind)
         elapsed = time.perf_counter() - start
         features = tuple(float(v) for v in self.store.gate_features([result])[0])
         ranked = [r.episode.id for r in result.episodes]
-        return Answer(ranked, float(result.confidence), bool(result.accepted), features), elapsed
+        holds = result.trace.get("holds")
+        score = float(result.confidence if holds is None else holds)
+        return Answer(ranked, float(result.confidence), bool(result.accepted), features, score), elapsed
 
     def close(self) -> None:
         self.store.close()
@@ -293,8 +321,13 @@ def auroc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
 
 @dataclass
 class Verdicts:
-    """The engine's confidence and acceptance on the three kinds of question, with gate labels."""
+    """The engine's confidence, refusal score and acceptance on the three kinds of question,
+    with gate labels (the refusal score is the confidence for a one-part gate, P(the memory
+    holds an answer) for a two-part one)."""
 
+    answerable_score: np.ndarray
+    adversarial_score: np.ndarray
+    novel_score: np.ndarray
     answerable_conf: np.ndarray
     answerable_accepted: np.ndarray
     answerable_correct: np.ndarray  # top result is an evidence turn
@@ -316,8 +349,9 @@ class Verdicts:
             "answerable_retrieved_accepted": share(self.answerable_accepted[retrieved]),
             "adversarial_refused": share(~self.adversarial_accepted.astype(bool)),
             "novel_refused": share(~self.novel_accepted.astype(bool)),
-            "auroc_adversarial": auroc(self.answerable_conf, self.adversarial_conf),
-            "auroc_novel": auroc(self.answerable_conf, self.novel_conf),
+            "auroc_adversarial": auroc(self.answerable_score, self.adversarial_score),
+            "auroc_novel": auroc(self.answerable_score, self.novel_score),
+            "auroc_adversarial_confidence": auroc(self.answerable_conf, self.adversarial_conf),
             "ece": float(expected_calibration_error(confidence, labels)) if len(confidence) else None,
             "ece_with_novel": float(
                 expected_calibration_error(
@@ -341,14 +375,14 @@ class Verdicts:
         for t in np.round(np.arange(0.05, 1.0, 0.05), 2):
             row = {
                 "threshold": float(t),
-                "answerable_accepted": float(np.mean(self.answerable_conf >= t)),
-                "answerable_retrieved_accepted": float(np.mean(self.answerable_conf[retrieved] >= t))
+                "answerable_accepted": float(np.mean(self.answerable_score >= t)),
+                "answerable_retrieved_accepted": float(np.mean(self.answerable_score[retrieved] >= t))
                 if retrieved.any()
                 else None,
-                "adversarial_refused": float(np.mean(self.adversarial_conf < t))
-                if len(self.adversarial_conf)
+                "adversarial_refused": float(np.mean(self.adversarial_score < t))
+                if len(self.adversarial_score)
                 else None,
-                "novel_refused": float(np.mean(self.novel_conf < t)) if len(self.novel_conf) else None,
+                "novel_refused": float(np.mean(self.novel_score < t)) if len(self.novel_score) else None,
             }
             points.append(row)
         return points
@@ -445,10 +479,31 @@ def gate_label(question: Question, answer: Answer) -> int:
     return int(question.category in ANSWERABLE and answer.top in question.evidence)
 
 
+def fit_in_parts(
+    x: np.ndarray, y: np.ndarray, holds: np.ndarray, foreign: np.ndarray, threshold: float
+) -> Any:
+    """``fit_gate`` in parts, each part only where its labels have both kinds (a folder without
+    category-5 questions among those naming a speaker has no agreement part, one conversation
+    alone no foreign questions)."""
+    named = x[:, FEATURES.index("speaker_named")] > 0
+    asked = holds[named & (foreign == 0)]
+    agree = len(asked) > 0 and asked.min() != asked.max()
+    return fit_gate(x, y, threshold=threshold, holds=holds if agree else None,
+                    foreign=foreign if foreign.min() != foreign.max() else None)
+
+
+def holds_label(question: Question) -> int:
+    """1 when the memory holds an answer: an answerable question asked of its own conversation."""
+    return int(question.category in ANSWERABLE)
+
+
 def verdicts(own: Sequence[tuple[Question, Answer]], novel: Sequence[Answer]) -> Verdicts:
     ans = [(q, a) for q, a in own if q.category in ANSWERABLE]
     adv = [a for q, a in own if q.category == 5]
     return Verdicts(
+        answerable_score=np.array([a.refusal_score for _, a in ans]),
+        adversarial_score=np.array([a.refusal_score for a in adv]),
+        novel_score=np.array([a.refusal_score for a in novel]),
         answerable_conf=np.array([a.confidence for _, a in ans]),
         answerable_accepted=np.array([a.accepted for _, a in ans], dtype=bool),
         answerable_correct=np.array([gate_label(q, a) for q, a in ans], dtype=float),
@@ -499,14 +554,16 @@ def cross_fitted(
     novel_all: list[Answer] = []
     folds = []
     for held, engine in enumerate(engines):
-        x, y = [], []
+        x, y, h, f = [], [], [], []
         for s in range(len(engines)):
             if s != held:
                 x += [a.features for _, a in own[s]] + [a.features for q, a in novel[s] if q.source != held]
                 y += [gate_label(q, a) for q, a in own[s]] + [0 for q, _ in novel[s] if q.source != held]
+                h += [holds_label(q) for q, _ in own[s]] + [0 for q, _ in novel[s] if q.source != held]
+                f += [0 for _ in own[s]] + [1 for q, _ in novel[s] if q.source != held]
         threshold = engine.store.gate.threshold
         try:
-            model = fit_gate(np.array(x), np.array(y), threshold=threshold)
+            model = fit_in_parts(np.array(x), np.array(y), np.array(h), np.array(f), threshold)
         except ValueError as error:  # e.g. no question of the other conversations answered right
             return None, [*folds, {"held_out": engine.space.conversation.name, "error": str(error)}]
         engine.store.set_gate(model)
@@ -517,6 +574,10 @@ def cross_fitted(
                 "positives": sum(y),
                 "threshold": threshold,
                 "coef": dict(zip(FEATURES, model.coef, strict=True)),
+                **{
+                    f"{part}_coef": None if coef is None else dict(zip(FEATURES, coef, strict=True))
+                    for part, coef in (("familiar", model.familiar_coef), ("agree", model.agree_coef))
+                },
                 "intercept": model.intercept,
             }
         )
@@ -534,6 +595,7 @@ def latency_at_scale(
     root: Path,
     seed: int,
     rng: np.random.Generator,
+    blinds: BlindCues,
 ) -> dict[str, Any]:
     """Recall latency on one space of ``episodes`` rows (the turns repeated), one thread."""
     turns = [t for s in spaces for t in s.conversation.turns]
@@ -543,13 +605,16 @@ def latency_at_scale(
     matrix = np.ascontiguousarray(vectors[take])
     ingest_s = store_turns(store, [turns[j] for j in take], matrix, [f"r{i}" for i in range(episodes)])
     picked = rng.choice(len(questions), size=min(queries, len(questions)), replace=False)
-    store.recall(questions[picked[0]].vector, k=max(KS), text=questions[picked[0]].text)  # warm caches
+    blinds.prepare(store, [questions[i].text for i in picked])
+    first = questions[picked[0]]
+    store.recall(first.vector, k=max(KS), text=first.text, blind=blinds.of(store, first.text, first.vector))
     engine_s, cosine_s = [], []
     for i in picked:
         q = questions[i]
         cosine_s.append(timed_cosine(matrix, q.vector, max(KS)))
+        blind = blinds.of(store, q.text, q.vector)
         begin = time.perf_counter()
-        store.recall(q.vector, k=max(KS), text=q.text)
+        store.recall(q.vector, k=max(KS), text=q.text, blind=blind)
         engine_s.append(time.perf_counter() - begin)
     store.close()
     return {"episodes": episodes, "ingest_s": ingest_s, "threads": 1, **latency_figures(engine_s, cosine_s)}
@@ -648,6 +713,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         accepted: dict[str, list[bool]] = {}
         sleeps: list[float] = []
         variants = {"engine": {}, **stage_switches(), SLEPT: {}}
+        blinds = BlindCues(embedder)
         for s, space in enumerate(progress(spaces, "conversations")):
             own = questions[s]
             for name, answers in baseline_answers(space, [(q.text, q.vector) for q in own]).items():
@@ -655,8 +721,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for label, switch in variants.items():
                 config = dataclasses.replace(RecallConfig(), **switch)
                 engine = Engine(
-                    root / label.replace(" ", "_"), space, embedder, config, cfg.seed, sleep=label == SLEPT
+                    root / label.replace(" ", "_"), space, embedder, config, cfg.seed, blinds,
+                    sleep=label == SLEPT,
                 )
+                blinds.prepare(engine.store, [q.text for q in [*own, *novel[s]]])
                 answers = []
                 for q in own:
                     answer, seconds = engine.answer(q.text, q.vector)
@@ -697,6 +765,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             root / "latency",
             cfg.seed,
             rng,
+            blinds,
         )
         if args.fit_default is not None:
             gate = default_gate_record(own_answers, novel_answers, conversations, files, args.gate_threshold)
@@ -836,7 +905,9 @@ def default_gate_record(
     with what it was fitted on, so a rerun can tell in-sample conversations apart."""
     x = [a.features for rows in own for _, a in rows] + [a.features for rows in novel for _, a in rows]
     y = [gate_label(q, a) for rows in own for q, a in rows] + [0 for rows in novel for _ in rows]
-    model = fit_gate(np.array(x), np.array(y), threshold=threshold)
+    h = [holds_label(q) for rows in own for q, _ in rows] + [0 for rows in novel for _ in rows]
+    f = [0 for rows in own for _ in rows] + [1 for rows in novel for _ in rows]
+    model = fit_in_parts(np.array(x), np.array(y), np.array(h), np.array(f), threshold)
     return {
         **model.to_state(),
         "labels": GATE_LABELS,

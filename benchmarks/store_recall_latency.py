@@ -4,8 +4,9 @@ Episodes: the turns of the LoCoMo conversations in ``$ENGRAM_DATA/locomo`` (spea
 text), repeated with distinct ids and sessions until there are ``--episodes`` of them; where the
 folder is absent, synthetic two-speaker chat text. Embeddings: the offline ``HashingEmbedder``
 (384 dimensions), so no model is needed; the query vectors (LoCoMo questions, or synthetic ones)
-are embedded before timing, and each recall gets ``vector`` + ``text=`` so the timing excludes the
-embedding. ``--sleep`` first runs ``sleep()`` so the graph stage also follows entity links.
+are embedded before timing, and each recall gets ``vector`` + ``text=`` + ``blind=`` (the
+speaker-blind cue), so the timing excludes every embedding. ``--sleep`` first runs ``sleep()``
+so the graph stage also follows entity links.
 
 Timed side by side, interleaved query by query (in rotating order) so machine load and cold
 caches hit all of them alike: the engine
@@ -43,7 +44,7 @@ from engram.store import MemoryStore, RecallConfig
 from engram.store.embed import HashingEmbedder
 
 DIM = 384
-ABLATIONS = ("dense", "lexical", "graph", "completion", "gate")
+ABLATIONS = ("dense", "lexical", "graph", "completion", "gate", "blind_speakers")
 
 
 def locomo_turns(folder: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -118,6 +119,8 @@ def main() -> None:
         # variant and for the numpy scan (separate stores would evict each other's copies).
         store = MemoryStore(tmp, embedder=embedder)
         unit = store._index.view()  # the same unit-norm matrix the engine scans
+        # The speaker-blind cues (``MemoryStore.blind_text``), embedded before timing as well.
+        blinds = embedder.embed([store.blind_text(q) for q in queries])
 
         def numpy_scan(q: np.ndarray) -> np.ndarray:
             scores = unit @ (q / np.linalg.norm(q))
@@ -127,13 +130,13 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in [*variants, "numpy cosine scan"]}
         cpu: dict[str, list[float]] = {name: [] for name in times}  # this thread's CPU time only
         names = [*variants, "numpy cosine scan"]
-        for q_index, (vector, text) in enumerate(zip(query_vectors, queries, strict=True)):
+        for q_index, (vector, text, blind) in enumerate(zip(query_vectors, queries, blinds, strict=True)):
             # Rotate the order, so that no variant always meets a query first (cold caches).
             for name in names[q_index % len(names):] + names[: q_index % len(names)]:
                 start, start_cpu = time.perf_counter(), time.thread_time()
                 if name in variants:
                     store.config = variants[name]
-                    store.recall(vector, k=10, text=text)
+                    store.recall(vector, k=10, text=text, blind=blind)
                 else:
                     numpy_scan(vector)
                 if q_index >= args.warmup:

@@ -16,8 +16,9 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from engram.store import HashingEmbedder, MemoryStore, RecallConfig
+from engram.store import GateModel, HashingEmbedder, MemoryStore, RecallConfig
 from engram.store.mcp import create_server, load_embedder, main, serve
+from engram.store.pipeline import FEATURES
 
 TURNS = [
     {"text": "I adopted a puppy called Rex last week", "who": "Ada", "session": 1, "tags": ["pets"]},
@@ -264,3 +265,20 @@ def test_a_client_drives_the_server_over_streamable_http(tmp_path):
         process.wait(30)
         log.close()
     _check_served(tmp_path / "s", *served)
+
+
+def test_a_two_part_gate_says_the_memory_holds_an_answer_and_how_sure_the_first_is(tmp_path):
+    async def scenario(client: Client) -> dict[str, Any]:
+        for turn in TURNS:
+            await call(client, "remember", **turn)
+        return await call(client, "recall", query="What breed is Ada's puppy?", k=3)
+
+    width = len(FEATURES)
+    with text_store(tmp_path / "s") as store:
+        # holds: P ≈ 0.95 whatever the cue; the first candidate right: P ≈ 0.27
+        store.set_gate(GateModel((0.0,) * width, -1.0, True, 10, FEATURES, 0.5, (0.0,) * width, 3.0))
+        answer = talk(store, scenario)
+    assert answer["status"] == "recalled"
+    assert "holds an answer (probability 0.95)" in answer["note"]
+    assert f"with probability {answer['confidence']:.2f}" in answer["note"]
+    assert answer["confidence"] == pytest.approx(0.9526 * 0.2689, abs=1e-3)

@@ -66,6 +66,7 @@ class RecallIndex:
         self.sessions: dict[Any, int] = {}
         self.tag_rows: dict[str, list[int]] = {}
         self.texts: list[str] = []
+        self.words: set[str] = set()  # every lower-cased word of the texts, unstemmed (names)
         self.prev = np.zeros(0, dtype=np.int64)  # the row before in the same session, -1: none
         self.next = np.zeros(0, dtype=np.int64)
         self._last_in_session: dict[int, int] = {}
@@ -73,6 +74,7 @@ class RecallIndex:
         self.empty_prototype = np.zeros(0, dtype=bool)
         self.person = np.zeros(0, dtype=np.float32)  # +1 first-person text, −1 second-person, 0
         self._speaker_patterns: dict[int, re.Pattern[str]] = {}
+        self._blind_patterns: dict[int, re.Pattern[str]] = {}
         self._speaker_words: set[str] = set()
         self._links: sparse.csr_matrix | None = None
         self._link_kinds: tuple[str, ...] = ()
@@ -185,6 +187,8 @@ class RecallIndex:
         self.session = np.concatenate([self.session, session])
         self.prev = np.concatenate([self.prev, prev])
         self.texts.extend(texts)
+        for text in texts:
+            self.words.update(_WORDS.findall(text.lower()))
         self.lexical.append(texts)
         empty = np.array([k == "semantic" and not t for k, t in zip(kinds, texts, strict=True)], dtype=bool)
         self.empty_prototype = np.concatenate([self.empty_prototype, empty])
@@ -206,14 +210,27 @@ class RecallIndex:
             parts.terms[i] = self.lexical.term_ids(cue_tokens)
             lowered = text.lower()
             parts.speakers[i] = [code for code, pattern in patterns.items() if pattern.search(lowered)]
+            if parts.speakers[i]:
+                blind = self.blind_text(text, parts.speakers[i])
+                parts.blind_texts[i] = blind
+                parts.blind_terms[i] = self.lexical.term_ids(tokens(blind))
             words = set(cue_tokens)
             if words:
                 seen = [w for w in words if w in known_words or w in speaker_words]
                 parts.coverage[i] = len(seen) / len(words)
-            # A capitalised word after the first is a name; one the space never saw is a stranger.
-            names = self.names_in(text)
-            parts.unknown_names[i] = sum(w not in known_words for w in names)
+            # A capitalised word after the first is a name; one the space never saw is a stranger
+            # (compared unstemmed: "Tim" is not "times").
+            names = self.raw_names_in(text)
+            parts.unknown_names[i] = sum(w not in self.words for w in names)
         return parts
+
+    def blind_text(self, text: str, codes: list[int] | None = None) -> str:
+        """The text with the speakers it names (``codes``: these only) replaced by "someone"."""
+        self._refresh_speakers()
+        for code, pattern in self._blind_patterns.items():
+            if codes is None or code in codes:
+                text = pattern.sub("someone", text)
+        return text
 
     def content_free_prototypes(self) -> np.ndarray | None:
         """(n,) semantic prototypes without text, which must never take result slots (None: none)."""
@@ -225,6 +242,14 @@ class RecallIndex:
             self._speaker_patterns = {code: re.compile(rf"\b{re.escape(name.lower())}\b")
                                       for name, code in self.speakers.items()}
             self._speaker_words = {w for name in self.speakers for w in tokens(name)}
+            self._blind_patterns = {code: re.compile(rf"\b{re.escape(name)}\b", re.IGNORECASE)
+                                    for name, code in self.speakers.items()}
+
+    def raw_names_in(self, text: str) -> set[str]:
+        """``names_in`` lower-cased but not stemmed."""
+        self._refresh_speakers()
+        words = (w.lower() for w in _WORDS.findall(text)[1:] if w[0].isupper())
+        return {w for w in words if w not in STOPWORDS and stem(w) not in self._speaker_words}
 
     def names_in(self, text: str) -> set[str]:
         """Stems of the capitalised words of a text after its first word (names, places, titles),

@@ -101,7 +101,11 @@ def _tool_errors(renames: dict[str, str]) -> Iterator[None]:
 
 
 def _recollection(result: RecallResult) -> Recollection:
-    if result.accepted:
+    holds = result.trace.get("holds")
+    if result.accepted and holds is not None:
+        note = (f"recalled: memory holds an answer (probability {holds:.2f}); the first candidate is it "
+                f"with probability {result.confidence:.2f}, weigh the others too")
+    elif result.accepted:
         note = (f"recalled: memory holds evidence for the first candidate (confidence "
                 f"{result.confidence:.2f})")
     elif result.episodes:

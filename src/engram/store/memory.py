@@ -84,7 +84,8 @@ class RecallResult:
     ``decided_by`` names the stage that settled it: ``"search"`` (the fused search's best
     stood, or nothing was stored), ``"completion"`` (Hopfield completion changed the winner),
     ``"separation"`` (the sparse attractor did) or ``"gate"`` (refused).
-    ``confidence`` is the gate's probability that the top episode answers the cue;
+    ``confidence`` is the gate's probability that the top episode answers the cue (a two-part
+    gate refuses on ``trace["holds"]``, its probability that the memory holds an answer at all);
     ``calibrated`` says whether the gate was fitted (on this store or shipped for its
     embedder). ``completion`` is the completed cue (unit norm); ``trace`` holds per-stage
     detail, ``trace["features"]`` the gate's features by name.
@@ -521,7 +522,7 @@ class MemoryStore:
 
     def recall(self, cue: Any, k: int = 5, known: Any = None, *, text: str | None = None,
                where: dict[str, Any] | None = None, since: float | None = None, until: float | None = None,
-               now: float | None = None) -> RecallResult:
+               now: float | None = None, blind: Any = None) -> RecallResult:
         """Ranked episodes for a cue, and whether memory holds enough evidence to answer.
 
         ``cue`` is a text (embedded by the store's embedder; its words also drive the lexical
@@ -529,43 +530,64 @@ class MemoryStore:
         dimensions of a partial vector cue (the rest is filled in by completion). ``where``
         filters inside the search: ``{"who": "Ada", "session": 3, "tags": ["work"],
         "kind": "episode"}`` (a list of values means any of them; tags: all of them);
-        ``since`` / ``until`` bound the episode's timestamp.
+        ``since`` / ``until`` bound the episode's timestamp. ``blind``: with a vector cue whose
+        text names a speaker, the embedding of ``blind_text(text)`` (the store embeds it itself
+        when it has an embedder and none is given; it judges who told the best matches).
         """
         if isinstance(cue, str):
-            if text is not None or known is not None:
-                raise ValueError("text: a text cue is its own text (and has no known mask); give text= "
-                                 "and known= only with a vector cue")
+            if text is not None or known is not None or blind is not None:
+                raise ValueError("text: a text cue is its own text (and has no known mask or blind "
+                                 "cue); give text=, known= and blind= only with a vector cue")
             return self.recall_batch([cue], k=k, where=where, since=since, until=until, now=now)[0]
         _check_k(k)
         cue = self._vectors(cue, "cue", one=True)[None]
         mask = np.ones(cue.shape, dtype=bool) if known is None else self._known(known, (self.dim,))[None]
         texts = None if text is None else [_texts([text], "texts")[0]]
-        return self._recall_checked(cue, mask, texts, k, where, since, until, now)[0]
+        blinds = None if blind is None else self._vectors(blind, "blind", one=True)[None]
+        return self._recall_checked(cue, mask, texts, k, where, since, until, now, blinds)[0]
 
     def recall_batch(self, cues: Any, k: int = 5, known: Any = None, *,
                      texts: Sequence[str | None] | None = None,
                      where: dict[str, Any] | None = None, since: float | None = None,
-                     until: float | None = None, now: float | None = None) -> list[RecallResult]:
+                     until: float | None = None, now: float | None = None,
+                     blinds: Any = None) -> list[RecallResult]:
         """``recall`` for a batch: texts, or vectors (B, d) with masks (d,) or (B, d) and
-        optional ``texts`` (one per cue, None for none)."""
+        optional ``texts`` (one per cue, None for none) and ``blinds`` (B, d, see ``recall``;
+        a cue that names nobody may give itself: its row is not read)."""
         _check_k(k)
         if isinstance(cues, (list, tuple)) and cues and all(isinstance(c, str) for c in cues):
-            if texts is not None:
-                raise ValueError("texts: give texts only with vector cues (text cues are their own text)")
+            if texts is not None or blinds is not None:
+                raise ValueError("texts: give texts and blinds only with vector cues (text cues are "
+                                 "their own text)")
             texts = list(_texts(cues, "cues"))
-            cues = self._embed(texts, "cues")
+            # The cues and their speaker-blind forms in one call to the embedder.
+            blind_texts = [self.blind_text(t) for t in texts]
+            extra = [i for i, (t, bt) in enumerate(zip(texts, blind_texts, strict=True)) if bt != t]
+            vectors = self._embed(texts + [blind_texts[i] for i in extra], "cues")
+            cues, blinds = vectors[:len(texts)], vectors[:len(texts)].copy()
+            blinds[extra] = vectors[len(texts):]
         cues = self._vectors(cues, "cues", one=False)
         if texts is not None:
             texts = [None if t is None else _texts([t], "texts")[0] for t in texts]
             if len(texts) != len(cues):
                 raise ValueError(f"texts: expected {len(cues)} entries (one per cue), got {len(texts)}")
+        if blinds is not None:
+            blinds = self._vectors(blinds, "blinds", one=False)
+            if len(blinds) != len(cues):
+                raise ValueError(f"blinds: expected {len(cues)} rows (one per cue), got {len(blinds)}")
         known = self._known(known, cues.shape)
-        return self._recall_checked(cues, known, texts, k, where, since, until, now)
+        return self._recall_checked(cues, known, texts, k, where, since, until, now, blinds)
+
+    def blind_text(self, text: str) -> str:
+        """The text with every speaker of this space it names replaced by "someone": the cue that
+        judges who told what recall finds (``recall(..., blind=)``)."""
+        return self._index.blind_text(_texts([text], "text")[0])
 
     def _recall_checked(self, cues: np.ndarray, known: np.ndarray, texts: list[str | None] | None, k: int,
                         where: dict[str, Any] | None, since: float | None, until: float | None,
-                        now: float | None) -> list[RecallResult]:
-        """``recall_batch`` on cues, masks and texts already checked (``recall`` checks one cue once)."""
+                        now: float | None, blinds: np.ndarray | None = None) -> list[RecallResult]:
+        """``recall_batch`` on cues, masks, texts and blind cues already checked (``recall`` checks
+        one cue once)."""
         known_norms = np.linalg.norm(np.where(known, cues, 0.0).astype(np.float64), axis=1)
         if not (known_norms >= _NORMS[0]).all():
             row = int(np.flatnonzero(known_norms < _NORMS[0])[0])
@@ -596,18 +618,35 @@ class MemoryStore:
                     self._calibration_failed_at = live
             parts = self._index.cue_parts(list(texts) if texts is not None else [None] * len(cues))
             hidden = self._filter_mask(where, bounds)
-            stages = self._run(cues, known, now, parts=parts, hidden=hidden)
+            if self.config.blind_speakers:
+                blinds = self._blind_cues(cues, parts, blinds)
+            stages = self._run(cues, known, now, parts=parts, hidden=hidden,
+                               blinds=blinds if self.config.blind_speakers else None)
             features = pipeline.features(stages, parts)
             confidence = self._gate.confidence(features)
+            holds = self._gate.holds(features)
+            refusal = confidence if holds is None else holds
             # Strength of the candidates only: O(B·C), not O(n), per query.
             rows = np.maximum(stages.rows, 0)
             strengths = self.decay.strength(self._index.stability[rows], now - self._index.last_access[rows])
-            answers = [self._answer(stages, features[i], i, confidence[i], strengths[i], k)
+            answers = [self._answer(stages, features[i], i, confidence[i], refusal[i],
+                                    None if holds is None else float(holds[i]), strengths[i], k)
                        for i in range(len(cues))]
             if self.config.strengthen_on_recall:
                 self._touch([picks[0][0] for result, picks in answers if result.accepted and picks], now)
         self._attach_episodes(answers)
         return [result for result, _ in answers]
+
+    def _blind_cues(self, cues: np.ndarray, parts: CueParts, given: np.ndarray | None) -> np.ndarray | None:
+        """(B, d) unit speaker-blind cues: ``given``, else embedded here when the store has an
+        embedder; None when no cue names a speaker or there is no way to embed them."""
+        named = [i for i, t in enumerate(parts.blind_texts) if t is not None]
+        if not named or (given is None and self.embedder is None):
+            return None
+        if given is None:
+            given = cues.copy()
+            given[named] = self._embed([parts.blind_texts[i] for i in named], "blind")
+        return given / np.maximum(np.linalg.norm(given, axis=1, keepdims=True), 1e-12)
 
     def _filter_mask(self, where: dict[str, Any],
                      bounds: tuple[float | None, float | None]) -> np.ndarray | None:
@@ -638,7 +677,8 @@ class MemoryStore:
         return self.decay.strength(idx.stability, now - idx.last_access)
 
     def _run(self, cues: np.ndarray, known: np.ndarray, now: float, parts: CueParts | None = None,
-             hidden: np.ndarray | None = None, exclude_rows: np.ndarray | None = None) -> pipeline.Stages:
+             hidden: np.ndarray | None = None, exclude_rows: np.ndarray | None = None,
+             blinds: np.ndarray | None = None) -> pipeline.Stages:
         idx = self._index
         parts = parts or CueParts.none(len(cues))
         dead = idx.dead_mask()
@@ -658,6 +698,13 @@ class MemoryStore:
                 _, ceiling = idx.lexical.scores(terms, idx.size, out=lexical[i])
                 if ceiling > 0:  # else nothing matched: the row stays zero
                     lexical[i] /= ceiling
+        blind_lexical = None
+        if lexical is not None and blinds is not None:
+            blind_lexical = np.zeros_like(lexical)
+            for i, terms in enumerate(parts.blind_terms):
+                _, ceiling = idx.lexical.scores(terms, idx.size, out=blind_lexical[i])
+                if ceiling > 0:
+                    blind_lexical[i] /= ceiling
         if any(parts.speakers):
             named = np.zeros((len(cues), idx.size), dtype=bool)
             for i, speakers in enumerate(parts.speakers):
@@ -678,12 +725,15 @@ class MemoryStore:
         return pipeline.run(idx.view(), cues, known, self.config, self._hopfield, self._separator,
                             candidates=candidates, dead=dead, exclude_rows=exclude_rows, lexical=lexical,
                             named=named, graph=graph, person=idx.person, queries=queries,
-                            speakers=idx.speaker_groups() if named is not None else None)
+                            speakers=idx.speaker_groups() if named is not None else None,
+                            blind=blinds, blind_lexical=blind_lexical)
 
     def _answer(self, stages: pipeline.Stages, features: np.ndarray, i: int, confidence: float,
-                strengths: np.ndarray, k: int) -> tuple[RecallResult, list[tuple[Any, ...]]]:
+                refusal: float, holds: float | None, strengths: np.ndarray, k: int
+                ) -> tuple[RecallResult, list[tuple[Any, ...]]]:
         """Cue ``i``'s answer (its episodes still empty) and its ranked picks, best first:
-        (id, score, attention, masked cosine, strength) of at most ``k`` candidates."""
+        (id, score, attention, masked cosine, strength) of at most ``k`` candidates; ``refusal``
+        is what the threshold is compared with (``GateModel.refusal_scores``)."""
         ids = self._index.ids
         rows = stages.rows[i]
         valid = np.flatnonzero(rows >= 0)
@@ -698,6 +748,7 @@ class MemoryStore:
             "features": dict(zip(FEATURES, features.tolist(), strict=True)),
             "separation_confidence": None if np.isnan(separation) else separation,
             "threshold": threshold,
+            "holds": holds,
         }
         completion = stages.states[i]
         # Decayed strength lowers the rank additively: a fresh episode loses nothing.
@@ -711,7 +762,7 @@ class MemoryStore:
         if not picks:
             return RecallResult("insufficient_evidence", "search", 0.0, self._gate.calibrated, [], completion,
                                 {**trace, "reason": "no episode passes the filters"}), picks
-        if self.config.gate and confidence < threshold:
+        if self.config.gate and refusal < threshold:
             return RecallResult("insufficient_evidence", "gate", float(confidence), self._gate.calibrated,
                                 [], completion, trace), picks
         return RecallResult("recalled", stages.decided_by[i], float(confidence), self._gate.calibrated,

@@ -73,6 +73,10 @@ class RecallConfig:
         graph_weight: share of the best neighbour's score an episode receives.
         graph_links: the kinds of sleep's links the graph stage follows (LoCoMo: "similar"
             links between look-alike turns lowered recall@10, entity links raised it).
+        blind_speakers: judge who told the best matches (the speaker-agreement features) from
+            the cue with the speakers it names left out (``MemoryStore.blind_text``; LoCoMo: the
+            name pulls the match towards its own speaker's turns and hides an adversarial
+            question's mismatch).
         embed_speaker: embed "who: text" instead of the text when the store embeds an episode.
         strengthen_on_recall: an accepted recall strengthens its winner (off: recall is
             read-only and rankings never drift with query history).
@@ -101,9 +105,10 @@ class RecallConfig:
     completion: bool = True
     gate: bool = True
     lexical_weight: float = 1.6
-    speaker_weight: float = 0.3
+    speaker_weight: float = 0.8
     graph_weight: float = 0.4
     graph_links: tuple[str, ...] = ("temporal", "entity")
+    blind_speakers: bool = True
     embed_speaker: bool = True
     strengthen_on_recall: bool = False
 
@@ -128,7 +133,7 @@ class RecallConfig:
         integer(self.sketch_dim, "sketch_dim", low=0)
         integer(self.sketch_shortlist, "sketch_shortlist", low=self.candidates)
         integer(self.min_calibration, "min_calibration", low=1)
-        for name in ("dense", "lexical", "graph", "completion", "gate", "embed_speaker",
+        for name in ("dense", "lexical", "graph", "completion", "gate", "blind_speakers", "embed_speaker",
                      "strengthen_on_recall"):
             arguments.flag(getattr(self, name), name)
         for name in ("lexical_weight", "speaker_weight", "graph_weight"):
@@ -176,14 +181,21 @@ class CueParts:
     speakers: list[list[int]]  # per cue: speaker codes the cue names
     coverage: np.ndarray  # (B,) share of the cue's words that occur anywhere in the space
     unknown_names: np.ndarray  # (B,) names in the cue that the space has never seen (count)
+    # The cue with the speakers it names left out ("what did someone research?"; None: it names
+    # nobody), and its lexical terms: the speaker-agreement features judge who told the best
+    # matches from this blind cue, since the name itself pulls the match towards its speaker.
+    blind_texts: list[str | None]
+    blind_terms: list[list[int]]
 
     @classmethod
     def none(cls, b: int) -> CueParts:
-        return cls([[] for _ in range(b)], [[] for _ in range(b)], np.ones(b), np.zeros(b))
+        return cls([[] for _ in range(b)], [[] for _ in range(b)], np.ones(b), np.zeros(b),
+                   [None] * b, [[] for _ in range(b)])
 
 
 FEATURES = ("masked_cosine", "margin", "attention", "lexical", "coverage", "unknown_names",
-            "speaker_named", "speaker_share", "speaker_gap", "speaker_perspective", "speaker_told_gap")
+            "speaker_named", "speaker_share", "speaker_gap", "speaker_perspective", "speaker_told_gap",
+            "strangers_only")
 
 
 def features(stages: Stages, parts: CueParts) -> np.ndarray:
@@ -202,6 +214,8 @@ def features(stages: Stages, parts: CueParts) -> np.ndarray:
         stages.masked_cos[b, w], margin, stages.attention[b, w], stages.lexical[b, w],
         parts.coverage, parts.unknown_names, named_any, stages.speaker_share, stages.speaker_gap,
         stages.speaker_perspective, stages.speaker_told_gap,
+        # The cue names someone, and nobody this space knows: about another memory, most likely.
+        (parts.unknown_names > 0) & ~np.asarray(named_any, dtype=bool),
     )):
         out[:, column] = value
     return out
@@ -281,6 +295,8 @@ def run(
     speakers: SpeakerGroups | None = None,
     person: np.ndarray | None = None,
     queries: np.ndarray | None = None,
+    blind: np.ndarray | None = None,
+    blind_lexical: np.ndarray | None = None,
 ) -> Stages:
     """Run the stages for cues (B, d) with known masks (B, d) over the n rows of ``unit``.
 
@@ -290,7 +306,9 @@ def run(
     whose speaker the cue names (``speakers`` groups the rows by speaker for the agreement
     features); ``graph`` holds the session neighbours and links; ``person`` (n,) is +1 for a
     first-person text, −1 for a second-person one, 0 otherwise; ``queries``: the cues' unit
-    masked form (``masked_cues``) when the caller already has it.
+    masked form (``masked_cues``) when the caller already has it. ``blind`` (B, d) unit cues with
+    the named speakers left out and ``blind_lexical`` their BM25 share: the speaker-agreement
+    features are judged from these when given (rows of cues that name nobody are not read).
     """
     queries = masked_cues(cues, known) if queries is None else queries
     b, n = len(cues), unit.shape[0]
@@ -308,32 +326,37 @@ def run(
         dense = np.broadcast_to(np.where(np.isfinite(floor), floor, -1.0), (b, n)).astype(np.float32)
         rows_c = np.maximum(candidates[0], 0)
         np.put_along_axis(dense, rows_c, np.where(candidates[0] >= 0, candidates[1], dense[0, 0]), 1)
+    elif blind is not None and named is not None:
+        # Cues and blind cues in one pass over the rows (memory-bound: the second column is cheap).
+        both = (unit @ np.concatenate([queries, blind]).T).T
+        dense, blind_dense = both[:b], both[b:]
     else:
         dense = (unit @ queries.T).T  # one pass over the rows: the memory-bound cost of recall
-    if use_lexical:
-        plain = lexical * np.float32(config.lexical_weight)
-        if config.dense:
-            plain += dense
-    else:
-        plain = dense if config.dense else np.zeros_like(dense)
+    blocked = dead
     if exclude_rows is not None:
         blocked = np.zeros((b, n), dtype=bool) if dead is None else np.broadcast_to(dead, (b, n)).copy()
         hide = exclude_rows >= 0
         blocked[np.flatnonzero(hide), exclude_rows[hide]] = True
-        plain = np.where(blocked, -np.inf, plain)
-    elif dead is not None:
-        plain = np.where(dead, -np.inf, plain)
+    plain = _fused(dense, lexical if use_lexical else None, config, blocked)
     score = plain if named is None else plain + named * np.float32(config.speaker_weight)
+    if named is not None and blind is not None:
+        # Who told the best matches, judged without the name pulling them towards its speaker.
+        if candidates is not None:
+            blind_dense = (unit @ blind.T).T
+        judged = _fused(blind_dense, blind_lexical if use_lexical else None, config, blocked)
+    else:
+        judged = plain
     if use_graph and named is not None:
         # The same completion for the score with and without the speaker bonus, in one pass.
-        both = _with_neighbours(np.concatenate([score, plain]), graph, config.graph_weight)
-        score, plain = both[:b], both[b:]
+        rounds = [score, plain] if judged is plain else [score, judged]
+        both = _with_neighbours(np.concatenate(rounds), graph, config.graph_weight)
+        score, judged = both[:b], both[b:]
     elif use_graph:
         score = _with_neighbours(score, graph, config.graph_weight)
     if named is not None:
         if speakers is None:
             raise ValueError("speakers: the rows' speaker groups are needed with named=")
-        agreement = _speaker_agreement(plain, named, person, speakers)
+        agreement = _speaker_agreement(judged, named, person, speakers)
     else:
         agreement = np.zeros(b), np.ones(b), np.zeros(b), np.zeros(b)
     rows, search_scores = _top(score, config.candidates)
@@ -343,6 +366,18 @@ def run(
                                dense[at, safe], lexical, named, b)
     stages.speaker_gap, stages.speaker_share, stages.speaker_perspective, stages.speaker_told_gap = agreement
     return stages
+
+
+def _fused(dense: np.ndarray, lexical: np.ndarray | None, config: RecallConfig,
+           blocked: np.ndarray | None) -> np.ndarray:
+    """(B, n) dense cosine plus the weighted BM25 share (each as switched), blocked rows −inf."""
+    if lexical is not None:
+        plain = lexical * np.float32(config.lexical_weight)
+        if config.dense:
+            plain += dense
+    else:
+        plain = dense if config.dense else np.zeros_like(dense)
+    return plain if blocked is None else np.where(blocked, -np.inf, plain)
 
 
 def _candidate_stages(unit: np.ndarray, queries: np.ndarray, known: np.ndarray, config: RecallConfig,
