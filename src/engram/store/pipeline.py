@@ -326,10 +326,6 @@ def run(
         dense = np.broadcast_to(np.where(np.isfinite(floor), floor, -1.0), (b, n)).astype(np.float32)
         rows_c = np.maximum(candidates[0], 0)
         np.put_along_axis(dense, rows_c, np.where(candidates[0] >= 0, candidates[1], dense[0, 0]), 1)
-    elif blind is not None and named is not None:
-        # Cues and blind cues in one pass over the rows (memory-bound: the second column is cheap).
-        both = (unit @ np.concatenate([queries, blind]).T).T
-        dense, blind_dense = both[:b], both[b:]
     else:
         dense = (unit @ queries.T).T  # one pass over the rows: the memory-bound cost of recall
     blocked = dead
@@ -341,9 +337,9 @@ def run(
     score = plain if named is None else plain + named * np.float32(config.speaker_weight)
     if named is not None and blind is not None:
         # Who told the best matches, judged without the name pulling them towards its speaker.
-        if candidates is not None:
-            blind_dense = (unit @ blind.T).T
-        judged = _fused(blind_dense, blind_lexical if use_lexical else None, config, blocked)
+        # A second pass over the rows (one matrix-vector product each beats a two-column product
+        # in OpenBLAS: 8.6 ms against 17.1 ms for 10,000 × 384 on the loaded development machine).
+        judged = _fused((unit @ blind.T).T, blind_lexical if use_lexical else None, config, blocked)
     else:
         judged = plain
     if use_graph and named is not None:
