@@ -46,6 +46,7 @@ def test_add_and_recall_by_text_with_filters(chat, capsys):
                          "--k", "2")
     answer = json.loads(out)
     assert (status == 0) == (answer["status"] == "recalled")
+    assert answer["holds"] is None  # the hashing embedder's prior gate has one part
     top = answer["episodes"][0]
     assert (top["text"], top["who"], top["session"]) == ("I am researching adoption agencies", "Caroline", 2)
     assert top["tags"] == ["family", "x"] and top["timestamp"] > 1e9

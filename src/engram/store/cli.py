@@ -186,7 +186,7 @@ def _recall(args: argparse.Namespace) -> int:
             result = store.recall(cue, k=args.k, known=known, text=args.text, **filters)
     _print({
         "status": result.status, "decided_by": result.decided_by, "confidence": result.confidence,
-        "calibrated": result.calibrated,
+        "holds": result.trace.get("holds"), "calibrated": result.calibrated,
         "episodes": [{"id": r.episode.id, "text": r.episode.text, "who": r.episode.who,
                       "session": r.episode.session, "timestamp": r.episode.timestamp,
                       "tags": list(r.episode.tags), "payload": r.episode.payload, "score": r.score,
