@@ -167,3 +167,17 @@ def test_permuted_mnist_permutes_every_task_anew_for_each_seed(data_dir):
     assert not torch.equal(a.tasks[0].perm, b.tasks[0].perm)
     assert not torch.equal(a.tasks[0].perm, a.tasks[1].perm)
     assert a.tasks[0].n_train == 40 and a.tasks[0].test_set()[0].shape == (60, 784)
+
+
+def test_lwf_and_agem_take_mammoths_best_args_and_agem_an_equal_share_per_task(data_dir):
+    lwf = resolve_arm("lwf", "seq-mnist", 6000, 10, 5)
+    assert (lwf.lr, lwf.alpha) == (0.03, 1.0)
+    agem = resolve_arm("agem-500", "perm-mnist", 9380, 128, 20)
+    assert (agem.lr, agem.minibatch) == (0.1, 128)
+    with pytest.raises(ConfigError, match="mammoth runs no lwf on perm-mnist"):
+        resolve_arm("lwf", "perm-mnist", 9380, 128, 20)
+    arm = Arm(name="agem-50", method="agem", buffer=50, lr=0.1, minibatch=128)
+    c = Cell("seq-mnist", 5, 10, str(data_dir / "mnist" / "mnist.npz"), False, 40, 60, arm)
+    out = train_one(c, seed=0)
+    # Tasks 2…5 each step twice (the batch and the whole memory, 10 items per past task).
+    assert out["trained_items"] == 40 + sum(40 + 4 * 10 * t for t in range(1, 5))

@@ -44,6 +44,8 @@ BEST: dict[str, dict[str, dict[int, dict[str, float]]]] = {
     "seq-mnist": {
         "sgd": {0: {"lr": 0.03}},
         "ewc_on": {0: {"lr": 0.03, "e_lambda": 90.0, "gamma": 1.0}},
+        "lwf": {0: {"lr": 0.03, "alpha": 1.0}},
+        "agem": {b: {"lr": 0.1, "minibatch": 128} for b in (200, 500, 5120)},
         "er": {200: {"lr": 0.01, "minibatch": 10}, 500: {"lr": 0.1, "minibatch": 10},
                5120: {"lr": 0.1, "minibatch": 10}},
         "derpp": {200: {"lr": 0.03, "minibatch": 128, "alpha": 0.2, "beta": 1.0},
@@ -54,6 +56,7 @@ BEST: dict[str, dict[str, dict[int, dict[str, float]]]] = {
         "sgd": {0: {"lr": 0.2}},
         "ewc_on": {0: {"lr": 0.1, "e_lambda": 0.7, "gamma": 1.0}},
         "er": {b: {"lr": 0.2, "minibatch": 128} for b in (200, 500, 5120)},
+        "agem": {b: {"lr": 0.1, "minibatch": 128} for b in (200, 500, 5120)},
         "derpp": {200: {"lr": 0.1, "minibatch": 128, "alpha": 1.0, "beta": 1.0},
                   500: {"lr": 0.2, "minibatch": 128, "alpha": 1.0, "beta": 0.5},
                   5120: {"lr": 0.2, "minibatch": 128, "alpha": 0.5, "beta": 1.0}},
@@ -182,6 +185,9 @@ QUICK = Config(arms=("sgd", "er-200", "er_ace-200", "sleep-200:sleep_steps=3"), 
                train_items=60, test_items=50)
 
 def _best(benchmark: str, method: str, buffer: int) -> dict[str, float]:
+    if method not in BEST[benchmark]:
+        raise ConfigError(f"arms: mammoth runs no {method} on {benchmark} (its methods there: "
+                          f"{sorted(BEST[benchmark])})")
     table = BEST[benchmark][method]
     if buffer not in table:
         raise ConfigError(f"arms: mammoth gives {method} on {benchmark} for buffers "
@@ -192,7 +198,8 @@ def _best(benchmark: str, method: str, buffer: int) -> dict[str, float]:
 def resolve_arm(spec: str, benchmark: str, steps: int, batch: int, n_tasks: int) -> Arm:
     """The arm ``spec`` names with every hyper-parameter set.
 
-    - sgd, ewc_on, er, derpp: mammoth's best_args; EWC's Fisher over every training item of a
+    - sgd, ewc_on, er, derpp, lwf, agem: mammoth's best_args (lwf on Seq-MNIST only, as
+      mammoth runs it: class- and task-IL); EWC's Fisher over every training item of a
       task on Seq-MNIST (``FISHER_ITEMS``: 2,000 on Permuted MNIST, for CPU time).
     - er_ace: ER's rate and buffer draw at that buffer (mammoth tunes no ER-ACE on MNIST; no
       rate was chosen here, so no validation run was needed).
@@ -206,7 +213,7 @@ def resolve_arm(spec: str, benchmark: str, steps: int, batch: int, n_tasks: int)
     """
     method, buffer, overrides = parse_arm(spec)
     values: dict[str, Any] = {}
-    if method in ("sgd", "ewc_on", "er", "derpp"):
+    if method in ("sgd", "ewc_on", "er", "derpp", "lwf", "agem"):
         values = _best(benchmark, method, buffer)
         if method == "ewc_on":
             values["fisher_items"] = FISHER_ITEMS[benchmark]
@@ -371,6 +378,7 @@ def run(cfg: Config, folder: RunFolder) -> Result:
 def _knobs(arm: Arm) -> str:
     """The arm's hyper-parameters that its method reads, in one line."""
     keys = {"sgd": ("lr",), "ewc_on": ("lr", "e_lambda", "gamma", "fisher_items"),
+            "lwf": ("lr", "alpha"), "agem": ("lr", "minibatch"),
             "er": ("lr", "minibatch"), "er_ace": ("lr", "minibatch"),
             "derpp": ("lr", "minibatch", "alpha", "beta"),
             "sleep": ("lr", "minibatch", "sleep_steps", "sleep_batch", "sleep_lr"),

@@ -26,9 +26,11 @@ from engram.replay import EWC, EpisodicBuffer, PrioritySignals, Sleep, SleepPhas
 from engram.replay.experiments.continual_train import mlp
 from engram.replay.sleep import response_distance
 from engram.replay.strategies import (
+    AGEM,
     ERACE,
     ExperienceReplay,
     FineTune,
+    LwF,
     OnlineEWC,
     SleepReplay,
     Strategy,
@@ -36,10 +38,14 @@ from engram.replay.strategies import (
 from engram.replay.strategies.base import OptimizerFactory
 
 BENCHMARKS = ("seq-mnist", "perm-mnist")
-METHODS = ("sgd", "ewc_on", "er", "derpp", "er_ace", "sleep", "sleep_response", "er_rehearse")
+METHODS = ("sgd", "ewc_on", "er", "derpp", "er_ace", "sleep", "sleep_response", "er_rehearse",
+           "lwf", "agem")
 # Methods that sleep at every task boundary (Engram's, and the equal-compute control).
 SLEEPING = ("sleep", "sleep_response", "er_rehearse")
-REPLAYING = ("er", "derpp", "er_ace", *SLEEPING)
+REPLAYING = ("er", "derpp", "er_ace", "agem", *SLEEPING)
+# LwF as mammoth's best_args run it on Seq-MNIST: the paper's temperature, SGD with weight decay.
+LWF_TEMPERATURE = 2.0
+LWF_WEIGHT_DECAY = 5e-4
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,8 @@ class Arm:
 
     ``lr``: SGD's learning rate; ``minibatch``: items drawn from the buffer per draw;
     ``alpha``/``beta``: DER++'s logit and label weights (``alpha`` is the response-replay
-    weight of ``sleep_response``); ``e_lambda``/``gamma``: online EWC as mammoth defines it
+    weight of ``sleep_response`` and the distillation weight of ``lwf``);
+    ``e_lambda``/``gamma``: online EWC as mammoth defines it
     (penalty λ·Σ F (θ − θ*)², F ← γF + F_new); ``fisher_items``: items per Fisher estimate;
     ``sleep_steps``/``sleep_batch``/``sleep_lr``: each boundary sleep (Adam, Engram's).
     """
@@ -101,9 +108,10 @@ class Cell:
     arm: Arm
 
 
-def sgd(lr: float) -> OptimizerFactory:
-    """Plain SGD at ``lr`` (mammoth's optimiser: no momentum, no weight decay)."""
-    return lambda params: torch.optim.SGD(params, lr=lr)
+def sgd(lr: float, weight_decay: float = 0.0) -> OptimizerFactory:
+    """Plain SGD at ``lr`` (mammoth's optimiser: no momentum; weight decay only where its
+    best_args set one)."""
+    return lambda params: torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
 
 
 def mammoth_mlp(n_in: int, n_out: int, hidden: int = 100) -> nn.Sequential:
@@ -150,7 +158,8 @@ class TwoDrawDERPP(ExperienceReplay):
         return value
 
 
-def build(arm: Arm, model: nn.Module, n_outputs: int, steps: int, seed: int) -> Strategy:
+def build(arm: Arm, model: nn.Module, n_outputs: int, steps: int, seed: int,
+          n_tasks: int = 5) -> Strategy:
     """``arm.method`` around ``model`` (every output live: the logits are the model's own)."""
     if arm.method == "sgd":
         return FineTune(model, optimizer=sgd(arm.lr))
@@ -158,7 +167,15 @@ def build(arm: Arm, model: nn.Module, n_outputs: int, steps: int, seed: int) -> 
         # EWC's penalty is λ/2·Σ F(θ − θ*)²; mammoth's is e_lambda·Σ F(θ − θ*)².
         ewc = EWC(2 * arm.e_lambda, decay=arm.gamma, samples=arm.fisher_items)
         return OnlineEWC(model, ewc, optimizer=sgd(arm.lr))
+    if arm.method == "lwf":
+        return LwF(model, alpha=arm.alpha, temperature=LWF_TEMPERATURE,
+                   optimizer=sgd(arm.lr, LWF_WEIGHT_DECAY))
     buffer = EpisodicBuffer(arm.buffer, seed=seed)
+    if arm.method == "agem":
+        # An equal share of the memory per task, stored when the task ends (mammoth's A-GEM;
+        # its agem_r is the reservoir variant).
+        return AGEM(model, buffer, replay_batch=arm.minibatch,
+                    per_experience=max(1, arm.buffer // n_tasks), seed=seed, optimizer=sgd(arm.lr))
     if arm.method == "er":
         # ExperienceReplay adds the mean losses of the two batches; mammoth's ER takes the mean
         # over their concatenation, half as much when both hold the same number of items: at
@@ -281,7 +298,7 @@ def _train(cell: Cell, seed: int) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(seed)
     model = mammoth_mlp(stream.n_inputs, stream.n_outputs)
     total = sum(steps_per_task(t.n_train, cell.batch) for t in stream.tasks)
-    learner = build(cell.arm, model, stream.n_outputs, total, seed)
+    learner = build(cell.arm, model, stream.n_outputs, total, seed, len(stream.tasks))
     counter = SampleCounter(model)
     start = time.perf_counter()
     every, own, steps = [], [], 0

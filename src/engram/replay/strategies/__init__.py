@@ -16,6 +16,7 @@ Example:
     8
 """
 
+from engram.replay.strategies.agem import AGEM
 from engram.replay.strategies.base import (
     Strategy,
     adam,
@@ -26,16 +27,19 @@ from engram.replay.strategies.er_ace import ERACE
 from engram.replay.strategies.ewc import OnlineEWC
 from engram.replay.strategies.finetune import FineTune, Joint
 from engram.replay.strategies.generative import GenerativeReplay
+from engram.replay.strategies.lwf import LwF
 from engram.replay.strategies.replay import ExperienceReplay
 from engram.replay.strategies.si import SynapticIntelligence
 from engram.replay.strategies.sleep_replay import SleepReplay
 
 __all__ = [
+    "AGEM",
     "ERACE",
     "ExperienceReplay",
     "FineTune",
     "GenerativeReplay",
     "Joint",
+    "LwF",
     "OnlineEWC",
     "SleepReplay",
     "Strategy",
