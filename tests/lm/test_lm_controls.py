@@ -80,3 +80,71 @@ def test_bad_designs_are_refused_by_name():
         Config(variants=("theta_gamma",), second_variants=("grid",))
     with pytest.raises(ValueError, match="n_seeds"):
         Config(n_seeds=0)
+
+
+def test_the_plain_gpt_against_rope_and_alibi_is_in_the_family_with_its_own_verdict():
+    cfg = Config(variants=("baseline", "rope", "alibi"), n_seeds=4, second_corpus="")
+    assert cfg.pairs() == [("tinyshakespeare/baseline", "tinyshakespeare/rope"),
+                           ("tinyshakespeare/baseline", "tinyshakespeare/alibi")]
+    noise = [0.001, -0.002, 0.0015, -0.001]
+    offsets = {"baseline": 0.0, "rope": -0.05, "alibi": 0.0}
+    rows = [{"corpus": c, "variant": v, "seed": s, "val_loss": 2.0 + offsets[v] + noise[s]
+             + (0.003 * (-1) ** s if v == "alibi" else 0.0)} for c, v, s in cfg.arms()]
+    verdicts = {r["control"]: r["verdict"] for r in comparisons(rows, cfg)}
+    assert verdicts == {"rope": "the control lowers the plain GPT's loss",
+                        "alibi": "the control does not change the plain GPT's loss detectably"}
+
+
+def _cache_earlier(cfg: Config, earlier, arms: set[tuple[str, str, int]]) -> dict:
+    """Write an earlier run's job cache holding ``arms`` (as the job runner writes it)."""
+    from engram.io import atomic_write_text, to_json
+    from engram.lm.experiments.controls import jobs
+    from engram.runs.jobs import CACHE_FORMAT, cache_path
+
+    losses = {}
+    for (corpus, variant, seed), job in zip(cfg.arms(), jobs(cfg, earlier), strict=True):
+        if (corpus, variant, seed) in arms:
+            losses[variant, seed] = 3.0 + 0.1 * seed + (0.05 if variant == "sin_grid" else 0.0)
+            result = {"variant": variant, "seed": seed, "params": 1, "val_loss":
+                      losses[variant, seed], "tokens_per_second": 1.0, "curve": [[0, 4.0]]}
+            atomic_write_text(cache_path(earlier, job), to_json(
+                {"format": CACHE_FORMAT, "job": job.describe(), "result": result}))
+    return losses
+
+
+def test_an_earlier_runs_identical_jobs_are_read_not_trained(tmp_path, data_dir):
+    import dataclasses
+
+    from engram.lm.experiments.controls import QUICK, reused, run
+    from engram.runs import RunFolder
+
+    cfg = dataclasses.replace(QUICK, variants=("grid", "sin_grid"), second_corpus="")
+    earlier = tmp_path / "earlier"
+    arms = set(cfg.arms()) - {("tinyshakespeare", "grid", 1)}
+    losses = _cache_earlier(cfg, earlier, arms)
+    cfg = dataclasses.replace(cfg, reuse=(str(earlier),))
+    assert {cfg.arms()[i] for i in reused(cfg)} == arms
+    # a job trained otherwise (here one step more) is not the same job
+    assert reused(dataclasses.replace(cfg, steps=cfg.steps + 1)) == {}
+
+    (tmp_path / "now").mkdir()
+    folder = RunFolder(tmp_path / "now")
+    result = run(cfg, folder)
+    runs = {(r["variant"], r["seed"]): r for r in result.tables["runs"]}
+    assert len(list((folder.path / "jobs").iterdir())) == 1  # only the missing arm trained
+    assert runs["grid", 1]["trained_in"] == folder.path.as_posix()
+    assert runs["grid", 1]["val_loss"] < 10.0 and runs["grid", 1]["params"] > 1
+    for variant, seed in losses:
+        assert runs[variant, seed]["trained_in"] == str(earlier)
+        assert runs[variant, seed]["val_loss"] == losses[variant, seed]
+    assert not (folder.path / "tinyshakespeare" / "sin_grid-seed0").exists()
+    assert "3 of the 4 runs are the same jobs read from" in result.intro
+
+
+def test_reuse_needs_a_run_folder_with_a_job_cache(tmp_path):
+    from engram.lm.experiments.controls import reused
+
+    with pytest.raises(ValueError, match="reuse: expected a run folder"):
+        reused(Config(variants=("grid", "sin_grid"), reuse=(str(tmp_path),)))
+    with pytest.raises(ValueError, match="reuse: expected run folder paths"):
+        Config(variants=("grid", "sin_grid"), reuse=("",))

@@ -1,5 +1,6 @@
 """Controls for "biology helps": each hippocampal position code against generic features of the
-same width given the same way (sinusoids), a short causal convolution, RoPE and ALiBi.
+same width given the same way (sinusoids), a short causal convolution, RoPE and ALiBi; and the
+plain GPT against RoPE and ALiBi (whether the generic relative positions help at all).
 
 Every (corpus, variant, seed) trains with the same optimiser, step budget and batches per seed
 (the seed fixes the batch order), and is scored over its corpus's whole validation split. The
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,15 +41,23 @@ CODE_CONTROLS: dict[str, tuple[str, ...]] = {
     "grid": ("sin_grid", "rope", "alibi"),
     "time": ("sin_time", "conv", "rope", "alibi"),
 }
-PAIRS: tuple[tuple[str, str], ...] = tuple(
-    (code, control) for code in CODES for control in CODE_CONTROLS[code]
+# the plain GPT against the relative-position controls: Δ > 0 = the control helps it
+PAIRS: tuple[tuple[str, str], ...] = (
+    *((code, control) for code in CODES for control in CODE_CONTROLS[code]),
+    ("baseline", "rope"),
+    ("baseline", "alibi"),
 )
 
 
 @dataclass(frozen=True)
 class Config:
     """The design: variants and seeds on the first corpus, and on an optional second one
-    (``second_corpus`` empty = none), the shared training budget and where it runs."""
+    (``second_corpus`` empty = none), the shared training budget and where it runs.
+
+    ``reuse`` names earlier ``lm.controls`` run folders: an arm whose very job (the same
+    training, data and seed; only the folder it trained in differs) is in one's job cache is
+    read from there instead of trained again.
+    """
 
     corpus: str = "tinyshakespeare"
     variants: tuple[str, ...] = tuple(VARIANTS)
@@ -66,6 +76,7 @@ class Config:
     model: Sizes = field(default_factory=Sizes)
     val_tokens: int = 0  # score the first N validation tokens; 0 = the whole split
     device: str = "cpu"
+    reuse: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from engram.data.text import CORPORA
@@ -89,6 +100,8 @@ class Config:
             check(name, getattr(self, name), Interval(int, 1, None))
         for name in ("seed", "val_tokens", "warmup_steps"):
             check(name, getattr(self, name), Interval(int, 0, None))
+        if any(not isinstance(r, str) or not r for r in self.reuse):
+            raise ValueError(f"reuse: expected run folder paths, got {list(self.reuse)!r}")
         if not self.pairs():
             raise ValueError(
                 f"variants: no code is run beside one of its controls; expected pairs from {PAIRS}"
@@ -140,12 +153,13 @@ def variant_model(sizes: Sizes, variant: str) -> dict[str, Any]:
     return {**dataclasses.asdict(sizes), "parts": parts, "controls": controls}
 
 
-def jobs(cfg: Config, folder: RunFolder) -> list[Job]:
+def jobs(cfg: Config, folder: RunFolder | Path) -> list[Job]:
     """Every (corpus, variant, seed) as a job of the ablation's trainer, into
     ``folder/<corpus>/<variant>-seed<s>`` (a run folder ``engram lm sample|eval`` reads)."""
     from engram.data.text import corpus_path
     from engram.lm.experiments.ablation import TrainJob, train_variant
 
+    root = folder.path if isinstance(folder, RunFolder) else Path(folder)
     out = []
     for corpus, variant, seed in cfg.arms():
         job = TrainJob(
@@ -159,7 +173,7 @@ def jobs(cfg: Config, folder: RunFolder) -> list[Job]:
             eval_interval=cfg.eval_interval,
             eval_batches=cfg.eval_batches,
             data=str(corpus_path(corpus)),
-            folder=str(folder.file(f"{corpus}/{variant}-seed{seed}")),
+            folder=str(root / f"{corpus}/{variant}-seed{seed}"),
             val_tokens=cfg.val_tokens,
             sample_tokens=0,
             sample_prompt="",
@@ -172,18 +186,33 @@ def jobs(cfg: Config, folder: RunFolder) -> list[Job]:
     return out
 
 
-def share_corpora(cfg: Config, folder: RunFolder) -> None:
-    """Tokenise each corpus once, in ``folder/corpora/<name>``, and hard-link it into every job
-    folder not yet holding one: ``train`` then opens it instead of tokenising the text again
-    (a job whose folder lacks it prepares the same arrays itself)."""
+def reused(cfg: Config) -> dict[int, tuple[Job, str]]:
+    """Arm index -> (its job as it ran, the earlier run folder) for every arm of the design
+    whose job is in the cache of a folder of ``cfg.reuse`` (the first one holding it)."""
+    from engram.runs.jobs import cache_path
+
+    found: dict[int, tuple[Job, str]] = {}
+    for earlier in cfg.reuse:
+        if not (Path(earlier) / "jobs").is_dir():
+            raise ValueError(f"reuse: expected a run folder with a jobs/ cache, got {earlier!r}")
+        for i, job in enumerate(jobs(cfg, Path(earlier))):
+            if i not in found and cache_path(earlier, job).is_file():
+                found[i] = (job, earlier)
+    return found
+
+
+def share_corpora(arms: list[tuple[str, str, int]], folder: RunFolder) -> None:
+    """Tokenise each corpus once, in ``folder/corpora/<name>``, and hard-link it into the folder
+    of every (corpus, variant, seed) of ``arms`` not yet holding one: ``train`` then opens it
+    instead of tokenising the text again (a job whose folder lacks it prepares the same arrays
+    itself)."""
     import os
     import shutil
-    from pathlib import Path
 
     from engram.data.text import TextCorpus, corpus_path
 
     prepared: dict[str, Path] = {}
-    for corpus, variant, seed in cfg.arms():
+    for corpus, variant, seed in arms:
         target = Path(folder.file(f"{corpus}/{variant}-seed{seed}")) / "corpus"
         if (target / "corpus.json").is_file():
             continue
@@ -224,8 +253,14 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def verdict(row: dict[str, Any]) -> str:
-    """A code against its control, lower loss better, after the one Holm correction."""
+def verdict(row: dict[str, Any], code: str) -> str:
+    """A code against its control, lower loss better, after the one Holm correction; for the
+    plain GPT (``code`` "baseline"), whether the control changes its loss."""
+    if code == "baseline":
+        if not row["significant"]:
+            return "the control does not change the plain GPT's loss detectably"
+        return "the control lowers the plain GPT's loss" if row["diff"] > 0 else (
+            "the control raises the plain GPT's loss")
     if not row["significant"]:
         return "not better than its control (no detectable difference)"
     return "better than its control" if row["diff"] < 0 else "worse than its control"
@@ -246,7 +281,7 @@ def comparisons(rows: list[dict[str, Any]], cfg: Config) -> list[dict[str, Any]]
         corpus, code = row["a"].split("/")
         control = row["b"].split("/")[1]
         out.append({"corpus": corpus, "code": code, "control": control, **row,
-                    "verdict": verdict(row)})
+                    "verdict": verdict(row, code)})
     return out
 
 
@@ -301,7 +336,8 @@ def _claims(cfg: Config, family: list[dict[str, Any]], table: list[dict[str, Any
                 f"{r['code']} against {r['control']} ({r['corpus']}, {a['seeds']} seeds)",
                 f"Δ {r['diff']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}] nats/char, "
                 f"Holm p = {r['p_holm']:.3g}",
-                "lower loss than its generic control",
+                "a loss other than the plain GPT's" if r["code"] == "baseline"
+                else "lower loss than its generic control",
                 r["verdict"],
                 f"{conditions}; {a['val_loss']:.3f} vs {b['val_loss']:.3f} nats/char, "
                 f"{a['params']:,} vs {b['params']:,} parameters",
@@ -314,12 +350,20 @@ def _claims(cfg: Config, family: list[dict[str, Any]], table: list[dict[str, Any
 def run(cfg: Config, folder: RunFolder) -> Result:
     """Train every (corpus, variant, seed) through the job runner, compare each code with its
     controls (one Holm), and return the claims, tables and the loss figure."""
-    arms = cfg.arms()
-    share_corpora(cfg, folder)
-    trained = run_jobs(jobs(cfg, folder), folder.path, description="lm controls")
+    arms, earlier = cfg.arms(), reused(cfg)
+    todo = [i for i in range(len(arms)) if i not in earlier]
+    share_corpora([arms[i] for i in todo], folder)
+    mine = jobs(cfg, folder)
+    results = dict(zip(todo, run_jobs([mine[i] for i in todo], folder.path,
+                                      description="lm controls"), strict=True))
+    for where in dict.fromkeys(w for _, w in earlier.values()):
+        ids = [i for i, (_, w) in earlier.items() if w == where]
+        results.update(zip(ids, run_jobs([earlier[i][0] for i in ids], where), strict=True))
+    trained = [results[i] for i in range(len(arms))]
     rows = [
-        {"corpus": corpus, **{k: v for k, v in r.items() if k != "curve"}}
-        for (corpus, _, _), r in zip(arms, trained, strict=True)
+        {"corpus": corpus, **{k: v for k, v in r.items() if k != "curve"},
+         "trained_in": earlier[i][1] if i in earlier else folder.path.as_posix()}
+        for i, ((corpus, _, _), r) in enumerate(zip(arms, trained, strict=True))
     ]
     table = summarise(rows)
     family = comparisons(rows, cfg)
@@ -355,6 +399,13 @@ def run(cfg: Config, folder: RunFolder) -> Result:
             "character; Δ = code − control, 95% paired t interval over seeds; one Holm "
             f"correction over the {len(family)} comparisons. (wikitext2-valid is WikiText-2's "
             "validation file used as a corpus of its own, split 90/10: not WikiText-2 perplexity.)"
+            + (
+                f" {len(earlier)} of the {len(arms)} runs are the same jobs read from "
+                + ", ".join(f"`{w}`" for w in dict.fromkeys(w for _, w in earlier.values()))
+                + " (column trained_in of runs.csv)."
+                if earlier
+                else ""
+            )
         ),
         sections=tuple(sections),
     )
