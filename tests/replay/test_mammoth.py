@@ -26,14 +26,6 @@ from engram.replay.experiments.mammoth_train import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------ arms
 def test_arms_take_mammoths_best_args():
     derpp = resolve_arm("derpp-500", "seq-mnist", 6000, 10, 5)

@@ -5,21 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from engram.runs import quick_config, read_config_file, resolve, start
 
 # The replay.continual configs (the part's other experiments, mammoth and vandeven, test their own).
 CONFIGS = sorted(p for p in (Path(__file__).parents[2] / "configs" / "replay").glob("*.toml")
                  if read_config_file(p).experiment == "replay.continual")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_there_is_a_config_per_documented_run():

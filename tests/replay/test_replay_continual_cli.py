@@ -14,14 +14,6 @@ from engram.replay.experiments.continual_train import LearnerConfig
 from engram.runs import COLUMNS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_metrics_of_a_known_accuracy_matrix():
     acc = np.array([[1.0, 0.0, 0.0], [0.6, 0.9, 0.0], [0.5, 0.8, 1.0]])
     s = summarize(acc)

@@ -19,15 +19,6 @@ from engram.replay import (
 from engram.replay.experiments.continual_train import LearnerConfig, train_stream
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, above all on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def two_task_stream(seed=0):
     """Two tasks of two Gaussian classes each, on overlapping inputs (class-incremental)."""
     gen = torch.Generator().manual_seed(seed)

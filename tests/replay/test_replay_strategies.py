@@ -17,14 +17,6 @@ from engram.replay.strategies import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------ a tiny MLP classifier
 def gaussian_tasks(seed=0):
     """Two tasks of two Gaussian classes each on overlapping inputs (class-incremental)."""

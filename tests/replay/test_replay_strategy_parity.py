@@ -80,14 +80,6 @@ def fingerprint(case: str, monkeypatch: pytest.MonkeyPatch) -> dict:
     }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_strategy_objects_reproduce_the_old_loop_bit_for_bit(case, monkeypatch):
     expected = json.loads(GOLDEN.read_text())[case]

@@ -561,7 +561,7 @@ class MemoryStore:
                                  "their own text)")
             texts = list(_texts(cues, "cues"))
             # The cues and their speaker-blind forms in one call to the embedder.
-            blind_texts = [self.blind_text(t) for t in texts]
+            blind_texts = [self.blind_text(t) if self.config.blind_speakers else t for t in texts]
             extra = [i for i, (t, bt) in enumerate(zip(texts, blind_texts, strict=True)) if bt != t]
             vectors = self._embed(texts + [blind_texts[i] for i in extra], "cues")
             cues, blinds = vectors[:len(texts)], vectors[:len(texts)].copy()
@@ -618,10 +618,8 @@ class MemoryStore:
                     self._calibration_failed_at = live
             parts = self._index.cue_parts(list(texts) if texts is not None else [None] * len(cues))
             hidden = self._filter_mask(where, bounds)
-            if self.config.blind_speakers:
-                blinds = self._blind_cues(cues, parts, blinds)
-            stages = self._run(cues, known, now, parts=parts, hidden=hidden,
-                               blinds=blinds if self.config.blind_speakers else None)
+            blinds = self._blind_cues(cues, parts, blinds) if self.config.blind_speakers else None
+            stages = self._run(cues, known, now, parts=parts, hidden=hidden, blinds=blinds)
             features = pipeline.features(stages, parts)
             confidence = self._gate.confidence(features)
             holds = self._gate.holds(features)
