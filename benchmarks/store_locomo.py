@@ -440,6 +440,7 @@ class Config:
     text_embedded: str = TEXT_EMBEDDED
     text_bm25: str = TEXT_BM25
     rrf_k: int = RRF_K
+    shortlist_above: int | None = RecallConfig().shortlist_above
 
 
 @dataclass
@@ -620,6 +621,15 @@ def latency_at_scale(
     return {"episodes": episodes, "ingest_s": ingest_s, "threads": 1, **latency_figures(engine_s, cosine_s)}
 
 
+def size_or_none(value: str) -> int | None:
+    """An episode count, or 'none' (an argparse type)."""
+    if value == "none":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {value!r}")
+    return int(value)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -658,6 +668,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="write the gate fitted on every given conversation here (JSON)",
     )
     parser.add_argument(
+        "--shortlist-above",
+        type=size_or_none,
+        default=RecallConfig().shortlist_above,
+        help="RecallConfig.shortlist_above for every engine ('none': every row; 1: always the shortlist)",
+    )
+    parser.add_argument(
         "--gate-threshold", type=float, default=0.5, help="the refusal threshold written with --fit-default"
     )
     args = parser.parse_args(argv)
@@ -678,6 +694,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.latency_episodes,
         args.latency_queries,
         args.bootstrap,
+        shortlist_above=args.shortlist_above,
     )
     rng = seed_everything(cfg.seed)
     conversations = load_locomo(args.data)
@@ -719,7 +736,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for name, answers in baseline_answers(space, [(q.text, q.vector) for q in own]).items():
                 systems.setdefault(name, []).extend(labelled(own, answers))
             for label, switch in variants.items():
-                config = dataclasses.replace(RecallConfig(), **switch)
+                config = dataclasses.replace(RecallConfig(shortlist_above=cfg.shortlist_above), **switch)
                 engine = Engine(
                     root / label.replace(" ", "_"), space, embedder, config, cfg.seed, blinds,
                     sleep=label == SLEPT,

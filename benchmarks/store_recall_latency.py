@@ -115,6 +115,8 @@ def main() -> None:
         build = time.perf_counter() - build
         variants = {"engine": RecallConfig()}
         variants |= {f"engine, {stage} off": replace(RecallConfig(), **{stage: False}) for stage in ABLATIONS}
+        # The fused score over every row instead of each cue's shortlist (engram.store.narrow).
+        variants["engine, every row"] = RecallConfig(shortlist_above=None)
         # One store whose config is swapped per variant: one matrix, as warm in cache for every
         # variant and for the numpy scan (separate stores would evict each other's copies).
         store = MemoryStore(tmp, embedder=embedder)

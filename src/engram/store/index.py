@@ -380,6 +380,30 @@ class RecallIndex:
             return self._half_search(queries, allowed, config.candidates)
         return None
 
+    def dense_shortlist(self, queries: np.ndarray, dead: np.ndarray | None, config: RecallConfig
+                        ) -> np.ndarray:
+        """(B, S) rows of each unit cue's ``config.shortlist_dense`` best rows by the dense cosine,
+        best first, among those ``dead`` does not hide (-1 pads): the HNSW graph's from
+        ``ann_above`` live rows on (with faiss), else an exact scan."""
+        s = config.shortlist_dense
+        allowed = None if dead is None else ~dead
+        if ann.HAS_FAISS and config.ann_above is not None and self.live >= config.ann_above:
+            n_allowed = self.size if allowed is None else int(np.count_nonzero(allowed))
+            ef = max(config.ann_ef, s)
+            if n_allowed > 16 * ef:
+                rows = self._graph_search(queries, allowed, config, k=s, ef=ef, rescore=False)[0]
+                if (np.count_nonzero(rows >= 0, axis=1) >= min(s, n_allowed)).all():
+                    return rows
+        scores = queries @ self.view().T
+        if dead is not None:
+            scores[:, dead] = -np.inf
+        top = np.argpartition(-scores, s - 1, axis=1)[:, :s] if s < self.size else np.broadcast_to(
+            np.arange(self.size), scores.shape)
+        best = np.take_along_axis(scores, top, 1)
+        order = np.argsort(-best, axis=1, kind="stable")
+        top, best = np.take_along_axis(top, order, 1), np.take_along_axis(best, order, 1)
+        return np.where(np.isfinite(best), top, -1)
+
     def rescore(self, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
         """(B, S) exact float32 inner products of each cue with its shortlisted rows (-inf at -1)."""
         safe = np.maximum(rows, 0)
@@ -410,9 +434,12 @@ class RecallIndex:
             s *= 4
         return None
 
-    def _graph_search(self, queries: np.ndarray, allowed: np.ndarray | None, config: RecallConfig
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """The HNSW graph's shortlist (built, loaded or caught up first), rescored exactly."""
+    def _graph_search(self, queries: np.ndarray, allowed: np.ndarray | None, config: RecallConfig,
+                      k: int | None = None, ef: int | None = None, rescore: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The HNSW graph's ``k`` (default ``ann_shortlist``) best rows, searched with ``ef``
+        (default ``ann_ef``) candidates (the graph built, loaded or caught up first), and their
+        exact scores (None without ``rescore``)."""
         if self._hnsw is None and self._hnsw_pending:
             self._load_graph()
         graph = self._hnsw
@@ -432,8 +459,9 @@ class RecallIndex:
             self._hnsw_rows = self.size
             if graph.nodes - graph.saved_at >= max(1024, graph.nodes // 10):
                 self._save_graph()
-        _, rows = graph.search(queries, config.ann_shortlist, config.ann_ef, allowed)
-        return rows, self.rescore(rows, queries)
+        _, rows = graph.search(queries, config.ann_shortlist if k is None else k,
+                               config.ann_ef if ef is None else ef, allowed)
+        return rows, self.rescore(rows, queries) if rescore else None
 
     def _save_graph(self) -> None:
         """Persist the graph beside the store (a derived copy: a failure only warns)."""

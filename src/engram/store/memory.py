@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from engram.ca3 import ModernHopfield
-from engram.store import arguments, pipeline
+from engram.store import arguments, narrow, pipeline
 from engram.store.backend import Episode, Link, StorageBackend, check_space_name
 from engram.store.backends import open_backend
 from engram.store.decay import DecayPolicy, StrengthReport, explain
@@ -715,6 +715,11 @@ class MemoryStore:
             # The fast first stages (engram.store.ann): exact when the score is the cosine alone.
             dense_only = named is None and not (self.config.lexical and lexical is not None) and not (
                 self.config.graph and graph is not None)
+            if narrow.applies(self.config, idx.live, fused=not dense_only):
+                shortlist = idx.dense_shortlist(queries, dead, self.config)
+                return narrow.run(idx.view(), idx.who, idx.person, cues, known, queries, shortlist,
+                                  self.config, self._hopfield, self._separator, dead, lexical, named, graph,
+                                  blinds, blind_lexical)
             candidates = idx.shortlist(queries, dead, self.config, exact=dense_only)
             if candidates is None and self.config.sketch_dim:
                 candidates = idx.sketch_search(queries, self.config.candidates,

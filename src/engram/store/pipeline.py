@@ -3,7 +3,8 @@ completion (→ pattern separation) → gate features.
 
 Stages, each switchable in ``RecallConfig`` (the benchmark ablates each):
   dense       masked inner product of the cue with every unit-norm embedding (one BLAS GEMM),
-              or a faiss IVF index / random sketch above a configurable size;
+              or, above configurable sizes, an HNSW graph / fp16 scan / random sketch; a fused
+              score in a large space is computed over a shortlist of rows (``engram.store.narrow``);
   lexical     BM25 of the cue's words against every episode's text (``engram.store.lexical``),
               divided by the score a perfect match would get, so it lies in [0, 1];
               fused additively with the dense score, plus a bonus for episodes whose speaker
@@ -52,15 +53,21 @@ class RecallConfig:
         strength_weight: how much decayed strength lowers a candidate's rank (score · s^w).
         ann_above: search an HNSW graph (``engram.store.ann``, faiss) when a space holds at
             least this many live episodes and faiss is installed (None: always exact); its
-            shortlist is rescored exactly. Only cues whose score is the dense cosine alone use it
-            (a vector cue, or a text cue whose words no episode holds, in a space without
-            sessions or links); the others scan every row. ann_m: the graph's links per node;
+            shortlist is rescored exactly. Cues whose score is the dense cosine alone (a vector
+            cue, or a text cue whose words no episode holds, in a space without sessions or
+            links) take their candidates from it; a fused score takes its dense shortlist from it
+            (see ``shortlist_above``). ann_m: the graph's links per node;
             ann_ef: candidates the graph search keeps (more: higher recall, slower);
             ann_shortlist: rows it returns for exact rescoring.
         half_above: from this many live episodes (and with faiss installed), the exact scan reads
             an fp16 copy of the embeddings first and rescores its shortlist in float32, widening
             the shortlist until no row outside it can beat the candidates (same answers as the
             float32 scan; None: always float32).
+        shortlist_above: from this many live episodes, a fused score (a text cue) is computed over a
+            shortlist of each cue's rows (``engram.store.narrow``): its ``shortlist_dense`` best rows by
+            the dense cosine (the HNSW graph's, rescored exactly, from ``ann_above`` on; an exact
+            scan below), the ``shortlist_lexical`` best by BM25 (the cue's and its speaker-blind
+            form's), and their graph neighbours; None: every row, always.
         sketch_dim: when > 0, search in two stages: a random projection to this many
             dimensions shortlists ``sketch_shortlist`` rows, which are rescored exactly
             (approximate; 0, the default, scans every row exactly).
@@ -96,6 +103,9 @@ class RecallConfig:
     ann_ef: int = 96
     ann_shortlist: int = 64
     half_above: int | None = 4096
+    shortlist_above: int | None = 4096
+    shortlist_dense: int = 128
+    shortlist_lexical: int = 64
     sketch_dim: int = 0
     sketch_shortlist: int = 512
     min_calibration: int = 64
@@ -124,12 +134,14 @@ class RecallConfig:
         if self.threshold is not None:
             real(self.threshold, "threshold", low=0.0, high=1.0)
         real(self.strength_weight, "strength_weight", low=0.0)
-        for name in ("ann_above", "half_above"):
+        for name in ("ann_above", "half_above", "shortlist_above"):
             if getattr(self, name) is not None:
                 integer(getattr(self, name), name, low=1)
         integer(self.ann_m, "ann_m", low=4, high=256)
         integer(self.ann_shortlist, "ann_shortlist", low=self.candidates)
         integer(self.ann_ef, "ann_ef", low=self.ann_shortlist)
+        integer(self.shortlist_dense, "shortlist_dense", low=self.candidates)
+        integer(self.shortlist_lexical, "shortlist_lexical", low=1)
         integer(self.sketch_dim, "sketch_dim", low=0)
         integer(self.sketch_shortlist, "sketch_shortlist", low=self.candidates)
         integer(self.min_calibration, "min_calibration", low=1)
