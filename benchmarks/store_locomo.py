@@ -440,7 +440,7 @@ class Config:
     text_embedded: str = TEXT_EMBEDDED
     text_bm25: str = TEXT_BM25
     rrf_k: int = RRF_K
-    shortlist_above: int | None = RecallConfig().shortlist_above
+    recall: tuple[tuple[str, Any], ...] = ()  # RecallConfig settings every engine takes (--recall)
 
 
 @dataclass
@@ -621,13 +621,20 @@ def latency_at_scale(
     return {"episodes": episodes, "ingest_s": ingest_s, "threads": 1, **latency_figures(engine_s, cosine_s)}
 
 
-def size_or_none(value: str) -> int | None:
-    """An episode count, or 'none' (an argparse type)."""
-    if value == "none":
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {value!r}")
-    return int(value)
+def recall_setting(value: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` of a numeric or optional ``RecallConfig`` field (an argparse type); VALUE is
+    a number, true / false, or none."""
+    name, sep, raw = value.partition("=")
+    kinds = {f.name: f.type for f in dataclasses.fields(RecallConfig)}
+    if not sep or name not in kinds:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME a RecallConfig field, got {value!r}")
+    words = {"none": None, "true": True, "false": False}
+    try:
+        parsed = words[raw] if raw in words else (float(raw) if "float" in kinds[name] else int(raw))
+        dataclasses.replace(RecallConfig(), **{name: parsed})
+    except (ValueError, TypeError) as error:
+        raise argparse.ArgumentTypeError(f"{value!r}: {error}") from error
+    return name, parsed
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -668,10 +675,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="write the gate fitted on every given conversation here (JSON)",
     )
     parser.add_argument(
-        "--shortlist-above",
-        type=size_or_none,
-        default=RecallConfig().shortlist_above,
-        help="RecallConfig.shortlist_above for every engine ('none': every row; 1: always the shortlist)",
+        "--recall",
+        type=recall_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a RecallConfig setting for every engine (repeatable), e.g. shortlist_above=1 "
+        "(always the shortlist) or shortlist_above=none (every row)",
     )
     parser.add_argument(
         "--gate-threshold", type=float, default=0.5, help="the refusal threshold written with --fit-default"
@@ -694,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.latency_episodes,
         args.latency_queries,
         args.bootstrap,
-        shortlist_above=args.shortlist_above,
+        recall=tuple(args.recall),
     )
     rng = seed_everything(cfg.seed)
     conversations = load_locomo(args.data)
@@ -736,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for name, answers in baseline_answers(space, [(q.text, q.vector) for q in own]).items():
                 systems.setdefault(name, []).extend(labelled(own, answers))
             for label, switch in variants.items():
-                config = dataclasses.replace(RecallConfig(shortlist_above=cfg.shortlist_above), **switch)
+                config = dataclasses.replace(RecallConfig(**dict(cfg.recall)), **switch)
                 engine = Engine(
                     root / label.replace(" ", "_"), space, embedder, config, cfg.seed, blinds,
                     sleep=label == SLEPT,

@@ -64,10 +64,11 @@ class RecallConfig:
             the shortlist until no row outside it can beat the candidates (same answers as the
             float32 scan; None: always float32).
         shortlist_above: from this many live episodes, a fused score (a text cue) is computed over a
-            shortlist of each cue's rows (``engram.store.narrow``): its ``shortlist_dense`` best rows by
-            the dense cosine (the HNSW graph's, rescored exactly, from ``ann_above`` on; an exact
-            scan below), the ``shortlist_lexical`` best by BM25 (the cue's and its speaker-blind
-            form's), and their graph neighbours; None: every row, always.
+            shortlist of each cue's rows (``engram.store.narrow``), each scored exactly: its
+            ``shortlist_dense`` best rows by the dense cosine (the HNSW graph's from ``ann_above``
+            on, an exact scan below), the ``shortlist_lexical`` best by BM25 (the cue's and its
+            speaker-blind form's), and the graph neighbours of the best of each; None: every row,
+            always (LoCoMo, forced to the shortlist: the same recall and refusal figures).
         sketch_dim: when > 0, search in two stages: a random projection to this many
             dimensions shortlists ``sketch_shortlist`` rows, which are rescored exactly
             (approximate; 0, the default, scans every row exactly).
@@ -104,7 +105,7 @@ class RecallConfig:
     ann_shortlist: int = 64
     half_above: int | None = 4096
     shortlist_above: int | None = 4096
-    shortlist_dense: int = 128
+    shortlist_dense: int = 64
     shortlist_lexical: int = 64
     sketch_dim: int = 0
     sketch_shortlist: int = 512
