@@ -3,11 +3,12 @@ speaker + graph) is computed over the rows that can reach its top instead of ove
 
 Those rows are the cue's dense shortlist (HNSW or an exact scan, ``RecallIndex.dense_shortlist``),
 the best rows of its BM25 scores and of its speaker-blind form's, and the session neighbours and
-sleep's links of all of them. A row outside them has a dense score below the shortlist's and a
-lexical score below the lexical top's, so it can reach the top C only through the speaker bonus:
-the shortlist is sized so that this is rare (the benchmark measures the answers against the
-full scan). The speaker-blind cue is scored over the same rows, so it costs no second pass over
-the matrix. Each cue is its own sub-problem, so ``recall_batch`` answers as ``recall`` does.
+sleep's links of the best of each list. A row outside them has a dense score below the
+shortlist's and a lexical score below the lexical top's, so it reaches the top C only through the
+speaker bonus or a neighbour outside the heads: the shortlist is sized so that this is rare
+(LoCoMo forced onto it gives the full scan's figures). The speaker-blind cue is scored over the
+same rows, so it costs no second pass over the matrix. Each cue is its own sub-problem, so
+``recall_batch`` answers as ``recall`` does.
 """
 
 from __future__ import annotations
@@ -94,14 +95,17 @@ def run(unit: np.ndarray, who: np.ndarray, person: np.ndarray, cues: np.ndarray,
         if len(rows) == 0:  # every row is hidden: the full problem answers that
             rows = np.arange(n)
         one = slice(i, i + 1)
+        # A cue that names nobody gets no speaker bonus and no agreement to judge: as if unnamed.
+        names = named is not None and bool(named[i].any())
         stages = pipeline.run(
             unit[rows], cues[one], known[one], config, hopfield, separator,
             dead=None if dead is None else dead[rows],
             lexical=None if lexical is None else lexical[i, rows][None],
-            named=None if named is None else named[i, rows][None],
+            named=named[i, rows][None] if names else None,
             graph=None if graph is None else subgraph(graph, rows, n),
-            speakers=None if named is None else pipeline.speaker_groups(who[rows], person[rows] > 0),
-            person=person[rows], queries=queries[one], blind=None if blind is None else blind[one],
+            speakers=pipeline.speaker_groups(who[rows], person[rows] > 0) if names else None,
+            person=person[rows], queries=queries[one],
+            blind=blind[one] if names and blind is not None else None,
             blind_lexical=None if blind_lexical is None else blind_lexical[i, rows][None])
         stages.rows = np.where(stages.rows >= 0, rows[np.maximum(stages.rows, 0)], -1)
         answers.append(stages)
