@@ -3,6 +3,8 @@ part and control, and follow the weights when they change."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -125,3 +127,67 @@ def test_inference_place_code_is_the_training_forward_mask():
         moved = cells(x)
     assert not torch.allclose(moved, with_grad)
     assert torch.allclose(moved, cells(x).detach(), atol=0, rtol=0)
+
+
+def one_layer_all_parts() -> HippocampalTransformer:
+    """All parts in one layer: the smallest model whose compiled step has every term."""
+    torch.manual_seed(0)
+    config = HippocampalTransformerConfig(**{**TINY, "n_layer": 1}, parts=PARTS)
+    model = HippocampalTransformer(config, VOCAB).eval()
+    with torch.no_grad():  # a gain far from 1, so that prosody matters
+        model.prosody.weight.normal_(0.0, 0.5)
+    return model
+
+
+def decode_steps(model: HippocampalTransformer, x: torch.Tensor) -> torch.Tensor:
+    """Logits of a 9-token prompt, then one cached step at a time (past the time window)."""
+    with torch.inference_mode():
+        cache = model.new_cache(x.shape[0])
+        out = [model(x[:, :9], cache=cache).logits]
+        out += [model(x[:, t : t + 1], cache=cache).logits for t in range(9, x.shape[1])]
+    return torch.cat(out, 1)
+
+
+def test_compiled_decoding_steps_equal_the_step_by_step_path():
+    """The step torch.compile traces (here with dynamo's eager backend: tracing and the
+    replayed cache updates are what is checked, at no inductor compile time) computes what
+    the step-by-step path does, and runs as one graph, not eagerly behind a fallback."""
+    model, x = one_layer_all_parts(), tokens(length=14)
+    model.fused_decoding = False
+    step = decode_steps(model, x)
+    model.fused_decoding = True
+    graphs = []
+
+    def backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    model.compile_decoding(backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to eager warns
+        compiled = decode_steps(model, x)
+    assert len(graphs) == 1
+    assert torch.allclose(compiled, step, atol=1e-5)
+    assert torch.allclose(compiled, model(x).logits, atol=1e-5)
+    model.compile_decoding(None)
+    assert model._compiled_step is None
+
+
+def test_compiled_decoding_falls_back_to_eager_when_compilation_fails():
+    model, x = one_layer_all_parts(), tokens(length=11)
+    eager = decode_steps(model, x)
+
+    def broken(graph, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    model.compile_decoding(broken)
+    with pytest.warns(RuntimeWarning, match="compile_decoding: torch.compile failed"):
+        fallback = decode_steps(model, x)
+    assert torch.equal(fallback, eager)
+    assert model._compiled_step is None  # later steps go straight to the eager path
+
+
+@pytest.mark.parametrize("backend", ["", 3])
+def test_compile_decoding_rejects_a_bad_backend(backend):
+    with pytest.raises(ValueError, match="backend"):
+        tiny().compile_decoding(backend)

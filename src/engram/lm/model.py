@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -444,6 +446,8 @@ class HippocampalTransformer(nn.Module):
         # KV-cached inference reads folded tables (``DecodingTables``); False = the step-by-step
         # path, which computes the same to rounding
         self.fused_decoding = True
+        # KV-cached inference steps through torch.compile (``compile_decoding``), or None: eager
+        self._compiled_step: Callable[..., LMOutput] | None = None
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
@@ -546,6 +550,30 @@ class HippocampalTransformer(nn.Module):
         p = self.wte.weight
         return KVCache(self.config, batch, p.device, p.dtype)
 
+    def compile_decoding(self, backend: str | Callable[..., Any] | None = "inductor") -> None:
+        """Run KV-cached decoding steps (one new token after the first call, gradients off, no
+        targets) through ``torch.compile`` with dynamic shapes, one graph per step; a cache's
+        first call (the prompt) stays eager, and ``backend=None`` makes every step eager again.
+
+        Compilation is lazy: the first steps at each new kind of position pay it (about 15–25 s
+        of CPU for the 0.8M model with all parts, a few graphs). When it fails, the step is
+        run eagerly, with a warning, and so are the later ones."""
+        if backend is None:
+            self._compiled_step = None
+            return
+        if not callable(backend) and (not isinstance(backend, str) or not backend):
+            raise ValueError(
+                f"backend: expected a torch.compile backend (a name or a callable) or None, "
+                f"got {backend!r}"
+            )
+        # every model's steps are graphs of the one ``_forward`` code object, a few each (the
+        # first positions, and those before and after the time cells' window fills): past
+        # dynamo's limit per code object (8) the later models would silently run eagerly
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self._compiled_step = torch.compile(
+            self._forward, backend=backend, dynamic=True, fullgraph=True
+        )
+
     def forward(
         self,
         idx: torch.Tensor,
@@ -570,15 +598,39 @@ class HippocampalTransformer(nn.Module):
             if cache.length:
                 raise ValueError(f"cache: holds batch {cache.batch}, got input batch {B}")
             cache.tokens = cache.tokens.new_zeros(B, 0)
+        inference = cache is not None and not torch.is_grad_enabled()
+        if inference and self.fused_decoding and cache.tables is None:
+            cache.tables = self.decoding_tables()
+        if inference and T == 1 and start and targets is None and self._compiled_step is not None:
+            try:  # one graph (fullgraph): a failed compile has not touched the cache
+                # a fresh token tensor: a view's offset and strides would be guarded on
+                return self._compiled_step(idx.clone(), None, cache)
+            except torch._dynamo.exc.TorchDynamoException as error:
+                warnings.warn(
+                    f"compile_decoding: torch.compile failed ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}); decoding eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._compiled_step = None
+        return self._forward(idx, targets, cache)
+
+    def _forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None, cache: KVCache | None
+    ) -> LMOutput:
+        """The forward pass of checked inputs (``forward``), the body ``compile_decoding``
+        compiles."""
+        c = self.config
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
         history = torch.cat([cache.tokens, idx], 1) if cache is not None else idx
         tok = self.wte(idx)
         tables = None
         if cache is not None and self.fused_decoding and not torch.is_grad_enabled():
-            if cache.tables is None:
-                cache.tables = self.decoding_tables()
             tables = cache.tables
         if tables is not None and tables.position is not None:
-            x = tok + tables.position[start : start + T]
+            # one row by index, not a slice: a compiled step need not guard on the block's end
+            x = tok + (tables.position[start] if T == 1 else tables.position[start : start + T])
         else:
             # codes of the position alone are summed at (T, C) and broadcast over the batch once
             positions = torch.arange(start, start + T, device=idx.device)
