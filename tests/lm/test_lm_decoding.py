@@ -56,7 +56,7 @@ def test_fused_decoding_equals_the_step_by_step_path_and_the_full_forward(parts,
     assert torch.allclose(fused, full, atol=1e-5)
     tables = model.decoding_tables()
     assert (tables.time is not None) == ("time" in parts)  # what the fused path reads
-    assert (tables.gain_table is not None) == ("prosody" in parts)
+    assert (tables.prosody is not None) == ("prosody" in parts)
 
 
 def test_greedy_output_is_identical_fused_and_step_by_step():
