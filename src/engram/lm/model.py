@@ -550,14 +550,19 @@ class HippocampalTransformer(nn.Module):
         p = self.wte.weight
         return KVCache(self.config, batch, p.device, p.dtype)
 
-    def compile_decoding(self, backend: str | Callable[..., Any] | None = "inductor") -> None:
+    def compile_decoding(
+        self,
+        backend: str | Callable[..., Any] | None = "inductor",
+        options: dict[str, Any] | None = None,
+    ) -> None:
         """Run KV-cached decoding steps (one new token after the first call, gradients off, no
         targets) through ``torch.compile`` with dynamic shapes, one graph per step; a cache's
         first call (the prompt) stays eager, and ``backend=None`` makes every step eager again.
 
         Compilation is lazy: the first steps at each new kind of position pay it (about 15–25 s
         of CPU for the 0.8M model with all parts, a few graphs). When it fails, the step is
-        run eagerly, with a warning, and so are the later ones."""
+        run eagerly, with a warning, and so are the later ones. ``options`` go to the backend
+        (inductor's ``{"cpp_wrapper": True}`` makes each step's wrapper C++, not Python)."""
         if backend is None:
             self._compiled_step = None
             return
@@ -571,7 +576,7 @@ class HippocampalTransformer(nn.Module):
         # dynamo's limit per code object (8) the later models would silently run eagerly
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self._compiled_step = torch.compile(
-            self._forward, backend=backend, dynamic=True, fullgraph=True
+            self._forward, backend=backend, dynamic=True, fullgraph=True, options=options
         )
 
     def forward(
