@@ -11,7 +11,7 @@ import torch
 from engram.lm.cells import PlaceCells
 from engram.lm.model import PARTS, HippocampalTransformer, HippocampalTransformerConfig
 from engram.lm.positions import CONTROLS
-from engram.lm.sample import SamplingConfig, generate
+from engram.lm.sample import SamplingConfig, complete, generate
 
 VOCAB = [chr(c) for c in range(ord("a"), ord("a") + 20)] + [" ", "\n", ".", ",", "A", "B"]
 TINY = {"vocab_size": len(VOCAB), "block_size": 40, "n_layer": 2, "n_head": 2, "n_embd": 32,
@@ -191,3 +191,16 @@ def test_compiled_decoding_falls_back_to_eager_when_compilation_fails():
 def test_compile_decoding_rejects_a_bad_backend(backend):
     with pytest.raises(ValueError, match="backend"):
         tiny().compile_decoding(backend)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "contrastive"])
+def test_a_generation_folds_the_tables_once_though_its_cache_is_rebuilt(strategy, monkeypatch):
+    model = tiny(PARTS)
+    folds = []
+    fold = model.decoding_tables
+    monkeypatch.setattr(model, "decoding_tables", lambda: folds.append(1) or fold())
+    prompt = tokens(1, 4)
+    out = complete(model, prompt, 60, SamplingConfig(strategy))  # block 40: rebuilt twice
+    assert len(folds) == 1
+    model.fused_decoding = False
+    assert torch.equal(out, complete(model, prompt, 60, SamplingConfig(strategy)))
