@@ -559,10 +559,10 @@ class HippocampalTransformer(nn.Module):
         targets) through ``torch.compile`` with dynamic shapes, one graph per step; a cache's
         first call (the prompt) stays eager, and ``backend=None`` makes every step eager again.
 
-        Compilation is lazy: the first steps at each new kind of position pay it (about 15–25 s
-        of CPU for the 0.8M model with all parts, a few graphs). When it fails, the step is
-        run eagerly, with a warning, and so are the later ones. ``options`` go to the backend
-        (inductor's ``{"cpp_wrapper": True}`` makes each step's wrapper C++, not Python)."""
+        Compilation is lazy: the first steps at each new kind of position pay it (8–14 s of
+        CPU per 0.8M-parameter model, two graphs, in ``benchmarks/lm_decode.py``). When it
+        fails, the step is run eagerly, with a warning, and so are the later ones. ``options``
+        go to the backend (inductor's ``{"cpp_wrapper": True}``: each step's wrapper in C++)."""
         if backend is None:
             self._compiled_step = None
             return
@@ -571,9 +571,9 @@ class HippocampalTransformer(nn.Module):
                 f"backend: expected a torch.compile backend (a name or a callable) or None, "
                 f"got {backend!r}"
             )
-        # every model's steps are graphs of the one ``_forward`` code object, a few each (the
-        # first positions, and those before and after the time cells' window fills): past
-        # dynamo's limit per code object (8) the later models would silently run eagerly
+        # every model's steps are graphs of the one ``_forward`` code object, two each (before
+        # and after the time cells' window fills, and per block size): past dynamo's limit
+        # per code object (8) the later models would silently run eagerly
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self._compiled_step = torch.compile(
             self._forward, backend=backend, dynamic=True, fullgraph=True, options=options
