@@ -572,8 +572,8 @@ class HippocampalTransformer(nn.Module):
                 f"got {backend!r}"
             )
         # every model's steps are graphs of the one ``_forward`` code object, two each (before
-        # and after the time cells' window fills, and per block size): past dynamo's limit
-        # per code object (8) the later models would silently run eagerly
+        # and after the time cells' window fills): past dynamo's limit per code object (8)
+        # the later models would silently run eagerly
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self._compiled_step = torch.compile(
             self._forward, backend=backend, dynamic=True, fullgraph=True, options=options
