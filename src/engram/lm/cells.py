@@ -395,32 +395,30 @@ class RhythmFeatures(nn.Module):
     def forward(
         self, tokens: torch.Tensor, state: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens: (B, T) new token ids; ``state`` (B, 4): the counts after the tokens before
+        """tokens: (B, T) new token ids; ``state`` (B, 3): the counts after the tokens before
         them (None at the start of a sequence). Returns the (B, T, N_RHYTHM) features and the
         state after ``tokens``, so that a KV-cached decoder pays per new token, not per token
         of the history.
 
-        The state holds the characters so far and the totals at the last space, newline and
-        sentence end; the counts are whole numbers, exact in floating point, so carrying them
-        gives the features that counting over the whole history gives.
+        The state holds the characters since the last space, newline and sentence end (since
+        the start where there was none); the counts are whole numbers, exact in floating
+        point, so carrying them gives the features that counting over the whole history gives.
         """
         static = self.table[tokens]
+        boundary = static.index_select(-1, self.boundaries) > 0
         if state is not None and tokens.shape[1] == 1:  # one decoding step: no scans
-            total = self.chars[tokens][..., None] + state[:, None, :1]
-            marks = torch.where(
-                static.index_select(-1, self.boundaries) > 0, total, state[:, None, 1:]
-            )
-            dyn = torch.log1p(total - marks) / math.log(65.0)
-            return torch.cat([static, dyn], -1), torch.cat([total[:, 0], marks[:, 0]], -1)
-        total = torch.cumsum(self.chars[tokens], dim=1)[..., None]  # characters so far
+            since = torch.where(boundary[:, 0], 0.0, state + self.chars[tokens])
+            dyn = torch.log1p(since) / math.log(65.0)
+            return torch.cat([static, dyn[:, None]], -1), since
+        total = torch.cumsum(self.chars[tokens], dim=1)[..., None]  # characters of these tokens
+        # each boundary's last mark, counted from the first new token: before them, −state
         last = torch.zeros_like(total[:, :1, :1]).expand(-1, 1, len(_BOUNDARIES))
         if state is not None:
-            total = total + state[:, None, :1]
-            last = state[:, None, 1:]
-        # characters since the last space, newline and sentence end (the whole history when
-        # none), all three boundaries in one pass: the running maximum of the marked totals
-        marks = torch.where(static.index_select(-1, self.boundaries) > 0, total, last)
-        last = torch.cummax(marks, dim=1).values
-        dyn = torch.log1p(total - last) / math.log(65.0)
-        new_state = torch.cat([total[:, -1], last[:, -1]], -1)
-        return torch.cat([static, dyn], -1), new_state
+            last = -state[:, None]
+        # characters since the last space, newline and sentence end, all three boundaries in
+        # one pass: the running maximum of the marked totals
+        marks = torch.cummax(torch.where(boundary, total, last), dim=1).values
+        since = total - marks
+        dyn = torch.log1p(since) / math.log(65.0)
+        # its own storage: a compiled decoding step guards on a view's offset
+        return torch.cat([static, dyn], -1), since[:, -1].clone()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,18 +189,17 @@ class DecodingTables:
     read by that cache only): ``position`` (block, n_embd), the sum of every
     position term (learned embedding, grid, theta-gamma, sinusoids) at each position, or None
     when there is at most the learned one; ``time`` (max_lag · vocab, n_embd), row
-    lag · vocab + token: what that token contributes through the time cells from that lag, or
-    None when off or too large."""
+    lag · vocab + token: what that token contributes through the time cells from that lag (its
+    embedding included at lag 0), or None when off or too large."""
 
     position: torch.Tensor | None
     time: torch.Tensor | None
     time_rows: torch.Tensor | None  # (max_lag,) row offset of each token of a window, oldest first
-    # prosody: (vocab, layers·heads) log gain of each token's static rhythm flags (with the
-    # bias), and (vocab, 3) whether it is a space, newline, sentence end; None when off
-    gain_table: torch.Tensor | None = None
-    boundary_flags: torch.Tensor | None = None
-    gain_dynamic: torch.Tensor | None = None  # (3, layers·heads): the counts' weights, transposed
-    chars: torch.Tensor | None = None  # (vocab, 1): characters of each token
+    # prosody: (vocab, 6 + layers·heads) per token: whether it is not a space, newline,
+    # sentence end (3), its characters where not (3), the log gain of its static rhythm flags
+    # with the bias; and the log-counts' weights (3, layers·heads), transposed, over log 65
+    prosody: torch.Tensor | None = None
+    gain_dynamic: torch.Tensor | None = None
     place: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # PlaceCells.folded
 
 
@@ -233,7 +234,7 @@ class KVCache:
             torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)
         ]
         self.tokens = torch.zeros(batch, 0, dtype=torch.long, device=device)
-        self.rhythm: torch.Tensor | None = None  # (batch, 4) counts, see RhythmFeatures
+        self.rhythm: torch.Tensor | None = None  # (batch, 3) counts, see RhythmFeatures
         # the model's folded decoding tables, read at the cache's first step under no_grad: a
         # cache decodes with the weights it started with (make a new one after training)
         self.tables: DecodingTables | None = None
@@ -444,6 +445,8 @@ class HippocampalTransformer(nn.Module):
         # KV-cached inference reads folded tables (``DecodingTables``); False = the step-by-step
         # path, which computes the same to rounding
         self.fused_decoding = True
+        # KV-cached inference steps through torch.compile (``compile_decoding``), or None: eager
+        self._compiled_step: Callable[..., LMOutput] | None = None
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
@@ -495,32 +498,33 @@ class HippocampalTransformer(nn.Module):
                 readout = cells.readout.weight.view(c.n_embd, cells.dim, cells.n_cells)
                 per_lag = torch.einsum("eds,sl->lde", readout, cells.fields())  # (L, dim, C)
                 time = torch.einsum("vd,lde->lve", z, per_lag).reshape(-1, c.n_embd)
+                time[: c.vocab_size] += self.wte.weight  # lag 0: the token's own embedding
                 lags = torch.arange(cells.max_lag - 1, -1, -1, device=time.device)
                 time_rows = lags * c.vocab_size
-            gain_table = boundary_flags = gain_dynamic = chars = None
+            prosody = gain_dynamic = None
             if self.rhythm is not None:
                 static = self.rhythm.table.shape[1]
                 weight = self.prosody.weight
-                gain_table = self.rhythm.table @ weight[:, :static].T
+                gain = self.rhythm.table @ weight[:, :static].T
                 if self.prosody.bias is not None:
-                    gain_table = gain_table + self.prosody.bias
-                boundary_flags = self.rhythm.table.index_select(1, self.rhythm.boundaries) > 0
-                gain_dynamic = weight[:, static:].T.contiguous()
-                chars = self.rhythm.chars[:, None].clone()
+                    gain = gain + self.prosody.bias
+                keep = (self.rhythm.table.index_select(1, self.rhythm.boundaries) == 0).float()
+                added = self.rhythm.chars[:, None] * keep
+                prosody = torch.cat([keep, added, gain], 1)
+                gain_dynamic = (weight[:, static:].T / math.log(65.0)).contiguous()
             place = self.place.folded() if self.place is not None else None
-        return DecodingTables(
-            position, time, time_rows, gain_table, boundary_flags, gain_dynamic, chars, place
-        )
+        return DecodingTables(position, time, time_rows, prosody, gain_dynamic, place)
 
     def _time_from_table(
         self, tables: DecodingTables, history: torch.Tensor, start: int, T: int
     ) -> torch.Tensor:
-        """Time cells of the T new positions, summed from the folded token table."""
+        """Token embeddings and time cells of the T new positions, summed from the folded
+        token table."""
         table = tables.time
-        if T == 1:  # one step: the window of the last max_lag tokens, oldest first
+        if T == 1:  # one step: the window of the last max_lag tokens, oldest first, one bag
             window = history[:, max(0, start + 1 - self.time.max_lag) :]
             rows = window + tables.time_rows[self.time.max_lag - window.shape[1] :]
-            return table[rows].sum(1, keepdim=True)
+            return F.embedding_bag(rows, table, mode="sum")[:, None]
         lag = torch.arange(self.time.max_lag, device=history.device)
         at = torch.arange(start, start + T, device=history.device)[:, None] - lag  # (T, L)
         rows = history[:, at.clamp_min(0)] + lag * self.config.vocab_size  # (B, T, L)
@@ -533,18 +537,47 @@ class HippocampalTransformer(nn.Module):
         self, tables: DecodingTables, token: torch.Tensor, cache: KVCache
     ) -> tuple[torch.Tensor, ...]:
         """One decoding step's per-layer query gains (B, head, 1, 1) from the folded tables,
-        carrying the rhythm counts in ``cache`` as ``RhythmFeatures`` does."""
-        c, state = self.config, cache.rhythm
-        total = tables.chars[token] + state[:, :1]
-        marks = torch.where(tables.boundary_flags[token], total, state[:, 1:])
-        dyn = torch.log1p(total - marks) / math.log(65.0)
-        cache.rhythm = torch.cat([total, marks], -1)
-        log_gain = torch.addmm(tables.gain_table[token], dyn, tables.gain_dynamic)
+        carrying the rhythm counts in ``cache`` as ``RhythmFeatures`` does: the characters
+        since each boundary grow by the token's and restart at 0 where it is one, (d + c)·keep
+        in one ``addcmul`` (whole numbers: exact)."""
+        c, row = self.config, F.embedding(token, tables.prosody)
+        since = torch.addcmul(row[:, 3:6], cache.rhythm, row[:, :3])
+        cache.rhythm = since
+        log_gain = torch.addmm(row[:, 6:], torch.log1p(since), tables.gain_dynamic)
         return torch.exp(log_gain).view(-1, c.n_layer, c.n_head, 1, 1).unbind(1)
 
     def new_cache(self, batch: int) -> KVCache:
         p = self.wte.weight
         return KVCache(self.config, batch, p.device, p.dtype)
+
+    def compile_decoding(
+        self,
+        backend: str | Callable[..., Any] | None = "inductor",
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Run KV-cached decoding steps (one new token after the first call, gradients off, no
+        targets) through ``torch.compile`` with dynamic shapes, one graph per step; a cache's
+        first call (the prompt) stays eager, and ``backend=None`` makes every step eager again.
+
+        Compilation is lazy: the first steps at each new kind of position pay it (8–14 s of
+        CPU per 0.8M-parameter model, two graphs, in ``benchmarks/lm_decode.py``). When it
+        fails, the step is run eagerly, with a warning, and so are the later ones. ``options``
+        go to the backend (inductor's ``{"cpp_wrapper": True}``: each step's wrapper in C++)."""
+        if backend is None:
+            self._compiled_step = None
+            return
+        if not callable(backend) and (not isinstance(backend, str) or not backend):
+            raise ValueError(
+                f"backend: expected a torch.compile backend (a name or a callable) or None, "
+                f"got {backend!r}"
+            )
+        # every model's steps are graphs of the one ``_forward`` code object, two each (before
+        # and after the time cells' window fills): past dynamo's limit per code object (8)
+        # the later models would silently run eagerly
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self._compiled_step = torch.compile(
+            self._forward, backend=backend, dynamic=True, fullgraph=True, options=options
+        )
 
     def forward(
         self,
@@ -570,15 +603,45 @@ class HippocampalTransformer(nn.Module):
             if cache.length:
                 raise ValueError(f"cache: holds batch {cache.batch}, got input batch {B}")
             cache.tokens = cache.tokens.new_zeros(B, 0)
+        inference = cache is not None and not torch.is_grad_enabled()
+        if inference and self.fused_decoding and cache.tables is None:
+            cache.tables = self.decoding_tables()
+        if inference and T == 1 and start and targets is None and self._compiled_step is not None:
+            try:  # one graph (fullgraph): a failed compile has not touched the cache
+                # a fresh token tensor: a view's offset and strides would be guarded on; the
+                # history's length is dynamic from the first graph on, not after a recompile
+                torch._dynamo.maybe_mark_dynamic(cache.tokens, 1)
+                return self._compiled_step(idx.clone(), None, cache)
+            except torch._dynamo.exc.TorchDynamoException as error:
+                warnings.warn(
+                    f"compile_decoding: torch.compile failed ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}); decoding eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._compiled_step = None
+        return self._forward(idx, targets, cache)
+
+    def _forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None, cache: KVCache | None
+    ) -> LMOutput:
+        """The forward pass of checked inputs (``forward``), the body ``compile_decoding``
+        compiles."""
+        c = self.config
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
         history = torch.cat([cache.tokens, idx], 1) if cache is not None else idx
-        tok = self.wte(idx)
         tables = None
         if cache is not None and self.fused_decoding and not torch.is_grad_enabled():
-            if cache.tables is None:
-                cache.tables = self.decoding_tables()
             tables = cache.tables
+        fused_time = tables is not None and tables.time is not None
+        # the folded time table holds each token's embedding at lag 0: a decoding step gathers
+        # the embedding and the time cells in one embedding_bag
+        tok = None if fused_time and start else self.wte(idx)
+        x = self._time_from_table(tables, history, start, T) if fused_time else tok
         if tables is not None and tables.position is not None:
-            x = tok + tables.position[start : start + T]
+            # one row by index, not a slice: a compiled step need not guard on the block's end
+            x = x + (tables.position[start] if T == 1 else tables.position[start : start + T])
         else:
             # codes of the position alone are summed at (T, C) and broadcast over the batch once
             positions = torch.arange(start, start + T, device=idx.device)
@@ -591,12 +654,10 @@ class HippocampalTransformer(nn.Module):
                 position_terms.append(self.theta_gamma(start, start + T))
             for sinusoid in self.sinusoids.values():
                 position_terms.append(sinusoid(start, start + T))
-            x = tok + sum(position_terms) if position_terms else tok
+            x = x + sum(position_terms) if position_terms else x
         if self.grid is not None and self.grid.source == "path":  # integrates the whole history
             x = x + self.grid(self.wte(history) if start else tok, start)
-        if tables is not None and tables.time is not None:
-            x = x + self._time_from_table(tables, history, start, T)
-        elif self.time is not None:  # sees only the last time_max_lag − 1 tokens of the history
+        if self.time is not None and not fused_time:  # reads the last time_max_lag − 1 tokens
             first = max(0, start - self.time.max_lag + 1)
             x = x + self.time(self.wte(history[:, first:]) if start else tok, start - first)
         if self.conv is not None:  # sees only the last conv_kernel − 1 tokens of the history
@@ -611,7 +672,7 @@ class HippocampalTransformer(nn.Module):
                 else None,
             )
         gains = None
-        if tables is not None and tables.gain_table is not None and T == 1 and start:
+        if tables is not None and tables.prosody is not None and T == 1 and start:
             gains = self._prosody_step(tables, idx[:, 0], cache)
         elif self.rhythm is not None:
             features, rhythm_state = self.rhythm(idx, cache.rhythm if cache is not None else None)

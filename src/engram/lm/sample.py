@@ -138,7 +138,9 @@ class _Stepper:
             out = self.model(seq[:, -block:])
             return out.logits[:, -1], out.hidden[:, -1]
         if self.cache is None or self.cache.length + new > block:
-            self.cache = self.model.new_cache(seq.shape[0])
+            old, self.cache = self.cache, self.model.new_cache(seq.shape[0])
+            if old is not None:  # the weights cannot change within one generation
+                self.cache.tables = old.tables
             context = seq[:, -(block // 2) :] if seq.shape[1] > block else seq
             out = self.model(context, cache=self.cache)
         else:
@@ -208,7 +210,8 @@ def contrastive_search(
     logits = out.logits[:, -1]
     for _ in range(max_new_tokens):
         if cache.length + 1 > block:
-            cache = model.new_cache(1)
+            cache, tables = model.new_cache(1), cache.tables
+            cache.tables = tables  # the weights cannot change within one search
             out = model(seq[:, -(block // 2) :], cache=cache)
             logits = out.logits[:, -1]
         probs = torch.softmax(logits.float(), -1)[0]
