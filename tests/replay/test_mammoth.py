@@ -49,6 +49,42 @@ def test_a_sleeping_arm_gets_derpp_compute_unless_told():
     assert (told.sleep_steps, told.sleep_lr) == (7, 0.0003)
 
 
+def test_online_ewc_takes_mammoths_fisher_unless_told():
+    ewc = resolve_arm("ewc_on", "perm-mnist", 9380, 128, 20)
+    # mammoth's ewc_on: every training item of the task (60,000), each weighted by p(y|x).
+    assert (ewc.fisher_items, ewc.fisher) == (60_000, "weighted")
+    told = resolve_arm("ewc_on:fisher=empirical,fisher_items=2000", "perm-mnist", 9380, 128, 20)
+    assert (told.fisher_items, told.fisher) == (2000, "empirical")
+    with pytest.raises(ConfigError, match="fisher expected one of"):
+        resolve_arm("ewc_on:fisher=exact", "perm-mnist", 9380, 128, 20)
+
+
+@pytest.mark.parametrize("items, kind", [(7, "weighted"), (30, "weighted"), (7, "empirical")])
+def test_the_fisher_reads_fisher_items_items_of_the_kind_asked(items, kind):
+    torch.manual_seed(1)
+    x, y = torch.randn(30, 4), torch.randint(3, (30,))
+    asked = []
+
+    def sample(n):
+        asked.append(n)
+        return x[:n], y[:n]
+
+    arm = Arm("ewc_on", "ewc_on", lr=0.1, e_lambda=0.7, fisher_items=items, fisher=kind)
+    learner = build(arm, tiny(), 3, 10, 0)
+    learner.before_experience(0, sample)
+    learner.after_experience()
+    assert asked == [items]
+    model = learner.model
+    want = {k: v.clone() for k, v in learner.ewc.fisher.items()}
+    for k, v in model.named_parameters():  # by hand: the mean of w·g² over those items
+        total = torch.zeros_like(v)
+        for i in range(items):
+            log_p = F.log_softmax(model(x[i : i + 1])[0], -1)[y[i]]
+            g = torch.autograd.grad(log_p, [v])[0]
+            total += (float(log_p.detach().exp()) if kind == "weighted" else 1.0) * g**2
+        assert torch.allclose(want[k], total / items, rtol=1e-5, atol=1e-8)
+
+
 @pytest.mark.parametrize("spec, message", [
     ("adam", "expected a method"),
     ("er", "take a buffer size"),
