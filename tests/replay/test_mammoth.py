@@ -10,7 +10,7 @@ from torch import nn
 
 from engram.errors import ConfigError
 from engram.replay import EpisodicBuffer
-from engram.replay.experiments.mammoth import Config, parse_arm, resolve_arm
+from engram.replay.experiments.mammoth import Config, _peers, parse_arm, resolve_arm
 from engram.replay.experiments.mammoth_train import (
     Arm,
     Cell,
@@ -57,6 +57,15 @@ def test_online_ewc_takes_mammoths_fisher_unless_told():
     assert (told.fisher_items, told.fisher) == (2000, "empirical")
     with pytest.raises(ConfigError, match="fisher expected one of"):
         resolve_arm("ewc_on:fisher=exact", "perm-mnist", 9380, 128, 20)
+
+
+def test_each_variant_of_a_method_is_compared_with_the_one_before_it():
+    specs = ("ewc_on", "ewc_on:fisher=empirical", "ewc_on:fisher=empirical,fisher_items=2000",
+             "er-200", "sleep-200", "er-500")
+    arms = {s: resolve_arm(s, "perm-mnist", 9380, 128, 20) for s in specs}
+    assert _peers(arms) == [("ewc_on:fisher=empirical", "ewc_on"),
+                            ("ewc_on:fisher=empirical,fisher_items=2000", "ewc_on:fisher=empirical"),
+                            ("sleep-200", "er-200")]
 
 
 @pytest.mark.parametrize("items, kind", [(7, "weighted"), (30, "weighted"), (7, "empirical")])

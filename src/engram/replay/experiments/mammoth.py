@@ -277,13 +277,13 @@ def reproduction(pub: tuple[float, float] | None, low: float, high: float) -> st
 
 def _peers(arms: dict[str, Arm]) -> list[tuple[str, str]]:
     """Each Engram arm against DER++, ER, ER-ACE and the equal-compute control at its buffer;
-    each later variant of a method at one buffer against the first listed."""
+    each later variant of a method at one buffer against the one listed before it."""
     pairs = []
-    first: dict[tuple[str, int], str] = {}
+    before: dict[tuple[str, int], str] = {}
     for name, arm in arms.items():
-        if (arm.method, arm.buffer) in first:
-            pairs.append((name, first[(arm.method, arm.buffer)]))
-        first.setdefault((arm.method, arm.buffer), name)
+        if (arm.method, arm.buffer) in before:
+            pairs.append((name, before[(arm.method, arm.buffer)]))
+        before[(arm.method, arm.buffer)] = name
     for name, arm in arms.items():
         if arm.method not in ENGRAM:
             continue
