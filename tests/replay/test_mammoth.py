@@ -92,6 +92,12 @@ def test_the_fisher_reads_fisher_items_items_of_the_kind_asked(items, kind):
             g = torch.autograd.grad(log_p, [v])[0]
             total += (float(log_p.detach().exp()) if kind == "weighted" else 1.0) * g**2
         assert torch.allclose(want[k], total / items, rtol=1e-5, atol=1e-8)
+    anchor = {k: v.detach().clone() for k, v in model.named_parameters()}
+    with torch.no_grad():
+        model[0].weight += 0.3
+    # mammoth's penalty: e_lambda · Σ F (θ − θ*)².
+    by_hand = 0.7 * sum((want[k] * (v - anchor[k]) ** 2).sum() for k, v in model.named_parameters())
+    assert torch.allclose(learner.ewc.penalty(model), by_hand)
 
 
 @pytest.mark.parametrize("spec, message", [
