@@ -10,7 +10,7 @@ from torch import nn
 
 from engram.errors import ConfigError
 from engram.replay import EpisodicBuffer
-from engram.replay.experiments.mammoth import Config, parse_arm, resolve_arm
+from engram.replay.experiments.mammoth import Config, _peers, parse_arm, resolve_arm
 from engram.replay.experiments.mammoth_train import (
     Arm,
     Cell,
@@ -47,6 +47,57 @@ def test_a_sleeping_arm_gets_derpp_compute_unless_told():
     assert response.sleep_steps == math.ceil(steps * (2 * 10 - 10) / (5 * 128))
     told = resolve_arm("er_rehearse-500:sleep_steps=7,sleep_lr=0.0003", "seq-mnist", steps, 10, 5)
     assert (told.sleep_steps, told.sleep_lr) == (7, 0.0003)
+
+
+def test_online_ewc_takes_mammoths_fisher_unless_told():
+    ewc = resolve_arm("ewc_on", "perm-mnist", 9380, 128, 20)
+    # mammoth's ewc_on: every training item of the task (60,000), each weighted by p(y|x).
+    assert (ewc.fisher_items, ewc.fisher) == (60_000, "weighted")
+    told = resolve_arm("ewc_on:fisher=empirical,fisher_items=2000", "perm-mnist", 9380, 128, 20)
+    assert (told.fisher_items, told.fisher) == (2000, "empirical")
+    with pytest.raises(ConfigError, match="fisher expected one of"):
+        resolve_arm("ewc_on:fisher=exact", "perm-mnist", 9380, 128, 20)
+
+
+def test_each_variant_of_a_method_is_compared_with_the_one_before_it():
+    specs = ("ewc_on", "ewc_on:fisher=empirical", "ewc_on:fisher=empirical,fisher_items=2000",
+             "er-200", "sleep-200", "er-500")
+    arms = {s: resolve_arm(s, "perm-mnist", 9380, 128, 20) for s in specs}
+    assert _peers(arms) == [("ewc_on:fisher=empirical", "ewc_on"),
+                            ("ewc_on:fisher=empirical,fisher_items=2000", "ewc_on:fisher=empirical"),
+                            ("sleep-200", "er-200")]
+
+
+@pytest.mark.parametrize("items, kind", [(7, "weighted"), (30, "weighted"), (7, "empirical")])
+def test_the_fisher_reads_fisher_items_items_of_the_kind_asked(items, kind):
+    torch.manual_seed(1)
+    x, y = torch.randn(30, 4), torch.randint(3, (30,))
+    asked = []
+
+    def sample(n):
+        asked.append(n)
+        return x[:n], y[:n]
+
+    arm = Arm("ewc_on", "ewc_on", lr=0.1, e_lambda=0.7, fisher_items=items, fisher=kind)
+    learner = build(arm, tiny(), 3, 10, 0)
+    learner.before_experience(0, sample)
+    learner.after_experience()
+    assert asked == [items]
+    model = learner.model
+    want = {k: v.clone() for k, v in learner.ewc.fisher.items()}
+    for k, v in model.named_parameters():  # by hand: the mean of w·g² over those items
+        total = torch.zeros_like(v)
+        for i in range(items):
+            log_p = F.log_softmax(model(x[i : i + 1])[0], -1)[y[i]]
+            g = torch.autograd.grad(log_p, [v])[0]
+            total += (float(log_p.detach().exp()) if kind == "weighted" else 1.0) * g**2
+        assert torch.allclose(want[k], total / items, rtol=1e-5, atol=1e-8)
+    anchor = {k: v.detach().clone() for k, v in model.named_parameters()}
+    with torch.no_grad():
+        model[0].weight += 0.3
+    # mammoth's penalty: e_lambda · Σ F (θ − θ*)².
+    by_hand = 0.7 * sum((want[k] * (v - anchor[k]) ** 2).sum() for k, v in model.named_parameters())
+    assert torch.allclose(learner.ewc.penalty(model), by_hand)
 
 
 @pytest.mark.parametrize("spec, message", [

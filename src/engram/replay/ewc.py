@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-FISHERS = ("empirical", "sampled")
+FISHERS = ("empirical", "sampled", "weighted")
 Mask = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -42,7 +42,7 @@ def _labels(
     logit_mask: torch.Tensor | None,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    if fisher == "empirical":
+    if fisher != "sampled":
         return y
     with torch.no_grad():
         logits = model(x)
@@ -50,6 +50,17 @@ def _labels(
             logits = logits.masked_fill(~logit_mask, -float("inf"))
         probs = logits.softmax(-1).cpu()
     return torch.multinomial(probs, 1, generator=generator)[:, 0].to(x.device)
+
+
+@torch.no_grad()
+def _probability(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, logit_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """p(y|x) for each item, over the active outputs."""
+    logits = model(x)
+    if logit_mask is not None:
+        logits = logits.masked_fill(~logit_mask, -float("inf"))
+    return logits.softmax(-1).gather(1, y[:, None])[:, 0]
 
 
 def fisher_diagonal(
@@ -64,7 +75,8 @@ def fisher_diagonal(
     """Mean squared per-sample gradient of log p(y|x) for each parameter (vectorised).
 
     ``fisher="empirical"`` uses the true labels; ``"sampled"`` draws labels from the model
-    (the true Fisher). ``logit_mask[C]`` (bool) restricts the softmax to the active outputs.
+    (the true Fisher); ``"weighted"`` weights each true label's squared gradient by p(y|x)
+    (mammoth's ``ewc_on``). ``logit_mask[C]`` (bool) restricts the softmax to the active outputs.
     """
     if fisher not in FISHERS:
         raise ValueError(f"fisher: expected one of {list(FISHERS)}, got {fisher!r}")
@@ -76,13 +88,15 @@ def fisher_diagonal(
     per_sample = vmap(grad(_log_prob, argnums=1), in_dims=(None, None, None, 0, 0, None))
     total = {k: torch.zeros_like(v) for k, v in params.items()}
     for start in range(0, x.shape[0], chunk):
-        grads = per_sample(
-            model, params, buffers, x[start : start + chunk], labels[start : start + chunk],
-            logit_mask,
-        )
+        xs, ys = x[start : start + chunk], labels[start : start + chunk]
+        grads = per_sample(model, params, buffers, xs, ys, logit_mask)
+        weight = _probability(model, xs, ys, logit_mask) if fisher == "weighted" else None
         for k, g in grads.items():
             # Sum of squares over the batch as one contraction, without a squared copy.
-            total[k] += torch.einsum("b...,b...->...", g, g)
+            if weight is None:
+                total[k] += torch.einsum("b...,b...->...", g, g)
+            else:
+                total[k] += torch.einsum("b,b...,b...->...", weight, g, g)
     return {k: v / x.shape[0] for k, v in total.items()}
 
 
@@ -112,7 +126,7 @@ class EWC:
     Args:
         strength: λ, the penalty weight.
         decay: γ, how much of the old Fisher is kept at each consolidation (1 = plain sum).
-        fisher: ``"empirical"`` or ``"sampled"``.
+        fisher: ``"empirical"``, ``"sampled"`` or ``"weighted"`` (see ``fisher_diagonal``).
         samples: most examples used per Fisher estimate.
     """
 
@@ -147,10 +161,22 @@ class EWC:
         if x.shape[0] > self.samples:
             keep = torch.randperm(x.shape[0], generator=generator)[: self.samples].to(x.device)
             x, y = x[keep], y[keep]
-        new = fisher_diagonal(model, x, y, self.fisher_kind, logit_mask, generator=generator)
+        new = self.estimate(model, x, y, logit_mask, generator)
         for k, f in new.items():
             self.fisher[k] = self.decay * self.fisher[k] + f if k in self.fisher else f
         self.anchor = {k: v.detach().clone() for k, v in model.named_parameters() if k in new}
+
+    def estimate(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        logit_mask: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> dict[str, torch.Tensor]:
+        """The Fisher diagonal of one consolidation (``fisher_diagonal``; a subclass may compute
+        it faster for a known architecture)."""
+        return fisher_diagonal(model, x, y, self.fisher_kind, logit_mask, generator=generator)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """λ/2 · Σ F (θ − θ*)² (zero before the first consolidation)."""

@@ -94,7 +94,10 @@ PUBLISHED: dict[tuple[str, str, str, int], tuple[float, float]] = {
     ("perm-mnist", "domain", "derpp", 5120): (92.26, 0.17),
 }
 
-FISHER_ITEMS = {"seq-mnist": 20_000, "perm-mnist": 2_000}
+# mammoth's online EWC takes its Fisher over every training item of a task (MNIST has 60,000),
+# each squared gradient weighted by p(y|x).
+FISHER_ITEMS = 60_000
+FISHER = "weighted"
 ENGRAM = ("sleep", "sleep_response")
 
 
@@ -155,7 +158,7 @@ class Config:
 _FIELDS = {f.name: f.type for f in dataclasses.fields(Arm)}
 
 
-def parse_arm(spec: str) -> tuple[str, int, dict[str, float]]:
+def parse_arm(spec: str) -> tuple[str, int, dict[str, float | str]]:
     """``"method[-buffer][:key=value,…]"`` → (method, buffer, overrides)."""
     head, _, tail = spec.partition(":")
     method, _, size = head.partition("-")
@@ -168,12 +171,15 @@ def parse_arm(spec: str) -> tuple[str, int, dict[str, float]]:
     if (buffer > 0) != (method in REPLAYING):
         raise ConfigError(f"arms: {spec!r}: the replaying methods {list(REPLAYING)} take a "
                           "buffer size ('er-200'), the others none")
-    overrides: dict[str, float] = {}
+    overrides: dict[str, float | str] = {}
     for item in filter(None, tail.split(",")):
         key, eq, value = item.partition("=")
         if not eq or key not in _FIELDS or key in ("name", "method", "buffer"):
             raise ConfigError(f"arms: {spec!r}: expected key=value with a key of "
                               f"{sorted(set(_FIELDS) - {'name', 'method', 'buffer'})}, got {item!r}")
+        if _FIELDS[key] in (str, "str"):
+            overrides[key] = value
+            continue
         try:
             overrides[key] = float(value)
         except ValueError:
@@ -199,8 +205,8 @@ def resolve_arm(spec: str, benchmark: str, steps: int, batch: int, n_tasks: int)
     """The arm ``spec`` names with every hyper-parameter set.
 
     - sgd, ewc_on, er, derpp, lwf, agem: mammoth's best_args (lwf on Seq-MNIST only, as
-      mammoth runs it: class- and task-IL); EWC's Fisher over every training item of a
-      task on Seq-MNIST (``FISHER_ITEMS``: 2,000 on Permuted MNIST, for CPU time).
+      mammoth runs it: class- and task-IL); online EWC's Fisher as mammoth's: over every
+      training item of a task, weighted by p(y|x) (``FISHER_ITEMS``, ``FISHER``).
     - er_ace: ER's rate and buffer draw at that buffer (mammoth tunes no ER-ACE on MNIST; no
       rate was chosen here, so no validation run was needed).
     - sleep (Engram, ER awake) and er_rehearse (its control: the same boundary steps on uniform
@@ -216,7 +222,7 @@ def resolve_arm(spec: str, benchmark: str, steps: int, batch: int, n_tasks: int)
     if method in ("sgd", "ewc_on", "er", "derpp", "lwf", "agem"):
         values = _best(benchmark, method, buffer)
         if method == "ewc_on":
-            values["fisher_items"] = FISHER_ITEMS[benchmark]
+            values.update(fisher_items=FISHER_ITEMS, fisher=FISHER)
     elif method in ("er_ace", "sleep", "er_rehearse"):
         er = _best(benchmark, "er", buffer)
         values = {"lr": er["lr"], "minibatch": er["minibatch"]}
@@ -270,8 +276,14 @@ def reproduction(pub: tuple[float, float] | None, low: float, high: float) -> st
 
 
 def _peers(arms: dict[str, Arm]) -> list[tuple[str, str]]:
-    """Each Engram arm against DER++, ER, ER-ACE and the equal-compute control at its buffer."""
+    """Each Engram arm against DER++, ER, ER-ACE and the equal-compute control at its buffer;
+    each later variant of a method at one buffer against the one listed before it."""
     pairs = []
+    before: dict[tuple[str, int], str] = {}
+    for name, arm in arms.items():
+        if (arm.method, arm.buffer) in before:
+            pairs.append((name, before[(arm.method, arm.buffer)]))
+        before[(arm.method, arm.buffer)] = name
     for name, arm in arms.items():
         if arm.method not in ENGRAM:
             continue
@@ -282,8 +294,9 @@ def _peers(arms: dict[str, Arm]) -> list[tuple[str, str]]:
     return pairs
 
 
-def run(cfg: Config, folder: RunFolder) -> Result:
-    """Train every arm for every seed (resumable), then tabulate against the published figures."""
+def plan(cfg: Config) -> tuple[dict[str, Arm], list[Job]]:
+    """Every arm resolved, and the jobs that train them: seed-major, so a run stopped early has
+    every arm for its first seeds (``--resume`` adds more)."""
     path = cfg.data_path or str(data_root() / "mnist" / "mnist.npz")
     if not Path(path).is_file():
         raise ConfigError(f"data_path: MNIST file {path} does not exist")
@@ -292,13 +305,16 @@ def run(cfg: Config, folder: RunFolder) -> Result:
     steps = sum(steps_per_task(n, cfg.protocol_batch) for n in sizes)
     arms = {spec: resolve_arm(spec, cfg.benchmark, steps, cfg.protocol_batch, cfg.protocol_tasks)
             for spec in cfg.arms}
-    cells = {spec: Cell(cfg.benchmark, cfg.protocol_tasks, cfg.protocol_batch, path,
-                        cfg.validation, cfg.train_items, cfg.test_items, arm)
-             for spec, arm in arms.items()}
-    # Seed-major, so a run stopped early has every arm for its first seeds (--resume adds more).
-    jobs = [Job.of(train_one, cell, seed) for seed in cfg.seeds for cell in cells.values()]
+    cells = [Cell(cfg.benchmark, cfg.protocol_tasks, cfg.protocol_batch, path, cfg.validation,
+                  cfg.train_items, cfg.test_items, arm) for arm in arms.values()]
+    return arms, [Job.of(train_one, cell, seed) for seed in cfg.seeds for cell in cells]
+
+
+def run(cfg: Config, folder: RunFolder) -> Result:
+    """Train every arm for every seed (resumable), then tabulate against the published figures."""
+    arms, jobs = plan(cfg)
     done = run_jobs(jobs, folder.path, description="mammoth")
-    n, k = len(cfg.seeds), len(cells)
+    n, k = len(cfg.seeds), len(arms)
     runs = {spec: done[i::k] for i, spec in enumerate(arms)}
     split = "validation split" if cfg.validation else "test set"
     where = (f"{cfg.benchmark}, {cfg.protocol_tasks} tasks, MLP 2×100, SGD, 1 epoch, batch "
@@ -377,7 +393,7 @@ def run(cfg: Config, folder: RunFolder) -> Result:
 
 def _knobs(arm: Arm) -> str:
     """The arm's hyper-parameters that its method reads, in one line."""
-    keys = {"sgd": ("lr",), "ewc_on": ("lr", "e_lambda", "gamma", "fisher_items"),
+    keys = {"sgd": ("lr",), "ewc_on": ("lr", "e_lambda", "gamma", "fisher_items", "fisher"),
             "lwf": ("lr", "alpha"), "agem": ("lr", "minibatch"),
             "er": ("lr", "minibatch"), "er_ace": ("lr", "minibatch"),
             "derpp": ("lr", "minibatch", "alpha", "beta"),
@@ -385,4 +401,5 @@ def _knobs(arm: Arm) -> str:
             "er_rehearse": ("lr", "minibatch", "sleep_steps", "sleep_batch", "sleep_lr"),
             "sleep_response": ("lr", "minibatch", "alpha", "sleep_steps", "sleep_batch",
                                "sleep_lr")}[arm.method]
-    return ", ".join(f"{k}={getattr(arm, k):g}" for k in keys)
+    return ", ".join(f"{k}={getattr(arm, k)}" if isinstance(getattr(arm, k), str)
+                     else f"{k}={getattr(arm, k):g}" for k in keys)

@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from engram.data.streams import Stream, Task, permuted_mnist, split_mnist
 from engram.errors import ConfigError
 from engram.replay import EWC, EpisodicBuffer, PrioritySignals, Sleep, SleepPhaseConfig
+from engram.replay.ewc import FISHERS
 from engram.replay.experiments.continual_train import mlp
 from engram.replay.sleep import response_distance
 from engram.replay.strategies import (
@@ -57,6 +59,8 @@ class Arm:
     weight of ``sleep_response`` and the distillation weight of ``lwf``);
     ``e_lambda``/``gamma``: online EWC as mammoth defines it
     (penalty λ·Σ F (θ − θ*)², F ← γF + F_new); ``fisher_items``: items per Fisher estimate;
+    ``fisher``: its kind (``engram.replay.ewc.FISHERS``; mammoth's is ``"weighted"``, each
+    squared gradient times p(y|x));
     ``sleep_steps``/``sleep_batch``/``sleep_lr``: each boundary sleep (Adam, Engram's).
     """
 
@@ -70,6 +74,7 @@ class Arm:
     e_lambda: float = 0.0
     gamma: float = 1.0
     fisher_items: int = 0
+    fisher: str = "empirical"
     sleep_steps: int = 0
     sleep_batch: int = 128
     sleep_lr: float = 1e-3
@@ -89,6 +94,9 @@ class Arm:
                                   f"got {getattr(self, key)}")
         if self.method in SLEEPING and self.sleep_steps <= 0:
             raise ConfigError(f"arms: {self.name}: sleep_steps expected > 0, got {self.sleep_steps}")
+        if self.fisher not in FISHERS:
+            raise ConfigError(f"arms: {self.name}: fisher expected one of {list(FISHERS)}, "
+                              f"got {self.fisher!r}")
         if self.method == "ewc_on" and self.fisher_items <= 0:
             raise ConfigError(f"arms: {self.name}: fisher_items expected > 0, "
                               f"got {self.fisher_items}")
@@ -158,6 +166,71 @@ class TwoDrawDERPP(ExperienceReplay):
         return value
 
 
+def mlp_fisher(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, fisher: str = "weighted",
+    logit_mask: torch.Tensor | None = None, chunk: int = 4096,
+) -> dict[str, torch.Tensor]:
+    """``engram.replay.ewc.fisher_diagonal`` in closed form for a network whose parameters are
+    all in ``nn.Linear`` layers, each applied once to a batch of vectors (the protocol's MLP).
+
+    A linear layer's per-item weight gradient is δ aᵀ (δ: the gradient at its output, a: its
+    input), so the sum of its squares over items is (δ²)ᵀ a²: one matrix product per chunk
+    instead of a gradient per item. ``fisher``: ``"empirical"`` or ``"weighted"`` (by p(y|x)).
+    """
+    if fisher not in ("empirical", "weighted"):
+        raise ValueError(f"fisher: expected 'empirical' or 'weighted', got {fisher!r}")
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"y: expected {x.shape[0]} labels matching x, got {y.shape[0]}")
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    owned = {f"{name}.{p}" for name, m in layers.items() for p, _ in m.named_parameters()}
+    params = {k for k, v in model.named_parameters() if v.requires_grad}
+    if not params <= owned:
+        raise ValueError("model: expected every parameter in an nn.Linear, got "
+                         f"{sorted(params - owned)}")
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    def keep(name: str):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            seen.setdefault(name, []).extend((args[0], out))
+        return hook
+
+    handles = [m.register_forward_hook(keep(name)) for name, m in layers.items()]
+    total = {k: torch.zeros_like(v) for k, v in model.named_parameters() if k in params}
+    try:
+        for start in range(0, x.shape[0], chunk):
+            seen.clear()
+            logits = model(x[start:start + chunk])
+            if logit_mask is not None:
+                logits = logits.masked_fill(~logit_mask, -float("inf"))
+            log_p = F.log_softmax(logits, dim=-1).gather(1, y[start:start + chunk, None])[:, 0]
+            used = {k.rpartition(".")[0] for k in params}
+            if not used <= set(seen) or any(len(v) != 2 or v[0].dim() != 2 for v in seen.values()):
+                raise ValueError("model: expected each nn.Linear applied once to a batch of vectors")
+            deltas = torch.autograd.grad(log_p.sum(), [seen[name][1] for name in seen])
+            weight = log_p.detach().exp() if fisher == "weighted" else torch.ones_like(log_p)
+            for name, delta in zip(seen, deltas, strict=True):
+                a, d2 = seen[name][0].detach(), delta.detach() ** 2 * weight[:, None]
+                if f"{name}.weight" in total:
+                    total[f"{name}.weight"] += d2.T @ a**2
+                if f"{name}.bias" in total:
+                    total[f"{name}.bias"] += d2.sum(0)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {k: v / x.shape[0] for k, v in total.items()}
+
+
+class MLPFisherEWC(EWC):
+    """Online EWC whose Fisher is ``mlp_fisher`` (the same estimate as ``EWC``'s, in closed
+    form: mammoth's Fisher over every training item costs about one more epoch, not 60,000
+    per-item gradients)."""
+
+    def estimate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 logit_mask: torch.Tensor | None,
+                 generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        return mlp_fisher(model, x, y, self.fisher_kind, logit_mask)
+
+
 def build(arm: Arm, model: nn.Module, n_outputs: int, steps: int, seed: int,
           n_tasks: int = 5) -> Strategy:
     """``arm.method`` around ``model`` (every output live: the logits are the model's own)."""
@@ -165,7 +238,10 @@ def build(arm: Arm, model: nn.Module, n_outputs: int, steps: int, seed: int,
         return FineTune(model, optimizer=sgd(arm.lr))
     if arm.method == "ewc_on":
         # EWC's penalty is λ/2·Σ F(θ − θ*)²; mammoth's is e_lambda·Σ F(θ − θ*)².
-        ewc = EWC(2 * arm.e_lambda, decay=arm.gamma, samples=arm.fisher_items)
+        # The closed form of the per-item estimate (equal to float rounding), except for the
+        # sampled Fisher, which it does not compute.
+        kind = EWC if arm.fisher == "sampled" else MLPFisherEWC
+        ewc = kind(2 * arm.e_lambda, decay=arm.gamma, fisher=arm.fisher, samples=arm.fisher_items)
         return OnlineEWC(model, ewc, optimizer=sgd(arm.lr))
     if arm.method == "lwf":
         return LwF(model, alpha=arm.alpha, temperature=LWF_TEMPERATURE,
