@@ -105,8 +105,10 @@ def fisher_diagonal_loop(
     x: torch.Tensor,
     y: torch.Tensor,
     logit_mask: torch.Tensor | None = None,
+    weighted: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Reference: the empirical Fisher diagonal by one backward pass per sample (slow, obvious)."""
+    """Reference: the empirical Fisher diagonal by one backward pass per sample (slow, obvious);
+    ``weighted``: each squared gradient times p(y|x), as mammoth's online EWC estimates it."""
     params = {k: v for k, v in model.named_parameters() if v.requires_grad}
     total = {k: torch.zeros_like(v) for k, v in params.items()}
     for i in range(x.shape[0]):
@@ -115,8 +117,9 @@ def fisher_diagonal_loop(
             logits = logits.masked_fill(~logit_mask, -float("inf"))
         log_p = F.log_softmax(logits, dim=-1)[y[i]]
         grads = torch.autograd.grad(log_p, list(params.values()))
+        w = float(log_p.detach().exp()) if weighted else 1.0
         for k, g in zip(params, grads, strict=True):
-            total[k] += g.detach() ** 2
+            total[k] += w * g.detach() ** 2
     return {k: v / x.shape[0] for k, v in total.items()}
 
 
