@@ -387,7 +387,9 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS,
                             json_schema_extra={"pattern": _VISIBLE_PATTERN}),
                  AfterValidator(_utf8), AfterValidator(_not_blank)]
 Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_utf8)]  # who, a session name
-SessionNumber = Annotated[int, BeforeValidator(_integral), Field(ge=-(2**63), le=2**63 - 1)]
+# The bounds before the validator, so that the schema states them as minimum / maximum (after it,
+# pydantic writes them as "ge" / "le", which JSON Schema ignores: the fuzzer sent 10^30 as valid).
+SessionNumber = Annotated[int, Field(ge=-(2**63), le=2**63 - 1), BeforeValidator(_integral)]
 Session = SessionNumber | Name
 Tag = Annotated[str, AfterValidator(_utf8)]
 Kind = Literal["episode", "semantic"]
