@@ -99,9 +99,23 @@ def test_bad_requests_are_clear_4xx_and_lose_nothing(served):
     assert empty_batch.status_code == 422
     bad_k = client.post("/v1/spaces/alice/recall", headers=h, json={"cue": vec(0), "k": 0})
     assert bad_k.status_code == 422
+    huge_k = client.post("/v1/spaces/alice/recall", headers=h, json={"cue": vec(0), "k": 10**30})
+    assert huge_k.status_code == 422 and huge_k.json()["detail"].startswith("k: ")
     no_known = client.post("/v1/spaces/alice/recall", headers=h, json={"cue": vec(0), "known": [False] * 8})
     assert no_known.status_code == 422 and "known" in no_known.text
     assert client.get("/v1/spaces/alice/stats", headers=h).json()["episodes"] == 1
+
+
+def test_numbers_of_a_body_are_read_exactly(served):
+    """orjson reads the bodies, but would turn an integer beyond 64 bits into a float: such a
+    body is read by the stdlib, so the payload comes back digit for digit."""
+    client, keys = served
+    h = {"X-API-Key": keys["alice"]}
+    payload = {"big": 10**30 + 1, "negative": -(2**70), "i64": 2**63 - 1, "x": 0.1, "tiny": 5e-324}
+    r = client.post("/v1/spaces/alice/episodes", headers=h, json={"embedding": vec(3), "payload": payload})
+    assert r.status_code == 201
+    got = client.get(f"/v1/spaces/alice/episodes/{r.json()['id']}", headers=h).json()["payload"]
+    assert got == payload and type(got["big"]) is int
 
 
 def test_a_query_parameter_a_route_does_not_take_is_refused_not_ignored(served):
