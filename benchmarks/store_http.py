@@ -1,12 +1,13 @@
 """HTTP recall under concurrent clients on loopback: throughput, latency percentiles, errors.
 
 Starts ``engram store serve`` (uvicorn, one worker) on 127.0.0.1 over a store of 10,000 episodes of
-768 dimensions, then 1, 8, 32 and 128 concurrent clients (keep-alive connections of one asyncio loop, each
-request encoded before timing) send
-partial-cue recalls; beside each, the same clients against a trivial FastAPI endpoint (one
-uvicorn worker) that takes the same body and answers a body of the same size, measured in the
-same run: what serving alone costs. The same cues answered in-process, one after another, give
-the other reference. The load average is printed with every row.
+768 dimensions, then 1, 8, 32 and 128 concurrent clients (keep-alive connections of one asyncio
+loop, each request encoded before timing) send partial-cue recalls; beside each, the same
+clients against a trivial FastAPI endpoint (one uvicorn worker) that takes the same body and
+answers a body of the same size, measured in the same run: what serving alone costs. The same
+cues answered in-process, one after another, give the other reference, and ``recall_batch`` in
+batches of 32 the best micro-batching can reach (both on one thread, as the server runs). The
+load average is printed with every row.
 
     .venv/bin/python benchmarks/store_http.py [--out runs] [--seed 0] [--quick]
 """
@@ -26,6 +27,8 @@ from dataclasses import asdict, dataclass, replace
 import httpx
 import numpy as np
 import orjson
+import torch
+from threadpoolctl import threadpool_limits
 
 from engram.codes import noisy_partial_cues
 from engram.data.episodes import clustered_episodes
@@ -175,15 +178,23 @@ def main() -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         key = issue_key(tmp, "bench", dim=cfg.dim)
-        with MemoryStore(tmp, space="bench", durable=False) as store:
+        # In-process references on one thread, as the server runs: one recall after another,
+        # and recall_batch in batches of 32 (what micro-batching can reach at best).
+        with MemoryStore(tmp, space="bench", durable=False) as store, threadpool_limits(1):
+            torch.set_num_threads(1)
             store.add_batch(episodes)
             store.calibrate(samples=256)
             for i in range(WARMUP):  # the first recall builds the HNSW graph: not a recall's cost
                 store.recall(cues[i % cfg.requests], k=5, known=known[i % cfg.requests])
+            n = min(cfg.requests, 320)
             start = time.perf_counter()
-            for i in range(min(cfg.requests, 300)):
+            for i in range(n):
                 store.recall(cues[i], k=5, known=known[i])
-            direct_rps = min(cfg.requests, 300) / (time.perf_counter() - start)
+            direct_rps = n / (time.perf_counter() - start)
+            start = time.perf_counter()
+            for i in range(0, n, 32):
+                store.recall_batch(cues[i : i + 32], k=5, known=known[i : i + 32])
+            batch_rps = n / (time.perf_counter() - start)
         port, trivial_port = free_port(), free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "engram.cli", "store", "serve", "--path", tmp, "--port", str(port)],
@@ -218,6 +229,7 @@ def main() -> None:
                             "trivial P50 ms": bare["p50_ms"],
                             "÷ trivial": ours["rps"] / bare["rps"],
                             "in-process sequential recalls/s": direct_rps,
+                            "in-process recall_batch(32) recalls/s": batch_rps,
                             "load": round(os.getloadavg()[0], 1),
                             "first error": ours["first_error"],
                         }
