@@ -259,3 +259,38 @@ def test_a_recalibration_by_another_process_is_picked_up(tmp_path, rng):
         other.calibrate(samples=64)
     assert server.recall(rng.standard_normal(DIM)).calibrated
     server.close()
+
+
+def test_completion_is_the_ca3_hopfield_update_with_the_known_dimensions_clamped():
+    """The store's numpy completion against engram.ca3's torch ModernHopfield, run cue by cue over
+    that cue's valid candidates only (so padding, ragged rows and the clamp are all checked)."""
+    import torch
+
+    from engram.ca3 import ModernHopfield
+    from engram.store import pipeline
+
+    rng = np.random.default_rng(0)
+    b, c, d, steps = 4, 6, 16, 3
+    valid = rng.random((b, c)) < 0.8
+    valid[:, 0], valid[3] = True, [True] + [False] * (c - 1)  # every cue a candidate; one only one
+    patterns = rng.standard_normal((b, c, d)).astype(np.float32)
+    patterns /= np.linalg.norm(patterns, axis=2, keepdims=True)
+    patterns *= valid[..., None]
+    known = rng.random((b, d)) < 0.5
+    known[:, 0] = True
+    queries = pipeline.masked_cues(rng.standard_normal((b, d)).astype(np.float32), known)
+    dots = np.einsum("bcd,bd->bc", patterns, queries)
+    hopfield = ModernHopfield(d, beta=6.0)
+    states, attention = pipeline._complete(hopfield, patterns, queries, known, valid, steps, dots, False)
+    for i in range(b):
+        x = torch.from_numpy(patterns[i][valid[i]])
+        cue, clamp = torch.from_numpy(queries[i])[None], torch.from_numpy(known[i])[None]
+        state = cue
+        with torch.no_grad():
+            for _ in range(steps):
+                state = hopfield(state, x, steps=1)
+                state = torch.where(clamp, cue * state.masked_fill(~clamp, 0.0).norm(), state)
+            weights = torch.softmax(hopfield.beta * (state @ x.T), dim=-1)[0].numpy()
+        np.testing.assert_allclose(states[i], (state / state.norm())[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(attention[i][valid[i]], weights, atol=1e-5)
+        assert (attention[i][~valid[i]] == 0).all()

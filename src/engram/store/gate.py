@@ -145,7 +145,9 @@ def _fit(features: np.ndarray, labels: np.ndarray, columns: tuple[str, ...], wha
         raise ValueError(f"{what}: calibration needs both kinds of rows, got "
                          f"{'no rows' if len(labels) == 0 else f'only {labels[0]} labels'}")
     kept = [FEATURES.index(f) for f in columns]
-    model = LogisticRegression(C=10.0, max_iter=2000).fit(features[:, kept], labels)
+    # Solved to its (unique, L2-regularised) optimum: the default tolerance stopped early, where
+    # inputs differing by float32 rounding moved the confidence by 1e-3.
+    model = LogisticRegression(C=10.0, max_iter=10000, tol=1e-9).fit(features[:, kept], labels)
     coef = np.zeros(len(FEATURES))
     coef[kept] = model.coef_[0]
     return tuple(float(c) for c in coef), float(model.intercept_[0])

@@ -29,7 +29,6 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy import sparse
 
 from engram.ca3 import AttractorMemory, ModernHopfield
@@ -549,36 +548,27 @@ def _complete(hopfield: ModernHopfield, patterns: np.ndarray, queries: np.ndarra
               valid: np.ndarray, steps: int, dots: np.ndarray, full: bool) -> tuple[np.ndarray, np.ndarray]:
     """Hopfield completion over the candidates with the known dimensions clamped:
     (completed cues (B, d), attention over the candidates (B, C)); ``dots`` are the
-    candidates' inner products with the cues, ``full``: every dimension of every cue is known."""
+    candidates' inner products with the cues, ``full``: every dimension of every cue is known.
+    The update is ``hopfield``'s (ξ ← Xᵀ softmax(β X ξ), engram.ca3.ModernHopfield) in numpy:
+    a few small products per recall, where torch's per-call cost would outweigh the work."""
+    beta = _beta(hopfield)
     if steps == 0 or full:
         # With every dimension known the clamp restores the cue after each update, so the
         # completed cue is the cue itself: only the attention needs computing.
-        logits = _beta(hopfield) * dots
-        logits = np.where(valid, logits - np.where(valid, logits, -np.inf).max(1, keepdims=True), -np.inf)
-        weights = np.exp(logits)
-        return queries.copy(), weights / np.maximum(weights.sum(1, keepdims=True), 1e-30)
-    pat_t = torch.from_numpy(np.ascontiguousarray(patterns))
-    cue_t = torch.from_numpy(np.ascontiguousarray(queries))[:, None, :]
-    known_t = torch.from_numpy(known)[:, None, :]
-    logits_mask = torch.from_numpy(np.where(valid, 0.0, -np.inf).astype(np.float32))
-    state = cue_t
-    with torch.no_grad():
-        for _ in range(steps):
-            # Padded candidates are zero vectors; push them out of the softmax explicitly.
-            state = hopfield(state, pat_t, steps=1) if valid.all() else _masked_step(
-                hopfield, state, pat_t, logits_mask
-            )
-            scale = state.masked_fill(~known_t, 0.0).norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            state = torch.where(known_t, cue_t * scale, state)
-        logits = hopfield.beta * (state @ pat_t.transpose(-1, -2))[:, 0, :] + logits_mask
-        attention = torch.softmax(logits, dim=-1).numpy()
-    states = state[:, 0, :].numpy()
-    return states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12), attention
+        return queries.copy(), _softmax(beta * dots, valid)
+    state = queries
+    for _ in range(steps):
+        weights = _softmax(beta * np.einsum("bcd,bd->bc", patterns, state), valid)
+        state = np.einsum("bc,bcd->bd", weights, patterns)
+        # The known dimensions are clamped to the cue, scaled to the state's norm over them.
+        scale = np.sqrt(np.add.reduce(np.where(known, state, 0.0) ** 2, axis=1, keepdims=True))
+        state = np.where(known, queries * np.maximum(scale, 1e-12), state).astype(np.float32, copy=False)
+    attention = _softmax(beta * np.einsum("bcd,bd->bc", patterns, state), valid)
+    return state / np.maximum(np.linalg.norm(state, axis=1, keepdims=True), 1e-12), attention
 
 
-def _masked_step(
-    hopfield: ModernHopfield, state: torch.Tensor, patterns: torch.Tensor, logits_mask: torch.Tensor
-) -> torch.Tensor:
-    """One Hopfield update ξ ← Xᵀ softmax(β X ξ) that ignores padded (absent) candidates."""
-    logits = hopfield.beta * (state @ patterns.transpose(-1, -2)) + logits_mask[:, None, :]
-    return torch.softmax(logits, dim=-1) @ patterns
+def _softmax(logits: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Softmax over each row's valid entries (the others get weight 0; a row with none, all 0)."""
+    shifted = np.where(valid, logits - np.where(valid, logits, -np.inf).max(1, keepdims=True), -np.inf)
+    weights = np.exp(shifted)
+    return weights / np.maximum(weights.sum(1, keepdims=True), 1e-30)
