@@ -162,6 +162,8 @@ def test_serve_takes_an_embedder(tmp_path, monkeypatch, capsys):
         assert store.embedder is not None and store.embedder.name == HashingEmbedder(DIM).name
     assert main(["store", "serve", "--path", str(path), "--embedder", str(tmp_path / "none")]) == 2
     assert "--embedder: no model folder at" in capsys.readouterr().err
+    assert main(["store", "serve", "--path", str(path), "--workers", "0"]) == 2
+    assert "--workers: expected a positive number of processes, got 0" in capsys.readouterr().err
 
 
 def test_locomo_turns_by_model_folder(tmp_path, data_dir, capsys):

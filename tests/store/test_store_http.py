@@ -363,3 +363,70 @@ def test_concurrent_recalls_are_answered_in_batches_with_the_stores_own_answers(
     assert answers[-1].status_code == 422, answers[-1].text
     assert answers[-1].json()["detail"].startswith("cue: expected the known dimensions")  # its own error
     assert max(sizes) > 1 and sum(sizes) == len(answers)  # every request went through a batch
+
+
+def test_several_server_processes_share_one_store(tmp_path):
+    """``engram store serve --workers 2``: two processes on one port and one store; what any
+    connection writes, every other connection (whichever process it reaches) reads back."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+    import psutil
+
+    path = tmp_path / "s"
+    key = issue_key(path, "chat", dim=DIM)
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "engram.cli", "store", "serve", "--path", str(path), "--port", str(port),
+         "--workers", "2"], stdout=log, stderr=subprocess.STDOUT)
+    base, h = f"http://127.0.0.1:{port}", {"X-API-Key": key}
+
+    def workers() -> list[psutil.Process]:  # uvicorn's worker processes (not multiprocessing's tracker)
+        children = psutil.Process(server.pid).children()
+        return [p for p in children if "resource_tracker" not in " ".join(p.cmdline())]
+
+    try:
+        deadline = time.monotonic() + 300  # each process imports torch: slow on a loaded machine
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200 and len(workers()) == 2:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the two server processes did not answer within 300 s"
+            time.sleep(0.2)
+        failures: list[str] = []
+
+        def writer(t: int) -> None:
+            for i in range(5):
+                with httpx.Client(base_url=base, headers=h) as client:  # a new connection each time
+                    r = client.post("/v1/spaces/chat/episodes", json={"embedding": vec(100 * t + i),
+                                                                      "id": f"t{t}-{i}"})
+                    if r.status_code != 201:
+                        failures.append(r.text)
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        for t in range(6):
+            with httpx.Client(base_url=base, headers=h) as client:
+                assert client.get("/v1/spaces/chat/stats").json()["episodes"] == 30
+                found = client.post("/v1/spaces/chat/recall", json={"cue": vec(100 * t + 4), "k": 1})
+                assert found.json()["episodes"][0]["id"] == f"t{t}-4"
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    with MemoryStore(path, space="chat") as store:
+        ids = sorted(e.id for e in store.iter_episodes())
+    assert ids == sorted(f"t{t}-{i}" for t in range(6) for i in range(5))

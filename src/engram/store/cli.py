@@ -254,12 +254,38 @@ def _serve(args: argparse.Namespace) -> int:
     from engram.store.server import create_app
 
     _require_store(args.path)
+    if args.workers < 1:
+        raise ValueError(f"--workers: expected a positive number of processes, got {args.workers}")
     backend = open_backend(args.path)
     dim = backend.dim
     backend.close()
-    app = create_app(args.path, embedder=_embedder(args.embedder, dim))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", workers=1)
+    embedder = _embedder(args.embedder, dim)  # loaded here first: a bad --embedder fails before serving
+    if args.workers == 1:
+        uvicorn.run(create_app(args.path, embedder=embedder), host=args.host, port=args.port,
+                    log_level="warning")
+        return 0
+    # Several processes on one listening socket, each its own app over the same store: SQLite
+    # (WAL) or PostgreSQL keep them consistent, each reloads what another wrote before it reads.
+    os.environ[_SERVE_PATH], os.environ[_SERVE_EMBEDDER] = args.path, args.embedder or ""
+    uvicorn.run("engram.store.cli:serving_app", factory=True, host=args.host, port=args.port,
+                log_level="warning", workers=args.workers)
     return 0
+
+
+_SERVE_PATH, _SERVE_EMBEDDER = "ENGRAM_SERVE_PATH", "ENGRAM_SERVE_EMBEDDER"
+
+
+def serving_app() -> Any:
+    """The app one of ``engram store serve --workers N``'s processes serves (its store and
+    embedder passed through the environment, as uvicorn starts each worker afresh)."""
+    from engram.store.backends import open_backend
+    from engram.store.server import create_app
+
+    path = os.environ[_SERVE_PATH]
+    backend = open_backend(path)
+    dim = backend.dim
+    backend.close()
+    return create_app(path, embedder=_embedder(os.environ.get(_SERVE_EMBEDDER) or None, dim))
 
 
 def _mcp(args: argparse.Namespace) -> int:
@@ -370,6 +396,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--path", default="engram-store", help="store directory or postgresql:// URL")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port and the store (default 1)")
     _embedder_option(serve)
     serve.set_defaults(func=_serve)
 
