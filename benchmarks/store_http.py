@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 import httpx
 import numpy as np
 import orjson
+import psutil
 import torch
 from threadpoolctl import threadpool_limits
 
@@ -46,6 +47,7 @@ class Config:
     clients: tuple[int, ...] = (1, 8, 32, 128)
     requests: int = 640  # per client count, split evenly
     seed: int = 0
+    workers: int = 1  # engine server processes (the trivial endpoint keeps one)
 
 
 def trivial_app(reply_bytes: int):
@@ -77,6 +79,24 @@ def wait_for(url: str) -> None:
             return
         except httpx.HTTPError:
             time.sleep(0.1)
+
+
+def settled(server: subprocess.Popen, workers: int, timeout: float = 600.0) -> None:
+    """Wait until the server runs ``workers`` processes (uvicorn's, not multiprocessing's
+    tracker; the server itself when it runs one) and they sit idle: imported and listening."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parent = psutil.Process(server.pid)
+        kids = [p for p in parent.children() if "resource_tracker" not in " ".join(p.cmdline())]
+        procs = kids if workers > 1 else [parent]
+        if len(procs) == workers:
+            before = sum(sum(p.cpu_times()[:2]) for p in procs)
+            time.sleep(1.0)
+            if sum(sum(p.cpu_times()[:2]) for p in procs) - before < 0.05:
+                return
+        else:
+            time.sleep(0.2)
+    raise TimeoutError(f"the server did not settle into {workers} idle processes in {timeout:.0f} s")
 
 
 def request_bytes(path: str, headers: dict[str, str], body: dict) -> bytes:
@@ -158,6 +178,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="engine server processes (serve --workers)")
     parser.add_argument(
         "--trivial-server", type=int, nargs=2, metavar=("PORT", "BYTES"), help=argparse.SUPPRESS
     )
@@ -165,7 +186,7 @@ def main() -> None:
     if args.trivial_server:
         serve_trivial(*args.trivial_server)
         return
-    cfg = Config(seed=args.seed)
+    cfg = Config(seed=args.seed, workers=args.workers)
     if args.quick:
         cfg = replace(cfg, episodes=1000, dim=128, clients=(1, 8), requests=64)
     rng = seed_everything(cfg.seed)
@@ -197,11 +218,13 @@ def main() -> None:
             batch_rps = n / (time.perf_counter() - start)
         port, trivial_port = free_port(), free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "engram.cli", "store", "serve", "--path", tmp, "--port", str(port)],
+            [sys.executable, "-m", "engram.cli", "store", "serve", "--path", tmp, "--port", str(port),
+             "--workers", str(cfg.workers)],
             env=env,
         )
         try:
             wait_for(f"http://127.0.0.1:{port}/healthz")
+            settled(server, cfg.workers)
             route = "/v1/spaces/bench/recall"
             url = f"http://127.0.0.1:{port}{route}"
             reply = len(httpx.post(url, json=bodies[0], headers={"X-API-Key": key}).content)
@@ -245,8 +268,8 @@ def main() -> None:
     run.write_csv("results.csv", rows)
     table = markdown_table(rows)
     run.write_report(
-        f"# HTTP recall under concurrent clients (loopback, shared 2-core CPU; body {reply:,} bytes "
-        "answered)\n\n" + table
+        f"# HTTP recall under concurrent clients (loopback, shared 2-core CPU; {cfg.workers} engine "
+        f"worker(s); body {reply:,} bytes answered)\n\n" + table
     )
     print(table)
     print(f"run folder: {run.path}")

@@ -212,3 +212,39 @@ def test_serving_and_sleep_live_under_store_only():
     for gone in (["sleep"], ["serve"]):  # the old top-level duplicates are no longer commands
         with pytest.raises(SystemExit):
             parser.parse_args(gone)
+
+
+def test_the_workers_listener_gives_connections_no_delay():
+    """uvicorn binds --workers' socket with protocol 0, so asyncio left Nagle on for every
+    connection (~40 ms per keep-alive request); the listener serve hands its workers says TCP."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    from engram.store.cli import tcp_listener
+
+    def nodelay_of_accepted(listener: socket.socket) -> int:
+        seen: list[int] = []
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP,
+                                                                          socket.TCP_NODELAY))
+                transport.close()
+
+        async def run() -> None:
+            server = await asyncio.get_running_loop().create_server(Probe, sock=listener)
+            port = listener.getsockname()[1]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            while not seen:
+                await asyncio.sleep(0.01)
+            writer.close()
+            server.close()
+
+        asyncio.run(asyncio.wait_for(run(), 30))
+        return seen[0]
+
+    config = uvicorn.Config("engram.store.cli:serving_app", factory=True, host="127.0.0.1", port=0)
+    assert nodelay_of_accepted(config.bind_socket()) == 0  # uvicorn's own: the defect
+    assert nodelay_of_accepted(tcp_listener(config)) != 0

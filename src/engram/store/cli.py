@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -249,6 +250,7 @@ def _key(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "store")
+    from uvicorn.supervisors import Multiprocess
     require("fastapi", "store")
     from engram.store.backends import open_backend
     from engram.store.server import create_app
@@ -267,9 +269,21 @@ def _serve(args: argparse.Namespace) -> int:
     # Several processes on one listening socket, each its own app over the same store: SQLite
     # (WAL) or PostgreSQL keep them consistent, each reloads what another wrote before it reads.
     os.environ[_SERVE_PATH], os.environ[_SERVE_EMBEDDER] = args.path, args.embedder or ""
-    uvicorn.run("engram.store.cli:serving_app", factory=True, host=args.host, port=args.port,
-                log_level="warning", workers=args.workers)
+    config = uvicorn.Config("engram.store.cli:serving_app", factory=True, host=args.host, port=args.port,
+                            log_level="warning", workers=args.workers)
+    Multiprocess(config, sockets=[tcp_listener(config)]).run()
     return 0
+
+
+def tcp_listener(config: Any) -> socket.socket:
+    """The socket a uvicorn ``config`` binds, told that it is TCP. uvicorn binds it with protocol
+    0, and asyncio gives accepted connections TCP_NODELAY only when the listener says TCP: else
+    every keep-alive request after the first waits ~40 ms for the client's delayed ACK (uvicorn
+    issue #3149, the path of ``--workers``)."""
+    listener = config.bind_socket()
+    tcp = socket.socket(listener.family, listener.type, socket.IPPROTO_TCP, fileno=listener.detach())
+    tcp.set_inheritable(True)
+    return tcp
 
 
 _SERVE_PATH, _SERVE_EMBEDDER = "ENGRAM_SERVE_PATH", "ENGRAM_SERVE_EMBEDDER"
