@@ -221,3 +221,25 @@ def test_the_pretraining_mixture_keeps_the_base_validation_text_and_trains_on_ev
     kept = [p for p in train.split("\n\n") if p.startswith("Paragraph")]
     assert kept == paragraphs  # the base text's order is kept, documents only come between
     assert mixture(base, skill, seed=0) == (text, fraction) != mixture(base, skill, seed=1)
+
+
+def test_a_shared_base_is_pretrained_once_per_kind_without_any_subject_of_any_seeds_stream(tmp_path):
+    from engram.lm.experiments.sleep import Config, _night_config, jobs
+    from engram.runs import RunFolder
+
+    cfg = Config(seeds=(3, 4), arms=("naive", "sleep", "sleep-gpt"), days=3, skill_documents=10,
+                 shared_base=True, shares=(0.0, 0.125, 0.75), baseline_optimizer="adamw",
+                 optimizer="apollo")
+    pre, arms = jobs(cfg, RunFolder(tmp_path))
+    bases = [job.config for job in pre]
+    assert sorted(b.kind for b in bases) == ["gpt", "ht"] and len({b.folder for b in bases}) == 2
+    told = {f.subject for s in (3, 4) for f in generate_days(3, 6, 1, seed=s).facts_after(3).values()}
+    assert all(set(b.exclude) == told for b in bases)
+    assert {a.config.base for a in arms if a.config.arm != "sleep-gpt"} == {
+        b.folder for b in bases if b.kind == "ht"}
+    night = {a.config.arm: _night_config(a.config, 3) for a in arms}
+    assert night["naive"].optimizer == "adamw" and night["naive"].dream == 0
+    assert night["sleep"].optimizer == "apollo" and night["sleep"].ewc == 100
+    assert (night["sleep"].old, night["sleep"].base, night["sleep"].dream) == (0.0, 0.125, 0.75)
+    with pytest.raises(ValueError, match="shares"):
+        Config(shares=(0.5, 0.5, 0.25))

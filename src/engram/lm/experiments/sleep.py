@@ -496,8 +496,13 @@ def run(cfg: Config, folder: RunFolder) -> Result:
         title="A language model that learns in its sleep",
         intro=(f"Arms {', '.join(cfg.arms)}; seeds {list(cfg.seeds)}; {cfg.days} days of "
                f"{cfg.facts_per_day} facts; base model {dataclasses.asdict(cfg.model)} pretrained "
-               f"{cfg.pretrain_steps} steps on tiny shakespeare; nights of {cfg.steps} steps × "
-               f"{cfg.batch} at lr {cfg.lr}. Accuracy: closed-book 8-way choice by likelihood "
-               "(chance 0.125) on held-out question forms."),
+               f"{cfg.pretrain_steps} steps on tiny shakespeare"
+               + (f" mixed with {cfg.skill_documents} skill documents about other invented subjects"
+                  if cfg.skill_documents else "")
+               + (" (one base per model kind for every seed)" if cfg.shared_base else "")
+               + f"; nights of {cfg.steps} steps × {cfg.batch} at lr {cfg.lr} (shares old, base, "
+               f"dream {tuple(cfg.shares)}). Accuracy: closed-book 8-way choice by likelihood "
+               f"(chance 0.125) on the {cfg.probe_split} question forms, prompts laid out as the "
+               "night's episodes."),
         sections=tuple(sections),
     )
