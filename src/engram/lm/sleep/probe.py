@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from engram.data.facts import Question, answer_text, question_prompt
-from engram.data.text import CharTokenizer
 from engram.lm.model import HippocampalTransformer
+from engram.lm.sleep.episodes import pad_token
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def answer_scores(
     block = model.config.block_size
     if width is not None and not 1 <= width <= block:
         raise ValueError(f"width: expected 1 ≤ width ≤ block_size {block}, got {width}")
-    pad = tokenizer.encode(" ")[0] if isinstance(tokenizer, CharTokenizer) else 0
+    pad = pad_token(tokenizer)
     rows, spans = [], []
     for prompt, answer in zip(prompts, answers, strict=True):
         a = tokenizer.encode(answer)
