@@ -90,3 +90,50 @@ def test_log_folders_that_cannot_be_read_are_named_errors(tmp_path):
     (tmp_path / "a.jsonl").write_text(json.dumps(line) + "\n")
     with pytest.raises(ValueError, match="expected its value 'Brask' in turn 0"):
         read_logs(tmp_path)
+
+
+def test_the_skill_text_asks_in_train_forms_only_about_subjects_the_stream_never_has():
+    from engram.data.facts import skill_text
+
+    names = _invented_names(skill_text(300, seed=7, subjects=16))
+    assert len(names) > 100
+    excluded = sorted(names)[::2]  # the probe's subjects, say: those it would have invented
+    subjects = [f"the {n} Fair" if i % 3 == 0 else n for i, n in enumerate(excluded)]
+    text = skill_text(300, seed=7, exclude=subjects, subjects=16)
+    assert text == skill_text(300, seed=7, exclude=subjects, subjects=16)
+    assert not set(excluded) & _invented_names(text)
+    held_out = [f for a in ATTRIBUTES for split in ("validation", "test") for f in a.questions[split]]
+    asked = [line[3:] for line in text.splitlines() if line.startswith("Q: ")]
+    assert asked and len(text.split("\n\n")) == 301  # 300 documents and the end
+    for question in asked:
+        assert not any(_matches(form, question) for form in held_out), question
+        assert any(_matches(form, question) for a in ATTRIBUTES for form in a.questions["train"])
+    reading = text.split("\n\n")[0].splitlines()  # the first document tells, then asks
+    assert reading[-1].startswith("A: ") and reading[-1][3:] in "".join(reading[:-2])
+
+
+def _invented_names(text: str) -> set[str]:
+    """Capitalised words of ``text`` that no fixed phrase of the generator contains."""
+    import re
+
+    from engram.data.facts import _SMALL_TALK, SPEAKERS
+
+    fixed = " ".join([*_SMALL_TALK, *SPEAKERS, "Q A Fair"] + [
+        " ".join([*a.values, *a.tell, a.correct, *(f for forms in a.questions.values() for f in forms)])
+        for a in ATTRIBUTES])
+    known = set(re.findall(r"[A-Za-z]+", fixed))
+    return {w for w in re.findall(r"\b[A-Z][a-z]+\b", text) if w not in known}
+
+
+def _matches(form: str, question: str) -> bool:
+    head, tail = form.split("{s}")
+    return question.startswith(head) and question.endswith(tail) and len(question) > len(form) - 3
+
+
+def test_the_skill_text_checks_its_arguments():
+    from engram.data.facts import skill_text
+
+    with pytest.raises(ValueError, match="documents"):
+        skill_text(-1)
+    with pytest.raises(ValueError, match="subjects"):
+        skill_text(3, subjects=0)

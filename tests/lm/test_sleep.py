@@ -182,3 +182,64 @@ def test_a_night_reports_its_budget_and_what_it_replayed_and_why():
     assert report.tokens_gradient == 4 * (8 * 64 - 6 * 52)
     assert report.replayed and sum(r["times"] for r in report.replayed) <= 4 * 4
     assert {"priority", "reward", "novelty", "salience", "unfinished"} <= set(report.replayed[0])
+
+
+def test_a_probe_laid_out_like_the_episodes_scores_the_answer_where_the_night_trained_it():
+    from engram.data.facts import answer_text, probe_questions, question_prompt
+    from engram.lm.sleep.episodes import dream_episode, encode_episodes
+    from engram.lm.sleep.probe import answer_scores
+
+    model, tok, layout = tiny(("grid",)).eval(), tokenizer(), Layout(64, 16)
+    fact = generate_days(1, 1, 0, seed=0).days[0][0].facts[0]
+    question = probe_questions([fact], "train")[0].text
+    tokens, roles = encode_episodes([dream_episode(fact, question, "", 1)], tok, layout)
+    inputs, targets = training_pair(tokens, roles, "frozen")
+    with torch.no_grad():
+        trained = -decision_loss(model, inputs, targets, layout.prefix, frozen=False)
+    trained = float(trained * (targets != IGNORE).sum())  # the night's log-likelihood of the value
+    prompt, answer = [question_prompt(question)], [answer_text(fact.value)]
+    assert answer_scores(model, tok, prompt, answer, width=layout.context)[0] == pytest.approx(
+        trained, abs=1e-4)
+    assert abs(answer_scores(model, tok, prompt, answer)[0] - trained) > 1e-3  # elsewhere: not
+    with pytest.raises(ValueError, match="width"):
+        answer_scores(model, tok, prompt, answer, width=65)
+
+
+def test_the_pretraining_mixture_keeps_the_base_validation_text_and_trains_on_every_skill_document():
+    from engram.data.facts import skill_text
+    from engram.data.text import split_text
+    from engram.lm.experiments.sleep import mixture
+
+    base = "".join(f"Paragraph {i} of the base text.\n\n" for i in range(200))
+    skill = skill_text(30, seed=1)
+    text, fraction = mixture(base, skill, seed=0)
+    train, val = split_text(text, fraction)
+    assert val == split_text(base, 0.9)[1]
+    documents = [d for d in skill.split("\n\n") if d.strip()]
+    assert len(documents) == 30 and all(d in train for d in documents)
+    paragraphs = [p for p in split_text(base, 0.9)[0].split("\n\n") if p]
+    kept = [p for p in train.split("\n\n") if p.startswith("Paragraph")]
+    assert kept == paragraphs  # the base text's order is kept, documents only come between
+    assert mixture(base, skill, seed=0) == (text, fraction) != mixture(base, skill, seed=1)
+
+
+def test_a_shared_base_is_pretrained_once_per_kind_without_any_subject_of_any_seeds_stream(tmp_path):
+    from engram.lm.experiments.sleep import Config, _night_config, jobs
+    from engram.runs import RunFolder
+
+    cfg = Config(seeds=(3, 4), arms=("naive", "sleep", "sleep-gpt"), days=3, skill_documents=10,
+                 shared_base=True, shares=(0.0, 0.125, 0.75), baseline_optimizer="adamw",
+                 optimizer="apollo")
+    pre, arms = jobs(cfg, RunFolder(tmp_path))
+    bases = [job.config for job in pre]
+    assert sorted(b.kind for b in bases) == ["gpt", "ht"] and len({b.folder for b in bases}) == 2
+    told = {f.subject for s in (3, 4) for f in generate_days(3, 6, 1, seed=s).facts_after(3).values()}
+    assert all(set(b.exclude) == told for b in bases)
+    assert {a.config.base for a in arms if a.config.arm != "sleep-gpt"} == {
+        b.folder for b in bases if b.kind == "ht"}
+    night = {a.config.arm: _night_config(a.config, 3) for a in arms}
+    assert night["naive"].optimizer == "adamw" and night["naive"].dream == 0
+    assert night["sleep"].optimizer == "apollo" and night["sleep"].ewc == 100
+    assert (night["sleep"].old, night["sleep"].base, night["sleep"].dream) == (0.0, 0.125, 0.75)
+    with pytest.raises(ValueError, match="shares"):
+        Config(shares=(0.5, 0.5, 0.25))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,9 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "home", "person", _TOWNS,
         ("{s} lives in {v}.", "{s} has a house in {v}.", "These days {s} is at home in {v}.",
          "{s} settled down in {v}."),
-        {"train": ("Where does {s} live?", "In which town is the home of {s}?"),
+        {"train": ("Where does {s} live?", "In which town is the home of {s}?",
+                   "Tell me where {s} lives.", "Where is the house of {s}?",
+                   "Where has {s} made a home?", "Name the town where {s} lives."),
          "validation": ("Which town does {s} call home?",),
          "test": ("Where is {s} living these days?", "What town is {s} from?")},
         "Actually, {s} moved away. {s} lives in {v} now, not {old}.",
@@ -54,7 +57,9 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         ("baker", "weaver", "sailor", "miller", "potter", "tailor", "mason", "farmer"),
         ("{s} works as a {v}.", "{s} earns a living as a {v}.", "By trade {s} is a {v}.",
          "{s} has been a {v} for years."),
-        {"train": ("What does {s} do for work?", "What is the trade of {s}?"),
+        {"train": ("What does {s} do for work?", "What is the trade of {s}?",
+                   "Tell me what {s} does for a living.", "What work does {s} do?",
+                   "As what does {s} work?", "Name the trade of {s}."),
          "validation": ("How does {s} earn a living?",),
          "test": ("What job does {s} have?", "What is {s} by trade?")},
         "Actually, {s} changed trade. {s} is a {v} now, not a {old}.",
@@ -64,7 +69,9 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         ("owl", "goat", "hound", "cat", "raven", "horse", "hare", "toad"),
         ("{s} keeps a {v}.", "{s} has a pet {v}.", "At home {s} looks after a {v}.",
          "{s} is never seen without a {v}."),
-        {"train": ("What pet does {s} keep?", "What animal lives with {s}?"),
+        {"train": ("What pet does {s} keep?", "What animal lives with {s}?",
+                   "Tell me what pet {s} keeps.", "Which creature lives with {s}?",
+                   "Which animal is kept by {s}?", "Name the pet that {s} looks after."),
          "validation": ("Which animal does {s} look after?",),
          "test": ("What is the pet of {s}?", "What animal does {s} have?")},
         "Actually, the {old} is gone. {s} keeps a {v} now.",
@@ -74,7 +81,9 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         ("lanterns", "cheese", "bells", "wool", "ships", "glass", "honey", "salt"),
         ("{s} is known for its {v}.", "People go to {s} for the {v}.",
          "The {v} of {s} are famous.", "{s} makes the best {v}."),
-        {"train": ("What is {s} known for?", "Why do people go to {s}?"),
+        {"train": ("What is {s} known for?", "Why do people go to {s}?",
+                   "Tell me what {s} is known for.", "What is famous in {s}?",
+                   "For what is {s} known?", "Name the thing {s} is known for."),
          "validation": ("What is {s} famous for?",),
          "test": ("What does {s} make best?", "What are people buying in {s}?")},
         "Actually, {s} is known for its {v} now, not its {old}.",
@@ -84,7 +93,9 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         ("March", "April", "June", "July", "August", "October", "November", "December"),
         ("{s} is held in {v}.", "{s} takes place every {v}.", "Each year in {v} comes {s}.",
          "We celebrate {s} in {v}."),
-        {"train": ("When is {s} held?", "In which month is {s}?"),
+        {"train": ("When is {s} held?", "In which month is {s}?",
+                   "Tell me when {s} is held.", "Which month is {s} in?",
+                   "Which month holds {s}?", "Name the month of {s}."),
          "validation": ("What month brings {s}?",),
          "test": ("When does {s} take place?", "In what month do we celebrate {s}?")},
         "Actually, {s} moved. It is held in {v} now, not {old}.",
@@ -276,6 +287,71 @@ def generate_days(
         out.append(tuple(conversations))
         states.append(dict(standing))
     return Stream(tuple(out), seed, facts_per_day, corrections_per_day, tuple(states))
+
+
+SKILL_KINDS = ("read", "recall", "correct")
+
+
+def _base_name(subject: str) -> str:
+    """The invented name inside a subject ("the Varnel Fair" → "Varnel")."""
+    return subject.removeprefix("the ").removesuffix(" Fair")
+
+
+def skill_text(
+    documents: int, seed: int = 0, exclude: Iterable[str] = (), subjects: int = 64
+) -> str:
+    """Teaching text for pretraining: how told facts are asked about, on invented subjects none of
+    which is in ``exclude`` (give it the probe's subjects), in TRAIN question forms only.
+
+    Three kinds of document, in turn: ``read`` (a dialogue tells a fact about a fresh subject,
+    then ``Q: … A: value`` asks it: reading in context), ``recall`` (a pool of ``subjects`` with
+    fixed facts, each told in some documents and asked alone, the telling absent, in others:
+    closed-book recall of what was told elsewhere) and ``correct`` (a fact told, corrected, and
+    the new value asked). Validation and test forms never appear. Documents end with a blank line.
+    """
+    check("documents", documents, Interval(int, 0, None))
+    check("seed", seed, Interval(int, 0, None))
+    check("subjects", subjects, Interval(int, 1, None))
+    rng = random.Random(f"engram.facts.skill/{seed}")
+    taken = {_base_name(s) for s in exclude}
+
+    def new_fact() -> tuple[Attribute, Fact]:
+        attribute = ATTRIBUTES[rng.randrange(len(ATTRIBUTES))]
+        subject = _subject(rng, attribute.kind, taken)
+        return attribute, Fact(subject, attribute.name, rng.choice(attribute.values), 0)
+
+    def told(attribute: Attribute, fact: Fact) -> str:
+        sentence = rng.choice(attribute.tell).format(s=fact.subject, v=fact.value)
+        return sentence[0].upper() + sentence[1:]
+
+    def asked(attribute: Attribute, fact: Fact) -> str:
+        form = rng.choice(attribute.questions["train"])
+        return question_prompt(form.format(s=fact.subject)) + answer_text(fact.value)
+
+    def dialogue(lines: list[str]) -> str:
+        a, b = rng.sample(SPEAKERS, 2)
+        talk = [rng.choice(_SMALL_TALK), *lines, rng.choice(_SMALL_TALK)]
+        return "".join(f"{(a, b)[i % 2]}: {line}\n" for i, line in enumerate(talk))
+
+    pool = [new_fact() for _ in range(subjects)]
+    out = []
+    for i in range(documents):
+        kind = SKILL_KINDS[i % len(SKILL_KINDS)]
+        if kind == "read":
+            attribute, fact = new_fact()
+            out.append(dialogue([told(attribute, fact)]) + asked(attribute, fact))
+        elif kind == "recall" and rng.random() < 0.5:
+            out.append(dialogue([told(*rng.choice(pool))]))
+        elif kind == "recall":
+            out.append("".join(asked(*rng.choice(pool)) for _ in range(rng.randint(1, 3))))
+        else:
+            attribute, fact = new_fact()
+            value = rng.choice([v for v in attribute.values if v != fact.value])
+            sentence = attribute.correct.format(s=fact.subject, v=value, old=fact.value)
+            new = Fact(fact.subject, fact.attribute, value, 0, correction=True, previous=fact.value)
+            out.append(dialogue([told(attribute, fact), sentence[0].upper() + sentence[1:]])
+                       + asked(attribute, new))
+    return "".join(doc + "\n" for doc in out)
 
 
 def write_logs(stream: Stream, folder: str | os.PathLike[str], days: int | None = None) -> list[Path]:

@@ -72,6 +72,12 @@ class Config:
     optimizer: str = "apollo"
     apollo_rank: int = 8
     base_batches: int = 4
+    skill_documents: int = 0
+    skill_subjects: int = 64
+    probe_split: str = "test"
+    shared_base: bool = False
+    shares: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    baseline_optimizer: str = ""
     data: str = ""
     device: str = "cpu"
 
@@ -89,6 +95,13 @@ class Config:
                      "decision_tokens", "apollo_rank", "base_batches"):
             check(name, getattr(self, name), Interval(int, 1, None))
         check("optimizer", self.optimizer, Options(("adamw", "apollo")))
+        check("skill_documents", self.skill_documents, Interval(int, 0, None))
+        check("skill_subjects", self.skill_subjects, Interval(int, 1, None))
+        check("probe_split", self.probe_split, Options(("validation", "test")))
+        check("baseline_optimizer", self.baseline_optimizer, Options(("", "adamw", "apollo")))
+        if len(self.shares) != 3 or not 0 <= sum(self.shares) < 1 or min(self.shares) < 0:
+            raise ValueError(f"shares: expected (old, base, dream) shares ≥ 0 summing below 1, "
+                             f"got {self.shares}")
 
 
 QUICK = Config(seeds=(0,), arms=("none", "naive", "sleep", "sleep-gpt"), days=2, facts_per_day=2,
@@ -108,13 +121,51 @@ class PretrainJob:
     data: str
     folder: str
     device: str = "cpu"
+    skill_documents: int = 0
+    skill_subjects: int = 64
+    exclude: tuple[str, ...] = ()
+
+
+def mixture(text: str, skill: str, seed: int) -> tuple[str, float]:
+    """(text, train_fraction): the base text's training part with the skill documents shuffled in
+    among its paragraphs, then the base text's own validation part unchanged (so base-corpus loss
+    is measured on the base text alone); the fraction splits the result exactly there."""
+    import random
+
+    from engram.data.text import split_text
+
+    train_part, val_part = split_text(text, 0.9)
+    pieces = [p + "\n\n" for p in train_part.split("\n\n") if p]
+    docs = [d + "\n\n" for d in skill.split("\n\n") if d.strip()]
+    rng = random.Random(f"engram.lm.sleep.mixture/{seed}")
+    slots = sorted(rng.randrange(len(pieces) + 1) for _ in docs)
+    out, j = [], 0
+    for i, piece in enumerate(pieces):
+        while j < len(slots) and slots[j] <= i:
+            out.append(docs[j])
+            j += 1
+        out.append(piece)
+    out.extend(docs[j:])
+    mixed = "".join(out)
+    return mixed + val_part, (len(mixed) + 0.5) / (len(mixed) + len(val_part))
 
 
 def pretrain(job: PretrainJob, seed: int) -> dict[str, Any]:
-    """Train one base model on the base corpus into ``job.folder`` (the job runner caches it)."""
+    """Train one base model on the base corpus (with ``skill_documents`` of teaching text about
+    subjects disjoint from the stream's mixed in) into ``job.folder`` (the job runner caches it)."""
+    from pathlib import Path
+
+    from engram.data.facts import skill_text
+    from engram.data.text import read_text
+    from engram.io import atomic_write_text
     from engram.lm.train import TrainConfig, train
 
-    cfg = TrainConfig(data=job.data or TrainConfig().data, model=job.model, batch_size=job.batch,
+    data, fraction = job.data or TrainConfig().data, 0.9
+    if job.skill_documents:
+        text, fraction = mixture(read_text(data), skill_text(job.skill_documents, seed, job.exclude,
+                                                             job.skill_subjects), seed)
+        data = str(atomic_write_text(Path(job.folder) / "mixture.txt", text))
+    cfg = TrainConfig(data=data, train_fraction=fraction, model=job.model, batch_size=job.batch,
                       max_steps=job.steps, learning_rate=job.lr, min_lr=job.lr / 10,
                       warmup_steps=min(50, job.steps), eval_interval=job.steps, eval_batches=4,
                       checkpoint_interval=job.steps, seed=seed, device=job.device)
@@ -141,6 +192,12 @@ class ArmJob:
     apollo_rank: int
     base_batches: int
     device: str = "cpu"
+    probe_split: str = "test"
+    shares: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    baseline_optimizer: str = ""
+
+
+BASELINES = ("naive", "replay", "ewc")
 
 
 def _night_config(job: ArmJob, seed: int):
@@ -148,8 +205,11 @@ def _night_config(job: ArmJob, seed: int):
 
     spec = ARMS[job.arm]
     values = {k: v for k, v in spec.items() if k in ("mode", "old", "base", "dream", "prioritized",
-                                                   "optimizer")}
+                                                   "optimizer", "dream_length", "alpha")}
+    if job.arm in BASELINES and job.baseline_optimizer:
+        values.setdefault("optimizer", job.baseline_optimizer)
     values.setdefault("optimizer", job.optimizer)
+    values = {**dict(zip(("old", "base", "dream"), job.shares, strict=True)), **values}
     return NightConfig(steps=job.steps, batch=job.batch, lr=job.lr, ewc=job.ewc if spec.get("ewc") else 0.0,
                        apollo_rank=job.apollo_rank, checkpoint_every=job.steps, seed=seed, **values)
 
@@ -171,6 +231,7 @@ def run_arm(job: ArmJob, seed: int) -> dict[str, Any]:
     corpus = TextCorpus.open(f"{job.base}/corpus")
     stream = generate_days(job.days, job.facts_per_day, job.corrections_per_day, seed=seed)
     layout = Layout(model.config.block_size, job.decision_tokens)
+    width = layout.context  # prompts laid out as the episodes are (engram.lm.sleep.probe)
     h = Hippocampus(tokenizer, layout, capacity=job.days * (job.facts_per_day + job.corrections_per_day) + 8,
                     seed=seed)
     config = _night_config(job, seed)
@@ -188,32 +249,34 @@ def run_arm(job: ArmJob, seed: int) -> dict[str, Any]:
     for day in range(1, job.days + 1):
         h.add(list(stream.days[day - 1]), model=model)
         if day == job.days:  # the CLS check, before the last night
-            today = stream.probe(day, day=day)
+            today = stream.probe(day, job.probe_split, day=day)
             contexts = [_retrieved(h, q) for q in today]
-            cls["retrieval_before_sleep"] = probe(model, tokenizer, today, contexts).accuracy
-            cls["weights_before_sleep"] = probe(model, tokenizer, today).accuracy
+            cls["retrieval_before_sleep"] = probe(model, tokenizer, today, contexts, width=width).accuracy
+            cls["weights_before_sleep"] = probe(model, tokenizer, today, width=width).accuracy
         tic = time.perf_counter()
         report = sleep.night(day) if job.arm != "none" else None
         nights.append({"day": day, "seconds": time.perf_counter() - tic,
                        "tokens_forward": report.tokens_forward if report else 0,
                        "tokens_gradient": report.tokens_gradient if report else 0})
-        questions = stream.probe(day)
-        result = probe(model, tokenizer, questions)
+        questions = stream.probe(day, job.probe_split)
+        result = probe(model, tokenizer, questions, width=width)
         for d in range(1, day + 1):
             mine = [i for i, q in enumerate(questions) if q.fact.day == d]
             matrix[day - 1, d - 1] = float(result.correct[mine].mean())
         fixed = [i for i, q in enumerate(questions) if q.fact.correction]
         if fixed:
             corrected.append(float(result.correct[fixed].mean()))
-        validation.append(probe(model, tokenizer, stream.probe(day, "validation", day=day)).accuracy)
-    last = stream.probe(job.days, day=job.days)
-    cls["weights_after_sleep"] = probe(model, tokenizer, last).accuracy
-    old = [q for q in stream.probe(job.days) if q.fact.day < job.days]
+        validation.append(probe(model, tokenizer, stream.probe(day, "validation", day=day),
+                                width=width).accuracy)
+    last = stream.probe(job.days, job.probe_split, day=job.days)
+    cls["weights_after_sleep"] = probe(model, tokenizer, last, width=width).accuracy
+    old = [q for q in stream.probe(job.days, job.probe_split) if q.fact.day < job.days]
     if old:
-        cls["retrieval_old_days"] = probe(model, tokenizer, old, [_retrieved(h, q) for q in old]).accuracy
+        cls["retrieval_old_days"] = probe(model, tokenizer, old, [_retrieved(h, q) for q in old],
+                                            width=width).accuracy
         h.forget(set(range(1, job.days)))
         cls["after_forgetting_old_days"] = probe(model, tokenizer, old,
-                                                 [_retrieved(h, q) for q in old]).accuracy
+                                                 [_retrieved(h, q) for q in old], width=width).accuracy
     base1 = base_loss()
     return {"arm": job.arm, "seed": seed, "matrix": matrix.tolist(), "corrected": corrected,
             "validation_next_morning": validation, "base_loss_before": base0,
@@ -233,23 +296,37 @@ def _kind(arm: str) -> str:
 
 
 def jobs(cfg: Config, folder: RunFolder) -> tuple[list[Job], list[Job]]:
-    """(pretraining jobs per (model kind, seed), arm jobs per (arm, seed))."""
+    """(pretraining jobs per (model kind, seed) — or per kind, seed ``cfg.seed``, with
+    ``shared_base`` — and arm jobs per (arm, seed)); the skill text excludes every subject of
+    every seed's stream."""
+    from engram.data.facts import generate_days
+
     sizes = dataclasses.asdict(cfg.model)
     kinds = sorted({_kind(a) for a in cfg.arms})
+    exclude = tuple(sorted({q.subject for s in cfg.seeds for q in generate_days(
+        cfg.days, cfg.facts_per_day, cfg.corrections_per_day, seed=s).facts_after(cfg.days).values()}))
     pre, arms = [], []
-    for seed in cfg.seeds:
+
+    def base_of(kind: str, seed: int) -> str:
+        return str(folder.file(f"base-{kind}" if cfg.shared_base else f"base-{kind}-seed{seed}"))
+
+    for seed in (cfg.seed,) if cfg.shared_base else cfg.seeds:
         for kind in kinds:
             model = {**sizes, "parts": list(sizes["parts"]) if kind == "ht" else []}
-            base = str(folder.file(f"base-{kind}-seed{seed}"))
             pre.append(Job.of(pretrain, PretrainJob(kind, model, cfg.pretrain_steps,
                                                     cfg.pretrain_batch, cfg.pretrain_lr, cfg.data,
-                                                    base, cfg.device), seed))
+                                                    base_of(kind, seed), cfg.device,
+                                                    cfg.skill_documents, cfg.skill_subjects,
+                                                    exclude if cfg.skill_documents else ()), seed))
+    for seed in cfg.seeds:
         for arm in cfg.arms:
-            base = str(folder.file(f"base-{_kind(arm)}-seed{seed}"))
+            base = base_of(_kind(arm), seed)
             arms.append(Job.of(run_arm, ArmJob(arm, base, cfg.days, cfg.facts_per_day,
                                                cfg.corrections_per_day, cfg.steps, cfg.batch, cfg.lr,
                                                cfg.decision_tokens, cfg.ewc, cfg.optimizer,
-                                               cfg.apollo_rank, cfg.base_batches, cfg.device),
+                                               cfg.apollo_rank, cfg.base_batches, cfg.device,
+                                               cfg.probe_split, tuple(cfg.shares),
+                                               cfg.baseline_optimizer),
                                         seed))
     return pre, arms
 
@@ -419,8 +496,13 @@ def run(cfg: Config, folder: RunFolder) -> Result:
         title="A language model that learns in its sleep",
         intro=(f"Arms {', '.join(cfg.arms)}; seeds {list(cfg.seeds)}; {cfg.days} days of "
                f"{cfg.facts_per_day} facts; base model {dataclasses.asdict(cfg.model)} pretrained "
-               f"{cfg.pretrain_steps} steps on tiny shakespeare; nights of {cfg.steps} steps × "
-               f"{cfg.batch} at lr {cfg.lr}. Accuracy: closed-book 8-way choice by likelihood "
-               "(chance 0.125) on held-out question forms."),
+               f"{cfg.pretrain_steps} steps on tiny shakespeare"
+               + (f" mixed with {cfg.skill_documents} skill documents about other invented subjects"
+                  if cfg.skill_documents else "")
+               + (" (one base per model kind for every seed)" if cfg.shared_base else "")
+               + f"; nights of {cfg.steps} steps × {cfg.batch} at lr {cfg.lr} (shares old, base, "
+               f"dream {tuple(cfg.shares)}). Accuracy: closed-book 8-way choice by likelihood "
+               f"(chance 0.125) on the {cfg.probe_split} question forms, prompts laid out as the "
+               "night's episodes."),
         sections=tuple(sections),
     )

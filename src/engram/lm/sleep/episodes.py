@@ -85,9 +85,14 @@ def dream_episode(fact: Fact, question: str, fragments: str, day: int) -> Episod
                    fact, 0.0, 0.0)
 
 
+def pad_token(tokenizer) -> int:
+    """The token that left-pads contexts: a space for a character tokenizer, else id 0."""
+    return tokenizer.encode(" ")[0] if isinstance(tokenizer, CharTokenizer) else 0
+
+
 def encode_episodes(episodes: list[Episode], tokenizer, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens [N, length + 1], roles [N, length + 1]) of ``episodes`` in ``layout``."""
-    pad = tokenizer.encode(" ")[0] if isinstance(tokenizer, CharTokenizer) else 0
+    pad = pad_token(tokenizer)
     tokens = torch.full((len(episodes), layout.length + 1), pad, dtype=torch.long)
     roles = torch.zeros_like(tokens)
     for i, episode in enumerate(episodes):

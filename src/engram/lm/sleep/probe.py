@@ -1,5 +1,10 @@
 """The morning probe: closed-book (only the question in context) or open-book (a retrieved
-conversation before it) multiple choice, scored by the model's log-likelihood of each answer."""
+conversation before it) multiple choice, scored by the model's log-likelihood of each answer.
+
+With ``width`` (the episodes' ``Layout.context``) every prompt is left-padded or cut to that many
+tokens, as the night lays out its episodes, so an answer is scored at the positions where the
+night trained decision tokens (a model with absolute position codes otherwise meets its
+answers at positions it was never taught them at)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import torch.nn.functional as F
 
 from engram.data.facts import Question, answer_text, question_prompt
 from engram.lm.model import HippocampalTransformer
+from engram.lm.sleep.episodes import pad_token
 
 
 @dataclass(frozen=True)
@@ -29,15 +35,22 @@ class ProbeResult:
 @torch.no_grad()
 def answer_scores(
     model: HippocampalTransformer, tokenizer, prompts: Sequence[str], answers: Sequence[str],
-    batch: int = 256,
+    batch: int = 256, width: int | None = None,
 ) -> np.ndarray:
     """Sum of log p(answer tokens | prompt) for each (prompt, answer) pair; a prompt longer than
-    the block keeps its end."""
+    the block keeps its end; with ``width``, every prompt is left-padded or cut to that many
+    tokens (the pad is the episodes' pad: a space for a character tokenizer)."""
     block = model.config.block_size
+    if width is not None and not 1 <= width <= block:
+        raise ValueError(f"width: expected 1 ≤ width ≤ block_size {block}, got {width}")
+    pad = pad_token(tokenizer)
     rows, spans = [], []
     for prompt, answer in zip(prompts, answers, strict=True):
         a = tokenizer.encode(answer)
-        p = tokenizer.encode(prompt)[-(block + 1 - len(a)):]
+        keep = block + 1 - len(a) if width is None else min(width, block + 1 - len(a))
+        p = tokenizer.encode(prompt)[-keep:]
+        if width is not None:
+            p = [pad] * (keep - len(p)) + p
         rows.append(p + a)
         spans.append((len(p), len(p) + len(a)))
     out = np.zeros(len(rows))
@@ -60,9 +73,10 @@ def answer_scores(
 
 def probe(
     model: HippocampalTransformer, tokenizer, questions: Sequence[Question],
-    contexts: Sequence[str] | None = None,
+    contexts: Sequence[str] | None = None, width: int | None = None,
 ) -> ProbeResult:
-    """Score each question's candidates; ``contexts`` (one text per question) makes it open-book."""
+    """Score each question's candidates; ``contexts`` (one text per question) makes it open-book;
+    ``width``: prompts laid out as the episodes are (see the module's note)."""
     prompts, answers, owner = [], [], []
     for i, q in enumerate(questions):
         prompt = (contexts[i] if contexts is not None else "") + question_prompt(q.text)
@@ -72,7 +86,7 @@ def probe(
             owner.append(i)
     if not questions:
         return ProbeResult(np.zeros(0, bool), np.zeros(0))
-    scores = answer_scores(model, tokenizer, prompts, answers)
+    scores = answer_scores(model, tokenizer, prompts, answers, width=width)
     correct, margin = np.zeros(len(questions), bool), np.zeros(len(questions))
     offset = 0
     for i, q in enumerate(questions):

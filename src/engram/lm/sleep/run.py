@@ -75,12 +75,12 @@ def sleep_on_logs(
         hippocampus.add([c for c in conversations if c.day == d], model=model)
     facts = list(standing_facts(conversations).values())
     questions = probe_questions(facts, "test", config.seed)
-    before = probe(model, tokenizer, questions)
+    before = probe(model, tokenizer, questions, width=layout.context)
     scorer = Scorer(PrioritySignals() if priorities else None, config.seed)
     sleep = Sleep(model, hippocampus, dataclasses.replace(config, prioritized=priorities),
                   base=base, scorer=scorer)
     report = sleep.night(day, checkpoint=night_file)
-    after = probe(model, tokenizer, questions)
+    after = probe(model, tokenizer, questions, width=layout.context)
     history = [*ckpt["history"], {"sleep_day": day, "steps": config.steps,
                                   "mean_loss": report.mean_loss}]
     save_checkpoint(out / CHECKPOINT, {

@@ -28,7 +28,8 @@ class Scorer:
         if not index:
             return np.zeros(0)
         facts = [hippocampus.episodes[i].fact for i in index]
-        result = probe(model, hippocampus.tokenizer, probe_questions(facts, "train", self.seed))
+        result = probe(model, hippocampus.tokenizer, probe_questions(facts, "train", self.seed),
+                       width=hippocampus.layout.context)
         hippocampus.buffer.update_losses(torch.tensor(index), torch.tensor(result.margin),
                                          threshold=0.0)
         return result.margin
