@@ -45,10 +45,14 @@ def per_item_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 
 def adam(lr: float = 1e-3) -> OptimizerFactory:
-    """An optimiser factory: Adam at ``lr`` over the parameters it is given."""
+    """An optimiser factory: Adam at ``lr`` over the parameters it is given.
+
+    The multi-tensor (``foreach``) update: the same arithmetic as the per-tensor loop, bit for
+    bit, with fewer temporaries (about half the optimiser's time on CPU, benchmarks/replay_step.py).
+    """
     if not lr > 0:
         raise ValueError(f"lr: expected a positive learning rate, got {lr}")
-    return lambda params: torch.optim.Adam(params, lr=lr)
+    return lambda params: torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 class Strategy:
