@@ -1,13 +1,15 @@
 """The van de Ven protocol's learners: its ER store, EWC per task, equal compute, verdicts."""
 
+import copy
 import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engram.data.streams import make_stream
 from engram.errors import ConfigError
-from engram.replay.experiments.continual_train import Heads
+from engram.replay.experiments.continual_train import Heads, mlp
 from engram.replay.experiments.vandeven import PUBLISHED, Config, published_verdict
 from engram.replay.experiments.vandeven_train import (
     ExemplarReplay,
@@ -18,6 +20,7 @@ from engram.replay.experiments.vandeven_train import (
     train_protocol,
     wake_iters,
 )
+from engram.replay.strategies import adam
 
 TINY = ProtocolConfig(hidden=16, iters=6, batch=8, budget=4, fisher_samples=8, sleep_steps=4)
 
@@ -28,8 +31,13 @@ def stream():
 
 
 def _through(learner, stream, heads, n_tasks, steps=3):
-    gen = torch.Generator().manual_seed(0)
-    for task in stream.tasks[:n_tasks]:
+    _more(learner, stream, heads, 0, n_tasks, steps)
+
+
+def _more(learner, stream, heads, first, last, steps=3):
+    """Tasks ``first`` … ``last`` − 1 of ``stream``, ``steps`` batches of 8 each."""
+    gen = torch.Generator().manual_seed(first)
+    for task in stream.tasks[first:last]:
         heads.see(task.index)
 
         def sample(n, task=task):
@@ -53,6 +61,36 @@ def test_er_stores_budget_distinct_items_of_each_class_of_each_task(stream):
         assert len(torch.unique(x, dim=0)) == len(y)  # distinct items
         same = (x[:, None, :] == task.x_train[None]).all(-1)
         assert bool(same.any(1).all())  # each one of that task's training items
+
+
+def test_er_draws_each_replayed_item_from_the_store_of_the_task_it_names(stream):
+    heads = Heads(stream, torch.device("cpu"))
+    learner = build(stream, dataclasses.replace(TINY, method="er"), heads, seed=0)
+    for first, n_tasks in ((0, 2), (2, 4)):  # the stores' union is joined anew after each task
+        _more(learner, stream, heads, first, n_tasks)
+        x, y, t = learner._draw(list(range(n_tasks)), 500)
+        assert set(t.tolist()) == set(range(n_tasks))  # every store, the newest included
+        for k, (xs, _) in enumerate(learner.stored):
+            picked = t == k
+            assert bool((x[picked][:, None, :] == xs[None]).all(-1).any(1).all())
+            assert set(y[picked].tolist()) <= set(stream.tasks[k].classes)
+
+
+def test_the_adam_factory_moves_weights_as_the_per_tensor_adam_bit_for_bit():
+    torch.manual_seed(0)
+    ours = mlp(20, 16, 4)
+    reference = copy.deepcopy(ours)
+    optimisers = (adam(1e-2)(ours.parameters()),
+                  torch.optim.Adam(reference.parameters(), lr=1e-2, foreach=False))
+    for _ in range(5):
+        x, y = torch.rand(32, 20), torch.randint(4, (32,))
+        for model, opt in zip((ours, reference), optimisers, strict=True):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), reference.parameters(),
+                                                  strict=True))
+    assert not torch.equal(ours[0].weight, mlp(20, 16, 4)[0].weight)  # they did move
 
 
 def test_ewc_keeps_one_penalty_per_past_task(stream):

@@ -150,6 +150,7 @@ class ExemplarReplay(Strategy):
         self.budget, self.train_set, self.replay_batch = budget, train_set, replay_batch
         self.per_task, self.generator = per_task, generator
         self.stored: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._union = (torch.empty(0), torch.empty(0), torch.empty(0))
 
     def after_experience(self) -> None:
         x, y = self.train_set(self.experience)
@@ -159,15 +160,23 @@ class ExemplarReplay(Strategy):
             keep.append(idx[torch.randperm(len(idx), generator=self.generator)[: self.budget]])
         keep = torch.cat(keep)
         self.stored.append((x[keep], y[keep]))
+        self._union = self._join(range(len(self.stored)))
+
+    def _join(self, tasks: range | list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stored items of ``tasks`` in one tensor each, with the task of every item."""
+        xs = torch.cat([self.stored[t][0] for t in tasks])
+        ys = torch.cat([self.stored[t][1] for t in tasks])
+        ts = torch.cat([torch.full((len(self.stored[t][1]),), t) for t in tasks])
+        return xs, ys, ts
 
     @property
     def stored_items(self) -> int:
         return sum(len(y) for _, y in self.stored)
 
     def _draw(self, tasks: list[int], n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        xs = torch.cat([self.stored[t][0] for t in tasks])
-        ys = torch.cat([self.stored[t][1] for t in tasks])
-        ts = torch.cat([torch.full((len(self.stored[t][1]),), t) for t in tasks])
+        """``n`` items drawn with replacement from the store of ``tasks`` (all of them: the
+        union joined once per experience, not once per step)."""
+        xs, ys, ts = self._union if len(tasks) == len(self.stored) else self._join(tasks)
         pick = torch.randint(len(ys), (n,), generator=self.generator)
         return xs[pick].to(self.device), ys[pick].to(self.device), ts[pick].to(self.device)
 

@@ -45,10 +45,15 @@ def per_item_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 
 def adam(lr: float = 1e-3) -> OptimizerFactory:
-    """An optimiser factory: Adam at ``lr`` over the parameters it is given."""
+    """An optimiser factory: Adam at ``lr`` over the parameters it is given.
+
+    The multi-tensor (``foreach``) update: the same arithmetic as torch's per-tensor default on
+    CPU, bit for bit, with fewer temporaries (×1.8 on the optimiser step alone, no measurable
+    change in a whole training step: ``benchmarks/replay_vandeven_step.py``).
+    """
     if not lr > 0:
         raise ValueError(f"lr: expected a positive learning rate, got {lr}")
-    return lambda params: torch.optim.Adam(params, lr=lr)
+    return lambda params: torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 class Strategy:

@@ -57,13 +57,15 @@ class SynapticIntelligence(Strategy):
         """One optimiser step, adding −g·Δθ of this step to each parameter's path integral."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        before = {k: p.detach().clone() for k, p in self.params.items()}
-        grads = {k: p.grad.detach().clone() for k, p in self.params.items()
+        # g is kept by reference (torch's optimisers leave .grad as it is) and Δθ is formed in
+        # place in the copy of θ: the same arithmetic as g·(θ' − θ), without four temporaries.
+        moved = {k: (p.detach().clone(), p.grad.detach()) for k, p in self.params.items()
                  if p.grad is not None}
         self.optimizer.step()
         with torch.no_grad():
-            for k, g in grads.items():
-                self.path[k] -= g * (self.params[k] - before[k])
+            for k, (before, g) in moved.items():
+                torch.sub(self.params[k], before, out=before)
+                self.path[k].sub_(before.mul_(g))
         return float(loss.detach())
 
     def after_experience(self) -> None:
