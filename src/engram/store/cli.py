@@ -252,16 +252,12 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "store")
     from uvicorn.supervisors import Multiprocess
     require("fastapi", "store")
-    from engram.store.backends import open_backend
     from engram.store.server import create_app
 
     _require_store(args.path)
     if args.workers < 1:
         raise ValueError(f"--workers: expected a positive number of processes, got {args.workers}")
-    backend = open_backend(args.path)
-    dim = backend.dim
-    backend.close()
-    embedder = _embedder(args.embedder, dim)  # loaded here first: a bad --embedder fails before serving
+    embedder = _embedder(args.embedder, _dim_of(args.path))  # a bad --embedder fails before serving
     if args.workers == 1:
         uvicorn.run(create_app(args.path, embedder=embedder), host=args.host, port=args.port,
                     log_level="warning")
@@ -292,14 +288,21 @@ _SERVE_PATH, _SERVE_EMBEDDER = "ENGRAM_SERVE_PATH", "ENGRAM_SERVE_EMBEDDER"
 def serving_app() -> Any:
     """The app one of ``engram store serve --workers N``'s processes serves (its store and
     embedder passed through the environment, as uvicorn starts each worker afresh)."""
-    from engram.store.backends import open_backend
     from engram.store.server import create_app
 
     path = os.environ[_SERVE_PATH]
+    return create_app(path, embedder=_embedder(os.environ.get(_SERVE_EMBEDDER) or None, _dim_of(path)))
+
+
+def _dim_of(path: str) -> int:
+    """The embedding dimension of the store at ``path``."""
+    from engram.store.backends import open_backend
+
     backend = open_backend(path)
-    dim = backend.dim
-    backend.close()
-    return create_app(path, embedder=_embedder(os.environ.get(_SERVE_EMBEDDER) or None, dim))
+    try:
+        return backend.dim
+    finally:
+        backend.close()
 
 
 def _mcp(args: argparse.Namespace) -> int:
