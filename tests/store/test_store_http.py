@@ -310,15 +310,18 @@ def test_cli_add_recall_delete_sleep_stats_export(tmp_path, capsys):
         assert len(store) == 11 and store.check() == []
 
 
-def test_concurrent_recalls_are_answered_in_batches_with_the_stores_own_answers(tmp_path, monkeypatch):
+@pytest.mark.parametrize("local", [True, False], ids=["on-the-loop", "in-the-thread-pool"])
+def test_concurrent_recalls_are_answered_in_batches_with_the_stores_own_answers(tmp_path, monkeypatch, local):
     """Recalls that arrive while one runs are answered together by one recall_batch; each gets
-    the answer the store gives it alone, and a bad cue among them gets its own error only."""
+    the answer the store gives it alone, and a bad cue among them gets its own error only. A
+    local backend's batches run on the event loop's thread, a networked one's in the pool."""
     import asyncio
     import threading
 
     import httpx
 
     from engram.store import server
+    from engram.store.backends.sqlite import SQLiteBackend
 
     path = tmp_path / "s"
     key = issue_key(path, "alice", dim=DIM)
@@ -333,15 +336,19 @@ def test_concurrent_recalls_are_answered_in_batches_with_the_stores_own_answers(
         alone += [[r.episode.id for r in store.recall(np.asarray(c), k=3, known=np.asarray(m)).episodes]
                   for c, m in zip(masked[:3], known[:3], strict=True)]
     sizes: list[int] = []
+    threads: set[int] = set()
     gate = threading.Event()
     together = server.RecallBatcher._together
 
     def recorded(self, requests):
         sizes.append(len(requests))
-        gate.wait(5)  # hold the first batch until every request has queued behind it
+        threads.add(threading.get_ident())
+        if not local:
+            gate.wait(5)  # hold the first batch until every request has queued behind it
         return together(self, requests)
 
     monkeypatch.setattr(server.RecallBatcher, "_together", recorded)
+    monkeypatch.setattr(SQLiteBackend, "local", local)
     app = create_app(path)
 
     async def run() -> list[httpx.Response]:
@@ -363,6 +370,7 @@ def test_concurrent_recalls_are_answered_in_batches_with_the_stores_own_answers(
     assert answers[-1].status_code == 422, answers[-1].text
     assert answers[-1].json()["detail"].startswith("cue: expected the known dimensions")  # its own error
     assert max(sizes) > 1 and sum(sizes) == len(answers)  # every request went through a batch
+    assert (threads == {threading.get_ident()}) is local  # the loop's own thread, or the pool's
 
 
 def test_several_server_processes_share_one_store(tmp_path):

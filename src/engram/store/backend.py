@@ -146,6 +146,7 @@ class StorageBackend(ABC):
 
     dim: int
     location: str  # the store, as messages name it (a path, or a URL without its password)
+    local: bool = True  # reads without a network round trip (a server may run them on its event loop)
 
     # ---------------------------------------------------------------- spaces and their state
 

@@ -265,8 +265,11 @@ def _serve(args: argparse.Namespace) -> int:
     # Several processes on one listening socket, each its own app over the same store: SQLite
     # (WAL) or PostgreSQL keep them consistent, each reloads what another wrote before it reads.
     os.environ[_SERVE_PATH], os.environ[_SERVE_EMBEDDER] = args.path, args.embedder or ""
+    # A spawned worker imports this module (torch included) before it can answer the supervisor's
+    # health ping; uvicorn's 5 s default kills and respawns it for ever on a loaded machine.
     config = uvicorn.Config("engram.store.cli:serving_app", factory=True, host=args.host, port=args.port,
-                            log_level="warning", workers=args.workers)
+                            log_level="warning", workers=args.workers,
+                            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
     Multiprocess(config, sockets=[tcp_listener(config)]).run()
     return 0
 
@@ -283,6 +286,7 @@ def tcp_listener(config: Any) -> socket.socket:
 
 
 _SERVE_PATH, _SERVE_EMBEDDER = "ENGRAM_SERVE_PATH", "ENGRAM_SERVE_EMBEDDER"
+WORKER_HEALTHCHECK_S = 120  # seconds a worker may take to answer: starting, or hung
 
 
 def serving_app() -> Any:

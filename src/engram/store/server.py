@@ -60,6 +60,7 @@ _MAX_PREVIOUS_KEYS = 8
 _SMALLEST = 2e-12
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SPACE_ROUTE = re.compile(r"^/v1/spaces/([^/]*)(?:/|$)")
+_ADMITTED = "engram.admitted"  # the (space, key) KeyCheck let through, in the request's scope
 # the id rule is checked by check_episode_id (one rule for every entry point); the schema states it
 _ID_SCHEMA = {"pattern": ID_PATTERN}
 _NO_KEY = "x-api-key: expected the space's API key in the X-API-Key header, got none"
@@ -212,6 +213,7 @@ class KeyCheck:
             if not self.allowed(space, key):
                 await _reply(send, 403, _WRONG_KEY)
                 return
+            scope[_ADMITTED] = (space, key)  # the route's own check reads it: one check a request
         await self.app(scope, receive, send)
 
 
@@ -245,11 +247,18 @@ class Timing:
 class RecallBatcher:
     """Concurrent recalls of one space answered together: requests of the same kind (cue, text,
     mask, k, filters) that arrive while a batch runs are answered by the next ``recall_batch``.
-    No timer: a lone recall runs at once; under load, batches form by themselves."""
+    No timer: a lone recall runs at once; under load, batches form by themselves.
+
+    Over a store whose backend reads locally (``StorageBackend.local``) a batch runs on the event
+    loop itself: a worker thread would only contend with the loop for the interpreter lock (each
+    hand-off two lock switches, and the loop waits out the thread's switch interval whenever it
+    releases the lock for I/O). Over a networked backend a batch waits on round trips, so it
+    runs in the thread pool and the loop serves other requests meanwhile."""
 
     def __init__(self, store: MemoryStore, limit: int = 64):
         self.store = store
         self.limit = limit
+        self.inline = store.backend.local
         self.waiting: dict[tuple[Any, ...], list[tuple[dict[str, Any], asyncio.Future]]] = {}
         self.draining: asyncio.Task | None = None
 
@@ -269,9 +278,9 @@ class RecallBatcher:
                     del self.waiting[kind]
                 requests = [request for request, _ in batch]
                 try:
-                    answers: list[Any] = await run_in_threadpool(self._together, requests)
+                    answers: list[Any] = await self._run(self._together, requests)
                 except Exception:  # a bad request among them: each answered (or refused) alone
-                    answers = [await run_in_threadpool(self._alone, request) for request in requests]
+                    answers = [await self._run(self._alone, request) for request in requests]
                 for (_, future), answer in zip(batch, answers, strict=True):
                     if future.done():  # the client went away
                         continue
@@ -279,8 +288,13 @@ class RecallBatcher:
                         future.set_exception(answer)
                     else:
                         future.set_result(answer)
+                if self.inline:  # the answers go out, and what came meanwhile is read, first
+                    await asyncio.sleep(0)
         finally:
             self.draining = None
+
+    async def _run(self, work: Callable[[Any], Any], argument: Any) -> Any:
+        return work(argument) if self.inline else await run_in_threadpool(work, argument)
 
     def _together(self, requests: list[dict[str, Any]]) -> list[RecallResult]:
         first = requests[0]
@@ -648,7 +662,7 @@ def _only_query(*names: str) -> Any:
     """A dependency that refuses query parameters other than ``names``: the schema allows no
     others, and an ignored one (``?embeddings=true``) would be a silently wrong answer."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:  # async: no thread hand-off for a set difference
         unknown = sorted(set(request.query_params) - set(names))
         if unknown:
             takes = ", ".join(names) or "no query parameters"
@@ -753,17 +767,17 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
                 batchers[space] = RecallBatcher(store)
         return store
 
-    async def space_store(space: str, key: str | None = Security(APIKeyHeader(name="X-API-Key",
-                                                                               auto_error=False))
+    async def space_store(request: Request, space: str,
+                          key: str | None = Security(APIKeyHeader(name="X-API-Key", auto_error=False))
                           ) -> MemoryStore:
-        # KeyCheck has admitted the key before the body was read; checked again here (cached
-        # state) so that no route runs without it, however the app is mounted
-        if key is None or not allowed(space, key):
+        # KeyCheck admits the key before the body is read and marks the request; checked here
+        # when it did not (the app mounted without it), so that no route runs without the key
+        if key is None or (request.scope.get(_ADMITTED) != (space, key) and not allowed(space, key)):
             raise HTTPException(401, _NO_KEY) if key is None else HTTPException(403, _WRONG_KEY)
         store = stores.get(space)
         return store if store is not None else await run_in_threadpool(open_space, space)
 
-    def episode_id(eid: Annotated[str, Path(min_length=1, max_length=128,
+    async def episode_id(eid: Annotated[str, Path(min_length=1, max_length=128,
                                             json_schema_extra=_ID_SCHEMA)]) -> str:
         return check_episode_id(eid)
 

@@ -199,6 +199,8 @@ class PostgresBackend(StorageBackend):
     ``vector`` extension cannot be created.
     """
 
+    local = False  # every read is a round trip to the database
+
     def __init__(self, url: str, dim: int | None = None, durable: bool = True, *, hnsw_above: int = 10_000,
                  hnsw_m: int = 16, hnsw_ef_construction: int = 64, ef_search: int = 100):
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
