@@ -117,6 +117,23 @@ def test_sleep_replay_back_propagates_as_many_items_as_er(stream):
     assert wake_iters(TINY, 5) < TINY.iters
 
 
+def test_the_equal_compute_control_rehearses_as_long_as_sleep_but_uniformly_and_without_dreams(
+        stream):
+    heads = {m: Heads(stream, torch.device("cpu")) for m in ("sleep-replay", "replay-equal-compute")}
+    learners = {m: build(stream, dataclasses.replace(TINY, method=m), h, seed=0)
+                for m, h in heads.items()}
+    for m, learner in learners.items():
+        _through(learner, stream, heads[m], 3)
+    sleep, control = (learners[m].sleep for m in ("sleep-replay", "replay-equal-compute"))
+    assert control.signals is None and sleep.signals is not None
+    assert [r.steps for r in control.history] == [r.steps for r in sleep.history] == [4, 4, 4]
+    assert all(r.dreamed == 0 and r.replayed == 4 * TINY.batch for r in control.history)
+    assert all(r.dreamed > 0 for r in sleep.history)
+    runs = {m: train_protocol(stream, dataclasses.replace(TINY, method=m), 0) for m in learners}
+    assert runs["replay-equal-compute"]["items"] == runs["sleep-replay"]["items"]
+    assert runs["replay-equal-compute"]["final"] != runs["sleep-replay"]["final"]
+
+
 def test_equal_compute_refuses_sleep_that_leaves_no_wake_steps():
     with pytest.raises(ConfigError, match="sleep_steps"):
         wake_iters(dataclasses.replace(TINY, sleep_steps=1000), 5)

@@ -46,7 +46,7 @@ PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
 # Engram's method is compared with these arms (Welch, Holm over the family).
 N_TASKS = 5  # split MNIST
 REFERENCE = "sleep-replay"
-PEERS = ("er", "dgr", "dgr+distill", "response-replay")
+PEERS = ("replay-equal-compute", "er", "dgr", "dgr+distill", "response-replay")
 
 
 @dataclass(frozen=True)

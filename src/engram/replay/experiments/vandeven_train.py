@@ -16,6 +16,9 @@ task through its own head and averages the losses. The methods:
 - ``sleep-replay`` / ``response-replay``: Engram's sleep method (``SleepReplay``) without / with
   response replay, its store as large as ER's when full (budget × classes), its wake steps cut
   so that it back-propagates as many items as ER (see :func:`wake_iters`).
+- ``replay-equal-compute``: the equal-compute control of sleep replay — the same store, wake
+  steps and boundary steps, but uniform replay while awake and asleep, no priorities, no
+  dreams: what the sleep method earns beyond its extra low-rate rehearsal.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ from engram.replay.strategies import (
 from engram.replay.vae import VAE
 
 METHODS = ("none", "joint", "ewc", "online-ewc", "si", "er", "dgr", "dgr+distill",
-           "sleep-replay", "response-replay")
-SLEEPING = ("sleep-replay", "response-replay")
+           "sleep-replay", "response-replay", "replay-equal-compute")
+SLEEPING = ("sleep-replay", "response-replay", "replay-equal-compute")
 
 
 @dataclass(frozen=True)
@@ -243,8 +246,9 @@ def build(stream: Stream, cfg: ProtocolConfig, heads: Heads, seed: int) -> Strat
     phase = SleepPhaseConfig(steps=cfg.sleep_steps, lr=cfg.sleep_lr, batch=cfg.batch,
                              sampling="uniform", current_fraction=0.0,
                              distill=cfg.distill if cfg.method == "response-replay" else 0.0)
-    sleep = Sleep(phase, buffer, stream.n_outputs, signals=PrioritySignals(), logits_fn=heads,
-                  seed=seed)
+    control = cfg.method == "replay-equal-compute"
+    sleep = Sleep(phase, buffer, stream.n_outputs, signals=None if control else PrioritySignals(),
+                  logits_fn=heads, recombine=not control, seed=seed)
     return SleepReplay(model, sleep, replay_batch=cfg.batch,
                        anneal_steps=len(stream) * wake_iters(cfg, len(stream)), **options)
 
