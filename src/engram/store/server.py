@@ -778,7 +778,7 @@ def create_app(path: str | os.PathLike[str], max_body_bytes: int = MAX_BODY_BYTE
         return store if store is not None else await run_in_threadpool(open_space, space)
 
     async def episode_id(eid: Annotated[str, Path(min_length=1, max_length=128,
-                                            json_schema_extra=_ID_SCHEMA)]) -> str:
+                                                  json_schema_extra=_ID_SCHEMA)]) -> str:
         return check_episode_id(eid)
 
     authorised = Depends(space_store)
